@@ -1,0 +1,613 @@
+//! Stackless rendezvous channels.
+//!
+//! # Design
+//!
+//! A channel holds no values, only *waiters*: the tasklets blocked on it, all senders or all
+//! receivers, in arrival order. `balance` counts them, positive for senders and negative for
+//! receivers, so `balance == ±waiters.len()`.
+//!
+//! A waiter is a [`WaitNode`] on the blocked tasklet's own stack (Go's `sudog` idea): a sender's
+//! node holds the value being sent, a receiver's node is where the value is put. The channel's
+//! queue points at the node. This is sound because a node outlives its queue entry: the entry
+//! is removed either by the partner that completes the exchange (it sets `done`), by `close`
+//! (likewise), or by the [`Registration`] guard in the blocked frame when the wait ends any
+//! other way (kill, deadlock), before the frame goes away. No allocation happens per blocking
+//! operation and a wake-up costs no search.
+//!
+//! # The preference rule (Stackless's implementation, not its documentation)
+//!
+//! The caller's direction `d` is +1 for send and -1 for receive. When a caller finds a partner
+//! waiting: if `preference == -d` (the waiting side is preferred) the partner runs at once and
+//! the caller goes to the end of the run queue; otherwise (including `Neither`) the caller
+//! continues and the partner is appended to the run queue. The default is `Receiver` (-1).
+//!
+//! # Closing
+//!
+//! ```text
+//!   open ──close()──► closing ──balance reaches 0──► closed      (open() reopens)
+//! ```
+//!
+//! `close()` sets *closing*. An operation that completes at once (a partner is waiting) still
+//! succeeds; one that would block fails with `Closed`. Receivers blocked at the moment of
+//! `close()` are woken with `Closed` (no sender can come any more), so the balance is never
+//! negative on a closing channel; blocked senders stay and their values can still be drained
+//! by receivers. `is_closed()` = closing and balance 0, which is when iteration ends.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::ptr::NonNull;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::scheduler::{scheduler, BlockedOn, State, Task, Wake};
+
+/// Which side of a channel runs first when an operation meets a waiting partner (Stackless
+/// `preference`: -1, 0, 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Preference {
+    /// The receiver runs first (-1), the default: a send to a waiting receiver switches to it.
+    #[default]
+    Receiver = -1,
+    /// Nobody is preferred (0): the caller continues, the partner is queued.
+    Neither = 0,
+    /// The sender runs first (1): a receive from a waiting sender switches to it.
+    Sender = 1,
+}
+
+impl Preference {
+    /// Stackless's integer for this preference (-1, 0 or 1).
+    pub fn as_int(self) -> i8 {
+        self as i8
+    }
+
+    /// The preference for a Stackless integer, clamped to -1..=1 as Stackless's setter does.
+    pub fn from_int(value: i64) -> Preference {
+        match value.signum() {
+            -1 => Preference::Receiver,
+            0 => Preference::Neither,
+            _ => Preference::Sender,
+        }
+    }
+}
+
+const SEND: isize = 1;
+const RECEIVE: isize = -1;
+
+static NEXT_CHANNEL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A Stackless rendezvous channel: [`send`](Channel::send) blocks until a receiver takes the
+/// value, [`receive`](Channel::receive) until a sender brings one.
+///
+/// Handles are cheap to clone; all clones are the same channel. Channels belong to the thread
+/// that made them and are neither `Send` nor `Sync`:
+///
+/// ```compile_fail
+/// let ch = tasklet::Channel::<i32>::new();
+/// std::thread::spawn(move || ch.send(1)); // error: `Rc<..>` cannot be sent between threads
+/// ```
+///
+/// ```compile_fail
+/// fn assert_sync<T: Sync>(_: &T) {}
+/// assert_sync(&tasklet::Channel::<i32>::new()); // error: channels are not `Sync` either
+/// ```
+///
+/// # Examples
+///
+/// The cooperative-multitasking example of the Stackless slides, with its exact output order:
+///
+/// ```
+/// use std::{cell::RefCell, rc::Rc};
+/// let out = Rc::new(RefCell::new(Vec::<String>::new()));
+/// let ch = tasklet::Channel::new();
+/// let (o, c) = (out.clone(), ch.clone());
+/// tasklet::spawn(move || {
+///     o.borrow_mut().push("Receiving tasklet started".into());
+///     let v: String = c.receive().unwrap();
+///     o.borrow_mut().push(v);
+///     o.borrow_mut().push("Receiving tasklet finished".into());
+/// });
+/// let (o, c) = (out.clone(), ch.clone());
+/// tasklet::spawn(move || {
+///     o.borrow_mut().push("Sending tasklet started".into());
+///     c.send("send from sending_tasklet".to_string()).unwrap();
+///     o.borrow_mut().push("sending tasklet finished".into());
+/// });
+/// let o = out.clone();
+/// tasklet::spawn(move || o.borrow_mut().push("Just another tasklet in the scheduler".into()));
+/// tasklet::run();
+/// assert_eq!(*out.borrow(), [
+///     "Receiving tasklet started",
+///     "Sending tasklet started",
+///     "send from sending_tasklet",
+///     "Receiving tasklet finished",
+///     "Just another tasklet in the scheduler",
+///     "sending tasklet finished",
+/// ]);
+/// ```
+pub struct Channel<T> {
+    inner: Rc<Inner<T>>,
+}
+
+struct Inner<T> {
+    id: u64,
+    waiters: RefCell<VecDeque<Waiter<T>>>,
+    /// > 0: that many blocked senders; < 0: blocked receivers.
+    balance: Cell<isize>,
+    preference: Cell<Preference>,
+    closing: Cell<bool>,
+}
+
+/// A blocked tasklet and the node on its stack.
+struct Waiter<T> {
+    task: Rc<Task>,
+    node: NonNull<WaitNode<T>>,
+}
+
+/// Lives on the blocked tasklet's stack for the duration of its wait.
+struct WaitNode<T> {
+    /// A sender's value until a receiver takes it; a receiver's value once a sender delivers.
+    value: Cell<Option<T>>,
+    /// Set by whoever removes the waiter from the queue (partner or `close`).
+    done: Cell<bool>,
+}
+
+impl<T> Waiter<T> {
+    /// The node of a waiter that is (or was just) in the queue.
+    fn node(&self) -> &WaitNode<T> {
+        // SAFETY: a node outlives its queue entry (module comment): the blocked frame removes
+        // the entry, via `Registration`, before it can go away, and a waiter popped by a partner
+        // is used only before the partner wakes it (the woken tasklet has not run yet).
+        unsafe { self.node.as_ref() }
+    }
+}
+
+/// Undoes a waiter's registration when its wait ends without a partner or `close` (kill,
+/// deadlock), restoring the balance.
+struct Registration<'a, T> {
+    inner: &'a Inner<T>,
+    node: &'a WaitNode<T>,
+    direction: isize,
+}
+
+impl<T> Drop for Registration<'_, T> {
+    fn drop(&mut self) {
+        if self.node.done.get() {
+            return;
+        }
+        let mut waiters = self.inner.waiters.borrow_mut();
+        if let Some(pos) = waiters.iter().position(|w| std::ptr::eq(w.node.as_ptr(), self.node)) {
+            waiters.remove(pos);
+            self.inner.balance.set(self.inner.balance.get() - self.direction);
+        }
+    }
+}
+
+impl<T> Inner<T> {
+    /// Takes the longest-waiting partner out of the queue.
+    fn pop_waiter(&self, direction_of_waiters: isize) -> Waiter<T> {
+        let waiter = self.waiters.borrow_mut().pop_front().expect("balance counts the waiters");
+        self.balance.set(self.balance.get() - direction_of_waiters);
+        waiter.node().done.set(true);
+        waiter
+    }
+
+    /// Completes a rendezvous with `partner` by the preference rule.
+    fn hand_over(&self, partner: Rc<Task>, direction: isize) {
+        let sched = scheduler();
+        if self.preference.get() as isize == -direction {
+            sched.yield_to(partner);
+        } else {
+            sched.wake(partner);
+        }
+    }
+
+    /// Blocks the current tasklet on this channel with `node` until a partner or `close`
+    /// completes the wait, or nothing can.
+    fn block(&self, node: &WaitNode<T>, direction: isize) -> Wake {
+        let sched = scheduler();
+        let me = sched.current_rc();
+        me.set_state(State::Blocked(if direction == SEND {
+            BlockedOn::Send(self.id)
+        } else {
+            BlockedOn::Receive(self.id)
+        }));
+        self.waiters.borrow_mut().push_back(Waiter { task: me, node: NonNull::from(node) });
+        self.balance.set(self.balance.get() + direction);
+        let registration = Registration { inner: self, node, direction };
+        let wake = sched.park();
+        drop(registration);
+        wake
+    }
+}
+
+impl<T> Channel<T> {
+    /// Creates an open channel with balance 0 and preference [`Preference::Receiver`].
+    pub fn new() -> Channel<T> {
+        Channel {
+            inner: Rc::new(Inner {
+                id: NEXT_CHANNEL_ID.fetch_add(1, Ordering::Relaxed),
+                waiters: RefCell::new(VecDeque::new()),
+                balance: Cell::new(0),
+                preference: Cell::new(Preference::Receiver),
+                closing: Cell::new(false),
+            }),
+        }
+    }
+
+    /// Sends `value`, blocking until a receiver takes it. If a receiver is already waiting, the
+    /// exchange happens at once and the preference decides who runs first.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] if the channel is closing and no receiver is waiting;
+    /// [`SendError::Deadlock`] if the main tasklet would block with nothing else runnable.
+    /// Both give the value back.
+    pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        let inner = &*self.inner;
+        if inner.balance.get() < 0 {
+            let receiver = inner.pop_waiter(RECEIVE);
+            receiver.node().value.set(Some(value));
+            inner.hand_over(receiver.task, SEND);
+            return Ok(());
+        }
+        if inner.closing.get() {
+            return Err(SendError::Closed(value));
+        }
+        let node = WaitNode { value: Cell::new(Some(value)), done: Cell::new(false) };
+        let wake = inner.block(&node, SEND);
+        match (wake, node.value.take()) {
+            (_, None) => Ok(()),
+            (Wake::Woken, Some(value)) => Err(SendError::Closed(value)),
+            (Wake::Never, Some(value)) => Err(SendError::Deadlock(value)),
+        }
+    }
+
+    /// Receives a value, blocking until a sender brings one. If a sender is already waiting,
+    /// the exchange happens at once and the preference decides who runs first.
+    ///
+    /// # Errors
+    /// [`RecvError::Closed`] if the channel is closing and no sender is waiting, or it was
+    /// closed while this receiver waited; [`RecvError::Deadlock`] if the main tasklet would block
+    /// with nothing else runnable.
+    pub fn receive(&self) -> Result<T, RecvError> {
+        let inner = &*self.inner;
+        if inner.balance.get() > 0 {
+            let sender = inner.pop_waiter(SEND);
+            let value = sender.node().value.take().expect("a blocked sender holds its value");
+            inner.hand_over(sender.task, RECEIVE);
+            return Ok(value);
+        }
+        if inner.closing.get() {
+            return Err(RecvError::Closed);
+        }
+        let node = WaitNode { value: Cell::new(None), done: Cell::new(false) };
+        match (inner.block(&node, RECEIVE), node.value.take()) {
+            (_, Some(value)) => Ok(value),
+            (Wake::Woken, None) => Err(RecvError::Closed),
+            (Wake::Never, None) => Err(RecvError::Deadlock),
+        }
+    }
+
+    /// Sends `value` only if a receiver is waiting (then as [`send`](Channel::send), preference
+    /// included); never blocks.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] when no receiver waits, [`TrySendError::Closed`] when none waits
+    /// and the channel is closing; both give the value back.
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        if self.inner.balance.get() < 0 {
+            return self.send(value).map_err(|_| unreachable!("a waiting receiver takes the value"));
+        }
+        if self.inner.closing.get() {
+            Err(TrySendError::Closed(value))
+        } else {
+            Err(TrySendError::Full(value))
+        }
+    }
+
+    /// Receives a value only if a sender is waiting (then as [`receive`](Channel::receive),
+    /// preference included); never blocks.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`] when no sender waits, [`TryRecvError::Closed`] when none waits
+    /// and the channel is closing.
+    pub fn try_receive(&self) -> Result<T, TryRecvError> {
+        if self.inner.balance.get() > 0 {
+            return self.receive().map_err(|_| unreachable!("a waiting sender gives its value"));
+        }
+        if self.inner.closing.get() {
+            Err(TryRecvError::Closed)
+        } else {
+            Err(TryRecvError::Empty)
+        }
+    }
+
+    /// Sends every item of `items` in turn (Stackless `send_sequence`); returns how many were
+    /// sent.
+    ///
+    /// # Errors
+    /// The first failed [`send`](Channel::send); the items after it are not consumed.
+    pub fn send_sequence<I: IntoIterator<Item = T>>(&self, items: I) -> Result<usize, SendError<T>> {
+        let mut sent = 0;
+        for item in items {
+            self.send(item)?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// Blocked senders (> 0) or receivers (< 0).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ch = tasklet::Channel::new();
+    /// for i in 0..3 {
+    ///     let ch = ch.clone();
+    ///     tasklet::spawn(move || ch.send(i));
+    /// }
+    /// tasklet::run();
+    /// assert_eq!(ch.balance(), 3);
+    /// assert_eq!(ch.receive(), Ok(0)); // blocked senders are served first come, first served
+    /// assert_eq!(ch.balance(), 2);
+    /// ```
+    pub fn balance(&self) -> isize {
+        self.inner.balance.get()
+    }
+
+    /// Which side runs first at a rendezvous.
+    pub fn preference(&self) -> Preference {
+        self.inner.preference.get()
+    }
+
+    /// Sets which side runs first at a rendezvous.
+    pub fn set_preference(&self, preference: Preference) {
+        self.inner.preference.set(preference);
+    }
+
+    /// Starts closing the channel: operations that would block fail from now on; receivers
+    /// blocked now are woken with [`RecvError::Closed`]; blocked senders can still be drained.
+    pub fn close(&self) {
+        let inner = &*self.inner;
+        inner.closing.set(true);
+        if inner.balance.get() < 0 {
+            let sched = scheduler();
+            while inner.balance.get() < 0 {
+                let receiver = inner.pop_waiter(RECEIVE);
+                sched.wake(receiver.task);
+            }
+        }
+    }
+
+    /// Reopens a closing or closed channel.
+    pub fn open(&self) {
+        self.inner.closing.set(false);
+    }
+
+    /// Whether [`close`](Channel::close) was called (and not undone by [`open`](Channel::open)).
+    pub fn is_closing(&self) -> bool {
+        self.inner.closing.get()
+    }
+
+    /// Whether the channel is closing and no tasklet is blocked on it: nothing can ever be
+    /// received from it again.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closing.get() && self.inner.balance.get() == 0
+    }
+
+    /// An iterator of received values that ends when the channel is closed and drained (or a
+    /// receive fails).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ch = tasklet::Channel::new();
+    /// let tx = ch.clone();
+    /// tasklet::spawn(move || {
+    ///     tx.send_sequence(1..=3).unwrap();
+    ///     tx.close();
+    /// });
+    /// assert_eq!(ch.iter().collect::<Vec<i32>>(), [1, 2, 3]);
+    /// assert!(ch.is_closed());
+    /// ```
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { channel: self }
+    }
+}
+
+impl<T> Default for Channel<T> {
+    fn default() -> Self {
+        Channel::new()
+    }
+}
+
+impl<T> Clone for Channel<T> {
+    fn clone(&self) -> Self {
+        Channel { inner: self.inner.clone() }
+    }
+}
+
+impl<T> PartialEq for Channel<T> {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl<T> Eq for Channel<T> {}
+
+impl<T> fmt::Debug for Channel<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("id", &self.inner.id)
+            .field("balance", &self.inner.balance.get())
+            .field("preference", &self.inner.preference.get())
+            .field("closing", &self.inner.closing.get())
+            .finish()
+    }
+}
+
+/// Borrowing iterator over received values; see [`Channel::iter`].
+#[derive(Debug)]
+pub struct Iter<'a, T> {
+    channel: &'a Channel<T>,
+}
+
+impl<T> Iterator for Iter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.channel.receive().ok()
+    }
+}
+
+/// Owning iterator over received values; see [`Channel::iter`].
+#[derive(Debug)]
+pub struct IntoIter<T> {
+    channel: Channel<T>,
+}
+
+impl<T> Iterator for IntoIter<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.channel.receive().ok()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Channel<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
+
+impl<T> IntoIterator for Channel<T> {
+    type Item = T;
+    type IntoIter = IntoIter<T>;
+
+    fn into_iter(self) -> IntoIter<T> {
+        IntoIter { channel: self }
+    }
+}
+
+/// Why [`Channel::send`] failed; carries the value back.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SendError<T> {
+    /// The channel is closing and no receiver was waiting.
+    Closed(T),
+    /// The main tasklet would have blocked with nothing else runnable.
+    Deadlock(T),
+}
+
+impl<T> SendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendError::Closed(value) | SendError::Deadlock(value) => value,
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Closed(_) => "Closed(..)",
+            SendError::Deadlock(_) => "Deadlock(..)",
+        })
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Closed(_) => "sending on a closed channel",
+            SendError::Deadlock(_) => {
+                "deadlock: the main tasklet would block sending with no other tasklet runnable (sending without a receiver available)"
+            }
+        })
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+/// Why [`Channel::receive`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvError {
+    /// The channel is closing and no sender was waiting, or it was closed during the wait.
+    Closed,
+    /// The main tasklet would have blocked with nothing else runnable.
+    Deadlock,
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecvError::Closed => "receiving on a closed channel",
+            RecvError::Deadlock => {
+                "deadlock: the main tasklet would block receiving with no other tasklet runnable (receiving without a sender available)"
+            }
+        })
+    }
+}
+
+impl std::error::Error for RecvError {}
+
+/// Why [`Channel::try_send`] failed; carries the value back.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TrySendError<T> {
+    /// No receiver was waiting.
+    Full(T),
+    /// No receiver was waiting and the channel is closing.
+    Closed(T),
+}
+
+impl<T> TrySendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(value) | TrySendError::Closed(value) => value,
+        }
+    }
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrySendError::Full(_) => "Full(..)",
+            TrySendError::Closed(_) => "Closed(..)",
+        })
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrySendError::Full(_) => "no receiver is waiting on the channel",
+            TrySendError::Closed(_) => "sending on a closed channel",
+        })
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {}
+
+/// Why [`Channel::try_receive`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryRecvError {
+    /// No sender was waiting.
+    Empty,
+    /// No sender was waiting and the channel is closing.
+    Closed,
+}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TryRecvError::Empty => "no sender is waiting on the channel",
+            TryRecvError::Closed => "receiving on a closed channel",
+        })
+    }
+}
+
+impl std::error::Error for TryRecvError {}

@@ -1,0 +1,91 @@
+//! # tasklet
+//!
+//! Stackless Python's programming model for Rust: **tasklets** (stackful microthreads on small
+//! guarded stacks), a deterministic cooperative round-robin **scheduler** per OS thread, and
+//! Stackless **channels** (rendezvous: `send` blocks until a receiver takes the value).
+//!
+//! Code in a tasklet is plain blocking-style Rust. It gives up the CPU only where it says so:
+//! [`schedule`], a channel operation that has to wait, [`Tasklet::join`]. Everything else runs
+//! to completion, so there are no data races between tasklets and no locks are needed; the
+//! interleaving is the same on every run.
+//!
+//! ```
+//! use tasklet::Channel;
+//!
+//! let jobs = Channel::new();
+//! let results = Channel::new();
+//! for worker in 0..3 {
+//!     let (jobs, results) = (jobs.clone(), results.clone());
+//!     tasklet::spawn(move || {
+//!         for n in &jobs {                      // ends when `jobs` is closed and drained
+//!             results.send((worker, n * n)).unwrap();
+//!         }
+//!     });
+//! }
+//! let boss = tasklet::spawn({
+//!     let jobs = jobs.clone();
+//!     move || {
+//!         jobs.send_sequence(1..=6).unwrap();    // each send waits for a worker
+//!         jobs.close();
+//!     }
+//! });
+//! let squares: Vec<(i32, i32)> = (0..6).map(|_| results.receive().unwrap()).collect();
+//! boss.join().unwrap();
+//! assert_eq!(squares.iter().map(|&(_, sq)| sq).sum::<i32>(), 91);
+//! assert_eq!(squares[0], (0, 1)); // deterministic: worker 0 got job 1
+//! ```
+//!
+//! ## The pieces
+//!
+//! | Stackless | tasklet |
+//! |---|---|
+//! | `stackless.tasklet(f)()` | [`spawn`], [`Builder::spawn`] |
+//! | `tasklet(f)` + `bind`/`setup`, not inserted | [`Builder::bind`] |
+//! | `schedule()`, `schedule_remove()`, `run()`, `getruncount()` | [`schedule`], [`schedule_remove`], [`run`], [`runcount`] |
+//! | `getcurrent()`, `getmain()` | [`current`], [`Tasklet::is_main`] |
+//! | `t.insert()`, `t.remove()`, `t.run()`, `t.kill()` | [`Tasklet::insert`], [`remove`](Tasklet::remove), [`run`](Tasklet::run), [`kill`](Tasklet::kill) |
+//! | `channel()`, `send`, `receive`, `balance`, `preference`, `close`, `open` | [`Channel`] |
+//!
+//! `docs/stackless.md` in the repository maps every Stackless name.
+//!
+//! ## Scheduling rules
+//!
+//! - [`spawn`] and [`Tasklet::insert`] append to the end of the run queue; [`schedule`] puts the
+//!   caller at the end and runs the head. The thread's own stack is the *main* tasklet.
+//! - [`run`] (main only) runs tasklets until none is runnable, then returns; tasklets blocked on
+//!   channels stay blocked.
+//! - At a channel rendezvous, the [`Preference`] decides who runs first (see [`Channel`]).
+//! - A panic ends its tasklet only; [`Tasklet::join`] returns it as [`JoinError::Panicked`].
+//! - When the main tasklet would block with nothing runnable, the operation returns a
+//!   *deadlock* error instead of hanging.
+//! - When the thread exits, the tasklets still alive are killed: their destructors run.
+//!
+//! ## Stacks and memory
+//!
+//! Each tasklet has [`DEFAULT_STACK_SIZE`] (256 KiB) of address space with a guard page below
+//! it, taken from a per-thread pool carved out of large mappings; only touched pages cost
+//! memory, typically one 4 KiB page for a parked tasklet. On Linux 6.13+ guard pages cost no
+//! memory mapping (`MADV_GUARD_INSTALL`), so the tasklet count is not capped by
+//! `vm.max_map_count`. Overflowing a stack prints which tasklet overflowed and aborts, as Rust
+//! does for threads.
+//!
+//! ## Threads
+//!
+//! Each OS thread has its own scheduler, created on first use. Tasklets, their handles and
+//! channels never leave their thread (they are `!Send`): moving a suspended stack to another
+//! thread is unsound because compiled code caches thread-local addresses.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod channel;
+mod scheduler;
+mod stack;
+mod sys;
+mod tasklet;
+
+pub use channel::{Channel, IntoIter, Iter, Preference, RecvError, SendError, TryRecvError, TrySendError};
+pub use scheduler::{
+    run, runcount, schedule, schedule_remove, set_default_stack_size, DeadlockError, TaskletExit,
+};
+pub use stack::{DEFAULT_STACK_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
+pub use tasklet::{current, spawn, Builder, JoinError, Joinable, StateError, Tasklet};

@@ -1,0 +1,895 @@
+//! The per-thread scheduler: the run queue, switching, parking, killing and teardown.
+//!
+//! # Model
+//!
+//! Each OS thread has at most one scheduler, created lazily on first use and torn down by a
+//! thread-local destructor. The thread's own stack is the **main tasklet**; every other tasklet
+//! runs on a pooled guarded stack (see [`crate::stack`]) as a `corosensei` coroutine.
+//!
+//! Corosensei coroutines are asymmetric (resume / suspend back to the resumer), so the main
+//! stack doubles as the **dispatcher**: a tasklet that gives up the CPU stores the tasklet it
+//! wants to run next (if any) in `next` and suspends to the main stack; the dispatch loop there
+//! resumes `next`, or the head of the run queue. When the loop picks the main tasklet itself, it
+//! returns into main's code. A switch between two tasklets is therefore two stack switches
+//! (suspend + resume, ~1 ns each) plus a queue operation.
+//!
+//! # States
+//!
+//! ```text
+//!            spawn                 schedule_remove / remove()
+//!   bind ──► Paused ──insert()──► Runnable ◄──────────────────► Paused
+//!                                  │    ▲
+//!              channel op / join   │    │ partner arrives / target finishes / kill
+//!                                  ▼    │
+//!                                 Blocked
+//!   Runnable ── returns, panics or is killed ──► Finished
+//! ```
+//!
+//! Invariants (checked by the tests, relied upon everywhere):
+//! - A `Runnable` tasklet is the current one, or in the run queue exactly once, or held in
+//!   `next` during the instant between a suspend and the dispatcher picking it up.
+//! - A `Blocked` tasklet is registered in exactly one wait list (a channel's waiters, a
+//!   tasklet's joiners), and removes itself from it when it is woken in any other way (kill,
+//!   deadlock), by a drop guard on its own stack.
+//! - Every tasklet that has not finished is in `tasks`, which owns it: dropping every handle of
+//!   a paused tasklet does not free it (it is killed at thread exit, like a leaked thread).
+//! - No `RefCell` borrow of scheduler state is held across a switch.
+//!
+//! # Killing
+//!
+//! `kill()` sets the target's `kill_pending` flag and switches to it at once, with the caller
+//! first in the run queue; the target's suspension point sees the flag and unwinds with the
+//! [`TaskletExit`] payload (`resume_unwind`, so no panic hook runs), which the tasklet's root
+//! catches. Destructors on its stack run, including the guards that take it out of wait lists.
+//! Then the caller continues. A tasklet that never started is not switched to at all: its
+//! closure is dropped in place.
+//!
+//! # Deadlock
+//!
+//! When the dispatch loop finds nothing to run, it returns to main. If main was blocked (a
+//! channel operation, a join, `schedule_remove`), nothing can ever wake it, so the operation
+//! fails with a deadlock error instead of hanging. If main was in `run()`, `run()` returns and
+//! the tasklets still blocked stay blocked.
+//!
+//! # Teardown
+//!
+//! When the thread exits, a thread-local destructor kills every remaining tasklet (running
+//! their destructors), then unmaps the stacks. A tasklet that survives three kills (it catches
+//! `TaskletExit` and blocks again) is leaked with its stack, with a warning.
+//!
+//! Rejected alternatives: a symmetric "switch to tasklet X" would save one stack switch per
+//! hop but corosensei does not offer it, and the dispatcher is also what makes deadlock
+//! detection and `run()` trivially correct. Moving tasklets between threads: unsound (TLS
+//! addresses are cached by LLVM across calls), so every handle is `!Send`.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+
+use crate::stack::{self, OverflowInfo, Stack, StackPool};
+
+/// The panic payload that [`Tasklet::kill`](crate::Tasklet::kill) unwinds a tasklet with.
+///
+/// It is raised with [`std::panic::resume_unwind`], so the panic hook does not run and nothing
+/// is printed; the tasklet's root catches it and the tasklet ends as *killed*. Code that catches
+/// unwinds inside a tasklet (`catch_unwind`) can recognise it with `payload.is::<TaskletExit>()`
+/// and should re-raise it with `resume_unwind`, as Python code re-raises `TaskletExit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskletExit;
+
+impl fmt::Display for TaskletExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tasklet killed")
+    }
+}
+
+/// What a blocked tasklet waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BlockedOn {
+    /// Sending on the channel with this id.
+    Send(u64),
+    /// Receiving on the channel with this id.
+    Receive(u64),
+    /// Waiting for the tasklet with this id to finish.
+    Join(u64),
+}
+
+/// Life-cycle state of a tasklet (see the module comment for the transitions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    Runnable,
+    Blocked(BlockedOn),
+    Paused,
+    Finished,
+}
+
+/// How a tasklet's closure ended.
+pub(crate) enum Outcome {
+    Returned(Box<dyn Any>),
+    Panicked(Box<dyn Any + Send>),
+    Killed,
+    /// The result was taken by a `join`.
+    Taken,
+}
+
+/// Why a parked tasklet runs again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Wake {
+    /// Something woke it (it was made runnable again).
+    Woken,
+    /// Nothing can ever wake it: the main tasklet deadlocked, or a tasklet was killed while
+    /// already unwinding. The caller must undo its registration and fail.
+    Never,
+}
+
+type Coro = Coroutine<(), (), (), Stack>;
+
+/// One tasklet. Shared (`Rc`) by its handles, the scheduler's registry, the run queue and the
+/// wait list it is blocked in.
+pub(crate) struct Task {
+    id: u64,
+    name: Option<Box<str>>,
+    state: Cell<State>,
+    kill_pending: Cell<bool>,
+    /// The coroutine; `None` for the main tasklet and once finished.
+    coro: UnsafeCell<Option<Coro>>,
+    /// The coroutine's yielder, set by the tasklet's root before any user code runs.
+    yielder: Cell<*const Yielder<(), ()>>,
+    outcome: RefCell<Option<Outcome>>,
+    /// Tasklets blocked in `join` on this one, in arrival order.
+    joiners: RefCell<Vec<Rc<Task>>>,
+    /// Index in the scheduler's registry.
+    slot: Cell<usize>,
+    /// For the stack overflow handler.
+    overflow: OverflowInfo,
+}
+
+impl Task {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.state.get()
+    }
+
+    pub(crate) fn set_state(&self, state: State) {
+        self.state.set(state);
+    }
+
+    pub(crate) fn is_main(&self) -> bool {
+        self.slot.get() == MAIN_SLOT
+    }
+
+    /// Whether the closure has begun running (the main tasklet always has).
+    fn started(&self) -> bool {
+        // SAFETY: `coro` is only mutated by the dispatcher on the main stack, never while a
+        // reference obtained here is alive (this reads a flag and returns).
+        unsafe { (*self.coro.get()).as_ref().is_none_or(Coro::started) }
+    }
+
+    /// Takes the outcome for a join.
+    /// `None` while the tasklet has not finished; afterwards the outcome, once, then `Taken`.
+    pub(crate) fn take_outcome(&self) -> Option<Outcome> {
+        let mut outcome = self.outcome.borrow_mut();
+        outcome.as_mut().map(|o| std::mem::replace(o, Outcome::Taken))
+    }
+
+    /// Registers `joiner` to be woken when this tasklet finishes.
+    pub(crate) fn add_joiner(&self, joiner: Rc<Task>) {
+        self.joiners.borrow_mut().push(joiner);
+    }
+
+    /// Removes `joiner` if it is still registered (its join was interrupted).
+    pub(crate) fn remove_joiner(&self, joiner: &Task) {
+        self.joiners.borrow_mut().retain(|j| !ptr::eq(&**j, joiner));
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Some(Outcome::Panicked(payload)) = self.outcome.get_mut() {
+            log::error!(
+                "tasklet {} panicked and was never joined: {}",
+                Describe(self.id, self.name.as_deref()),
+                panic_message(&**payload)
+            );
+        }
+    }
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("state", &self.state.get())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `7 'worker'` or `7`: how log lines and errors name a tasklet.
+pub(crate) struct Describe<'a>(pub(crate) u64, pub(crate) Option<&'a str>);
+
+impl fmt::Display for Describe<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(name) => write!(f, "{} '{}'", self.0, name),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// The text of a panic payload (`&str` or `String`), as std prints it.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "Box<dyn Any>"
+    }
+}
+
+const MAIN_SLOT: usize = usize::MAX;
+
+/// Process-unique tasklet ids, handed to each thread in blocks so that spawning touches no
+/// shared cache line.
+static NEXT_ID_BLOCK: AtomicU64 = AtomicU64::new(1);
+const ID_BLOCK: u64 = 1024;
+
+/// The per-thread scheduler.
+pub(crate) struct Scheduler {
+    main: Rc<Task>,
+    /// The running tasklet. Owned by `main` or by the dispatch loop's local `Rc` while it runs.
+    current: Cell<*const Task>,
+    /// Runnable tasklets other than the current one, in order.
+    queue: RefCell<VecDeque<Rc<Task>>>,
+    /// The tasklet a suspending tasklet asked the dispatcher to run next.
+    next: Cell<Option<Rc<Task>>>,
+    /// Every tasklet that has not finished (the main tasklet excluded), indexed by `Task::slot`.
+    tasks: RefCell<Registry>,
+    pool: RefCell<StackPool>,
+    default_stack_size: Cell<usize>,
+    /// Next id of this thread's block, and the block's end.
+    ids: Cell<(u64, u64)>,
+    /// An alternate signal stack this scheduler had to create.
+    altstack: Option<(*mut u8, usize)>,
+}
+
+/// Slab of live tasklets.
+#[derive(Default)]
+struct Registry {
+    slots: Vec<Option<Rc<Task>>>,
+    free: Vec<usize>,
+    live: usize,
+}
+
+impl Registry {
+    fn insert(&mut self, task: &Rc<Task>) {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(task.clone());
+                slot
+            }
+            None => {
+                self.slots.push(Some(task.clone()));
+                self.slots.len() - 1
+            }
+        };
+        task.slot.set(slot);
+        self.live += 1;
+    }
+
+    fn remove(&mut self, task: &Task) -> Option<Rc<Task>> {
+        let slot = task.slot.get();
+        let removed = self.slots.get_mut(slot)?.take();
+        if removed.is_some() {
+            self.free.push(slot);
+            self.live -= 1;
+        }
+        removed
+    }
+
+    fn all(&self) -> Vec<Rc<Task>> {
+        let mut all: Vec<Rc<Task>> = self.slots.iter().flatten().cloned().collect();
+        all.sort_by_key(|t| t.id);
+        all
+    }
+}
+
+thread_local! {
+    /// This thread's scheduler: null until first use, `DEAD` after teardown.
+    static SCHED: Cell<*const Scheduler> = const { Cell::new(ptr::null()) };
+    /// Owns the scheduler and tears it down when the thread exits.
+    static TEARDOWN: Teardown = const { Teardown };
+}
+
+const DEAD: *const Scheduler = ptr::dangling();
+
+struct Teardown;
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let sched = SCHED.with(Cell::get);
+        if sched.is_null() || sched == DEAD {
+            return;
+        }
+        // SAFETY: the live scheduler of this thread (see `scheduler`). It stays published while
+        // the remaining tasklets are killed, so their destructors may still use the runtime.
+        unsafe { &*sched }.teardown();
+        SCHED.with(|s| s.set(DEAD));
+        // SAFETY: the pointer came from `Box::into_raw` in `init` and is released once, here;
+        // SCHED now holds DEAD, so no new reference to it can be made.
+        drop(unsafe { Box::from_raw(sched as *mut Scheduler) });
+    }
+}
+
+/// The calling thread's scheduler, created on first use.
+///
+/// The reference is valid for the rest of the thread's life: the scheduler is freed only by the
+/// thread-local destructor. It must never be sent to another thread (it is not `Send`).
+#[inline]
+pub(crate) fn scheduler() -> &'static Scheduler {
+    let sched = SCHED.with(Cell::get);
+    if sched.is_null() || sched == DEAD {
+        return init(sched);
+    }
+    // SAFETY: a non-null, non-DEAD pointer is the live scheduler of this thread (see `init`),
+    // freed only by the thread-local destructor after which SCHED holds DEAD.
+    unsafe { &*sched }
+}
+
+#[cold]
+fn init(sched: *const Scheduler) -> &'static Scheduler {
+    assert!(
+        sched != DEAD,
+        "tasklet: the scheduler was used after its thread began exiting (from a thread-local destructor)"
+    );
+    // Register the teardown destructor first, so that it runs however the thread exits.
+    TEARDOWN.with(|_| {});
+    let altstack = stack::install_overflow_handler();
+    let (first, end) = id_block();
+    let main = Rc::new(Task {
+        id: first,
+        name: Some("main".into()),
+        state: Cell::new(State::Runnable),
+        kill_pending: Cell::new(false),
+        coro: UnsafeCell::new(None),
+        yielder: Cell::new(ptr::null()),
+        outcome: RefCell::new(None),
+        joiners: RefCell::new(Vec::new()),
+        slot: Cell::new(MAIN_SLOT),
+        overflow: OverflowInfo { guard: (0, 0), size: 0, id: first, name: (ptr::null(), 0) },
+    });
+    let sched = Box::new(Scheduler {
+        current: Cell::new(Rc::as_ptr(&main)),
+        main,
+        queue: RefCell::new(VecDeque::new()),
+        next: Cell::new(None),
+        tasks: RefCell::new(Registry::default()),
+        pool: RefCell::new(StackPool::default()),
+        default_stack_size: Cell::new(stack::DEFAULT_STACK_SIZE),
+        ids: Cell::new((first + 1, end)),
+        altstack,
+    });
+    let sched = Box::into_raw(sched);
+    SCHED.with(|s| s.set(sched));
+    // SAFETY: just allocated and published; see `scheduler`.
+    unsafe { &*sched }
+}
+
+fn id_block() -> (u64, u64) {
+    let first = NEXT_ID_BLOCK.fetch_add(ID_BLOCK, Ordering::Relaxed);
+    (first, first + ID_BLOCK)
+}
+
+impl Scheduler {
+    fn next_id(&self) -> u64 {
+        let (mut id, mut end) = self.ids.get();
+        if id == end {
+            (id, end) = id_block();
+        }
+        self.ids.set((id + 1, end));
+        id
+    }
+
+    /// The running tasklet.
+    #[inline]
+    pub(crate) fn current(&self) -> &Task {
+        // SAFETY: `current` always points to a live task: main (owned by `self.main`) or the
+        // tasklet the dispatch loop is running (owned by the loop's local `Rc` until it returns).
+        unsafe { &*self.current.get() }
+    }
+
+    /// A new reference to the running tasklet.
+    #[inline]
+    pub(crate) fn current_rc(&self) -> Rc<Task> {
+        let ptr = self.current.get();
+        // SAFETY: `ptr` came from `Rc::as_ptr` of an `Rc<Task>` that is alive (see `current`);
+        // incrementing first makes the `Rc` we build an additional owner.
+        unsafe {
+            Rc::increment_strong_count(ptr);
+            Rc::from_raw(ptr)
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_current(&self, task: &Task) -> bool {
+        ptr::eq(self.current.get(), task)
+    }
+
+    /// Runnable tasklets, the current one included.
+    pub(crate) fn runcount(&self) -> usize {
+        self.queue.borrow().len() + 1
+    }
+
+    pub(crate) fn default_stack_size(&self) -> usize {
+        self.default_stack_size.get()
+    }
+
+    pub(crate) fn set_default_stack_size(&self, size: usize) {
+        self.default_stack_size.set(size);
+    }
+
+    /// Creates a tasklet running `f` on a stack of `stack_size` usable bytes (already rounded),
+    /// paused; the caller inserts it.
+    pub(crate) fn create<F, T>(&self, f: F, name: Option<String>, stack_size: usize) -> io::Result<Rc<Task>>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        let stack = self.pool.borrow_mut().take(stack_size)?;
+        let id = self.next_id();
+        let name: Option<Box<str>> = name.map(String::into_boxed_str);
+        let overflow = OverflowInfo {
+            guard: stack.guard(),
+            size: stack.size(),
+            id,
+            name: name.as_deref().map_or((ptr::null(), 0), |n| (n.as_ptr(), n.len())),
+        };
+        let coro = Coroutine::with_stack(stack, move |yielder: &Yielder<(), ()>, ()| {
+            tasklet_root(yielder, f);
+        });
+        let task = Rc::new(Task {
+            id,
+            name,
+            state: Cell::new(State::Paused),
+            kill_pending: Cell::new(false),
+            coro: UnsafeCell::new(Some(coro)),
+            yielder: Cell::new(ptr::null()),
+            outcome: RefCell::new(None),
+            joiners: RefCell::new(Vec::new()),
+            slot: Cell::new(0),
+            overflow,
+        });
+        self.tasks.borrow_mut().insert(&task);
+        Ok(task)
+    }
+
+    /// Appends a runnable tasklet to the run queue.
+    #[inline]
+    pub(crate) fn push_back(&self, task: Rc<Task>) {
+        task.state.set(State::Runnable);
+        self.queue.borrow_mut().push_back(task);
+    }
+
+    /// Takes a runnable tasklet out of the run queue; returns whether it was there.
+    fn unqueue(&self, task: &Task) -> bool {
+        let mut queue = self.queue.borrow_mut();
+        match queue.iter().position(|t| ptr::eq(&**t, task)) {
+            Some(pos) => {
+                queue.remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Wakes a blocked tasklet: it becomes runnable at the end of the run queue.
+    #[inline]
+    pub(crate) fn wake(&self, task: Rc<Task>) {
+        self.push_back(task);
+    }
+
+    /// `schedule()`: the current tasklet goes to the end of the run queue, the head runs.
+    pub(crate) fn schedule(&self) {
+        if self.queue.borrow().is_empty() {
+            return;
+        }
+        self.push_back(self.current_rc());
+        let _ = self.switch(None);
+    }
+
+    /// The current tasklet hands the CPU to `partner` now and goes to the end of the run queue
+    /// (the channel rule "the partner runs immediately").
+    pub(crate) fn yield_to(&self, partner: Rc<Task>) {
+        self.push_back(self.current_rc());
+        partner.state.set(State::Runnable);
+        let _ = self.switch(Some(partner));
+    }
+
+    /// Parks the current tasklet, which the caller has already registered in a wait list and
+    /// marked `Blocked` (or `Paused`). Returns when it is made runnable again, or with
+    /// [`Wake::Never`] when nothing can wake it (the caller then undoes its registration).
+    #[inline]
+    pub(crate) fn park(&self) -> Wake {
+        self.switch(None)
+    }
+
+    /// Switches away from the current tasklet to `target` or the run queue's head.
+    ///
+    /// The caller has put the current tasklet where it belongs (run queue, wait list, nowhere).
+    /// Whatever woke it, the tasklet is running again when this returns, so it is `Runnable`.
+    fn switch(&self, target: Option<Rc<Task>>) -> Wake {
+        let me = self.current();
+        if me.is_main() {
+            let wake = self.dispatch(target);
+            me.state.set(State::Runnable);
+            return wake;
+        }
+        self.next.set(target);
+        let yielder = me.yielder.get();
+        // SAFETY: the yielder lives in the root frame of this tasklet's coroutine, set before
+        // any user code ran; the root frame outlives every suspension of the tasklet.
+        unsafe { (*yielder).suspend(()) };
+        // Resumed by the dispatch loop.
+        if me.kill_pending.replace(false) {
+            if std::thread::panicking() {
+                // Killed again while unwinding (a destructor blocked): do not start a second
+                // unwind, which would abort; let the blocking operation fail instead.
+                me.state.set(State::Runnable);
+                return Wake::Never;
+            }
+            panic::resume_unwind(Box::new(TaskletExit));
+        }
+        Wake::Woken
+    }
+
+    /// The dispatch loop, run by the main tasklet when it gives up the CPU. Resumes tasklets
+    /// until main is picked again ([`Wake::Woken`]) or nothing is runnable ([`Wake::Never`]).
+    fn dispatch(&self, mut target: Option<Rc<Task>>) -> Wake {
+        loop {
+            let task = match target.take() {
+                Some(task) => task,
+                None => match self.queue.borrow_mut().pop_front() {
+                    Some(task) => task,
+                    None => return Wake::Never,
+                },
+            };
+            if task.is_main() {
+                return Wake::Woken;
+            }
+            self.current.set(Rc::as_ptr(&task));
+            stack::RUNNING.with(|r| r.set(&task.overflow));
+            // SAFETY: only the dispatch loop touches `coro` while the tasklet is suspended, and
+            // the tasklet does not touch its own `coro` while it runs.
+            let coro = unsafe { (*task.coro.get()).as_mut() }.expect("a runnable tasklet has a coroutine");
+            let result = coro.resume(());
+            stack::RUNNING.with(|r| r.set(ptr::null()));
+            self.current.set(Rc::as_ptr(&self.main));
+            if let CoroutineResult::Return(()) = result {
+                self.reap(&task);
+            }
+            target = self.next.take();
+        }
+    }
+
+    /// Frees what a finished tasklet held: its stack goes back to the pool, its registry entry
+    /// goes away (the `Task` itself lives on while handles exist).
+    fn reap(&self, task: &Task) {
+        // SAFETY: the coroutine has returned; nothing else refers to it.
+        let coro = unsafe { (*task.coro.get()).take() }.expect("a finished tasklet had a coroutine");
+        self.pool.borrow_mut().release(coro.into_stack());
+        let removed = self.tasks.borrow_mut().remove(task);
+        drop(removed);
+    }
+
+    /// Records a finished tasklet's outcome and wakes its joiners. Runs on the tasklet's stack.
+    fn finish(&self, task: &Task, outcome: Outcome) {
+        *task.outcome.borrow_mut() = Some(outcome);
+        task.state.set(State::Finished);
+        let joiners = std::mem::take(&mut *task.joiners.borrow_mut());
+        for joiner in joiners {
+            self.wake(joiner);
+        }
+    }
+
+    /// `run()`: the main tasklet leaves the run queue; tasklets run until none is runnable, or
+    /// until main is inserted again.
+    pub(crate) fn run(&self) {
+        assert!(
+            self.current().is_main(),
+            "tasklet::run must be called from the main tasklet (tasklets use schedule())"
+        );
+        self.main.state.set(State::Paused);
+        let _ = self.dispatch(None);
+        self.main.state.set(State::Runnable);
+        // An epoch of the stack pool ends when the thread goes idle.
+        self.pool.borrow_mut().trim();
+    }
+
+    /// `schedule_remove()`: the current tasklet is paused and the next one runs.
+    pub(crate) fn schedule_remove(&self) -> Wake {
+        self.current().state.set(State::Paused);
+        self.switch(None)
+    }
+
+    /// `insert()`: a paused tasklet goes to the end of the run queue.
+    pub(crate) fn insert(&self, task: &Rc<Task>) -> Result<(), crate::StateError> {
+        match task.state.get() {
+            State::Paused => {
+                self.push_back(task.clone());
+                Ok(())
+            }
+            State::Runnable => Ok(()),
+            State::Blocked(_) => Err(crate::StateError::Blocked),
+            State::Finished => Err(crate::StateError::Dead),
+        }
+    }
+
+    /// `remove()`: a runnable tasklet leaves the run queue and is paused.
+    pub(crate) fn remove(&self, task: &Task) -> Result<(), crate::StateError> {
+        match task.state.get() {
+            _ if self.is_current(task) => Err(crate::StateError::Current),
+            State::Runnable => {
+                let queued = self.unqueue(task);
+                debug_assert!(queued, "a runnable tasklet that is not current is queued");
+                task.state.set(State::Paused);
+                Ok(())
+            }
+            State::Paused => Ok(()),
+            State::Blocked(_) => Err(crate::StateError::Blocked),
+            State::Finished => Err(crate::StateError::Dead),
+        }
+    }
+
+    /// `t.run()`: switch to `task` now; the caller stays runnable, first in line.
+    pub(crate) fn run_task(&self, task: &Rc<Task>) -> Result<(), crate::StateError> {
+        if self.is_current(task) {
+            return Ok(());
+        }
+        match task.state.get() {
+            State::Runnable => {
+                self.unqueue(task);
+            }
+            State::Paused => {}
+            State::Blocked(_) => return Err(crate::StateError::Blocked),
+            State::Finished => return Err(crate::StateError::Dead),
+        }
+        self.switch_now(task.clone());
+        Ok(())
+    }
+
+    /// Runs `task` immediately; the current tasklet is put first in the run queue, so it runs
+    /// as soon as `task` gives up the CPU.
+    fn switch_now(&self, task: Rc<Task>) {
+        let me = self.current_rc();
+        me.state.set(State::Runnable);
+        self.queue.borrow_mut().push_front(me);
+        task.state.set(State::Runnable);
+        let _ = self.switch(Some(task));
+    }
+
+    /// `kill()`: unwinds `task` now (see the module comment).
+    pub(crate) fn kill(&self, task: &Rc<Task>) {
+        if task.state.get() == State::Finished {
+            return;
+        }
+        assert!(!task.is_main(), "tasklet::Tasklet::kill: the main tasklet cannot be killed");
+        if self.is_current(task) {
+            panic::resume_unwind(Box::new(TaskletExit));
+        }
+        if task.state.get() == State::Runnable {
+            self.unqueue(task);
+        }
+        if !task.started() {
+            // Never ran: drop the closure in place, nothing to unwind.
+            // SAFETY: the tasklet is suspended before its first instruction and not queued;
+            // only the code here touches its coroutine.
+            if let Some(coro) = unsafe { (*task.coro.get()).as_mut() } {
+                coro.force_unwind();
+            }
+            self.finish(task, Outcome::Killed);
+            self.reap(task);
+            return;
+        }
+        task.kill_pending.set(true);
+        self.switch_now(task.clone());
+    }
+
+    /// Kills every remaining tasklet and frees the stacks. Runs on the main stack from the
+    /// thread-local destructor.
+    fn teardown(&self) {
+        for round in 0..3 {
+            let all = self.tasks.borrow().all();
+            if all.is_empty() {
+                break;
+            }
+            if round > 0 {
+                log::warn!(
+                    "tasklet: {} tasklet(s) survived being killed at thread exit; killing again",
+                    all.len()
+                );
+            }
+            for task in all {
+                self.kill(&task);
+            }
+            // Tasklets that caught the kill and went on running get their turn to end.
+            let _ = self.dispatch(None);
+        }
+        let left = self.tasks.borrow().all();
+        if !left.is_empty() {
+            log::warn!(
+                "tasklet: {} tasklet(s) refused to die at thread exit; leaking them and their stacks",
+                left.len()
+            );
+            for task in &left {
+                // SAFETY: the coroutine is suspended and will never be resumed; forgetting it
+                // leaks its stack (we also leak the pool below) instead of unwinding it here.
+                std::mem::forget(unsafe { (*task.coro.get()).take() });
+            }
+            std::mem::forget(self.pool.replace(StackPool::default()));
+        }
+        self.queue.borrow_mut().clear();
+        if let Some(altstack) = self.altstack {
+            stack::free_altstack(altstack);
+        }
+    }
+}
+
+/// Returned when the main tasklet would wait for something that can never happen: nothing else
+/// is runnable, so nothing could ever wake it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadlockError {
+    what: &'static str,
+}
+
+impl DeadlockError {
+    pub(crate) fn new(what: &'static str) -> Self {
+        DeadlockError { what }
+    }
+}
+
+impl fmt::Display for DeadlockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "deadlock: the main tasklet would block in {} with no other tasklet runnable", self.what)
+    }
+}
+
+impl std::error::Error for DeadlockError {}
+
+/// Gives up the CPU: the current tasklet goes to the end of the run queue and the head of the
+/// queue runs (Stackless `schedule`). Returns at once when nothing else is runnable.
+///
+/// # Examples
+///
+/// Listing 2 of the Stackless article: two tasklets interleave at each `schedule()`.
+///
+/// ```
+/// use std::{cell::RefCell, rc::Rc};
+/// let out = Rc::new(RefCell::new(Vec::new()));
+/// for c in ["a", "b"] {
+///     let out = out.clone();
+///     tasklet::spawn(move || {
+///         out.borrow_mut().push(format!("{c} before"));
+///         tasklet::schedule();
+///         out.borrow_mut().push(format!("{c} after"));
+///     });
+/// }
+/// tasklet::run();
+/// assert_eq!(*out.borrow(), ["a before", "b before", "a after", "b after"]);
+/// ```
+pub fn schedule() {
+    scheduler().schedule()
+}
+
+/// Gives up the CPU and leaves the current tasklet paused (alive, not in the run queue) until
+/// another tasklet calls [`insert`](crate::Tasklet::insert) or [`run`](crate::Tasklet::run) on
+/// it (Stackless `schedule_remove`).
+///
+/// # Errors
+/// In the main tasklet, [`DeadlockError`] when no other tasklet is runnable, or all of them
+/// finish or block without inserting main again. A tasklet never gets an error: it stays
+/// paused until inserted.
+///
+/// # Examples
+///
+/// ```
+/// let main = tasklet::current();
+/// tasklet::spawn(move || main.insert().unwrap());
+/// tasklet::schedule_remove().unwrap(); // the tasklet inserts main again
+/// assert!(tasklet::schedule_remove().is_err()); // now nobody would
+/// ```
+pub fn schedule_remove() -> Result<(), DeadlockError> {
+    match scheduler().schedule_remove() {
+        Wake::Woken => Ok(()),
+        Wake::Never => Err(DeadlockError::new("schedule_remove")),
+    }
+}
+
+/// Runs the tasklets of the calling thread until none is runnable, then returns (Stackless
+/// `run`). The main tasklet leaves the run queue while it runs them; tasklets still blocked on
+/// channels afterwards stay blocked. If a tasklet inserts the main tasklet again, `run`
+/// returns when the main tasklet's turn comes.
+///
+/// A panic in a tasklet ends that tasklet only: `run` does not re-raise it (unlike Stackless,
+/// and like `std::thread`); [`Tasklet::join`](crate::Tasklet::join) returns it, and it is
+/// logged if the tasklet is dropped without being joined.
+///
+/// # Panics
+/// Panics when called from a tasklet other than the main one (they use [`schedule`]).
+///
+/// # Examples
+///
+/// ```
+/// let t = tasklet::spawn(|| tasklet::schedule());
+/// tasklet::run();
+/// assert!(!t.is_alive());
+/// assert_eq!(tasklet::runcount(), 1);
+/// ```
+pub fn run() {
+    scheduler().run()
+}
+
+/// The number of runnable tasklets of the calling thread, the current one included (Stackless
+/// `getruncount`; at least 1).
+pub fn runcount() -> usize {
+    scheduler().runcount()
+}
+
+/// Sets the stack size used by tasklets created afterwards on the calling thread without an
+/// explicit [`Builder::stack_size`](crate::Builder::stack_size).
+///
+/// # Errors
+/// `InvalidInput` when `size` exceeds [`MAX_STACK_SIZE`](crate::MAX_STACK_SIZE).
+pub fn set_default_stack_size(size: usize) -> io::Result<()> {
+    let size = stack::usable_size(size)?;
+    scheduler().set_default_stack_size(size);
+    Ok(())
+}
+
+/// The bottom frame of every tasklet's stack.
+fn tasklet_root<F, T>(yielder: &Yielder<(), ()>, f: F)
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    let sched = scheduler();
+    let me = sched.current_rc();
+    me.yielder.set(yielder);
+    let outcome = match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => Outcome::Returned(Box::new(value)),
+        Err(payload) if payload.is::<TaskletExit>() => Outcome::Killed,
+        Err(payload) => Outcome::Panicked(payload),
+    };
+    sched.finish(&me, outcome);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_across_threads() {
+        let here: Vec<u64> = (0..3).map(|_| scheduler().next_id()).collect();
+        let there =
+            std::thread::spawn(|| (0..3).map(|_| scheduler().next_id()).collect::<Vec<_>>()).join().unwrap();
+        for id in &here {
+            assert!(!there.contains(id));
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Guarded tasklet stacks, carved from large regions and recycled through a per-thread pool.
+//!
+//! # Design
+//!
+//! A tasklet's stack is a *slot*: one guard page followed by the usable stack, stacks growing
+//! down towards the guard. Slots are carved from *regions*, large private anonymous mappings
+//! made with `MAP_NORESERVE`, so a slot costs address space but no memory until touched: a
+//! tasklet that parks after a shallow call chain has one resident stack page.
+//!
+//! ```text
+//!   region:  | guard | stack 0 ...... top | guard | stack 1 ...... top | ...
+//!            ^limit                      ^base (corosensei's names)
+//! ```
+//!
+//! **Guards without mappings.** A guard made with `mprotect(PROT_NONE)` splits the mapping, so
+//! every stack costs two entries of the process's map count (`vm.max_map_count`, 65530 by
+//! default): that is why `may` stops at 32,744 coroutines. On Linux ≥ 6.13 we install guards
+//! with `madvise(MADV_GUARD_INSTALL)`, which marks the page in the page tables and leaves the
+//! region one mapping; 1,000,000 guarded stacks then need a few hundred mappings. The kind of
+//! guard is chosen once per process: the first region tries `MADV_GUARD_INSTALL` and falls back
+//! to `mprotect` on `EINVAL` (older kernels). `TASKLET_STACK_GUARD=mprotect` in the environment
+//! forces the fallback, so its behaviour can be tested on a new kernel. When the fallback runs
+//! out of mappings the spawn fails with an `io::Error` that names the cause and the fix.
+//!
+//! **The pool.** Freed stacks go back to a per-thread LIFO list per size class, so the steady
+//! state of spawn/finish touches no syscall: pop a slot, write the first frame, run, push the
+//! slot back. Regions grow geometrically (16 slots, then doubling up to 4096 per region).
+//!
+//! **Giving memory back.** A stack that ran deep keeps its pages after it is pooled. Trimming
+//! every released stack would cost a syscall per finish, so the pool trims by *epochs*, as Go's
+//! scavenger does: it tracks the low-water mark of each free list since the last epoch; the
+//! slots below that mark were not used during the whole epoch, and all but the most recent
+//! [`HOT_STACKS`] of them get `MADV_DONTNEED` (guards survive it). The scheduler ends an epoch
+//! when `run()` returns (and, with the I/O bridge, when the thread goes idle), so a burst of
+//! 1,000,000 tasklets does not leave gigabytes resident, while a loop that spawns batches
+//! reuses warm stacks.
+//!
+//! **Overflow.** A fault in the guard page of the running tasklet's stack prints which tasklet
+//! overflowed its stack, and of how many KiB, then aborts, as Rust does for threads. The
+//! SIGSEGV handler runs on the thread's alternate signal stack (std installs one on threads it
+//! starts; the scheduler adds one to threads that have none) and chains to the previous handler
+//! for every other fault, so std's own main-thread overflow message and debuggers keep working.
+//!
+//! Rejected: one `mmap` per stack (corosensei's `DefaultStack`): 2–4 µs per spawn and two
+//! mappings per stack. Lazily growing (split or copied) stacks: Rust code holds pointers into
+//! its stack, so a stack can never move.
+
+use std::cell::Cell;
+use std::io;
+use std::ptr;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use crate::sys::{self, page_size};
+
+/// Default usable stack size of a tasklet: 256 KiB of address space, of which a parked tasklet
+/// typically has one 4 KiB page resident. Large enough for formatting, logging, `std::io::copy`
+/// (8 KiB buffer) and panics with backtraces in debug builds.
+pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+
+/// Smallest stack a tasklet may ask for; smaller requests are rounded up to it.
+pub const MIN_STACK_SIZE: usize = 16 * 1024;
+
+/// Largest stack a tasklet may ask for (1 GiB); larger requests are an error.
+pub const MAX_STACK_SIZE: usize = 1 << 30;
+
+/// How many recently freed stacks per size class are never trimmed.
+pub(crate) const HOT_STACKS: usize = 128;
+
+/// Most slots carved from one region.
+const MAX_REGION_SLOTS: usize = 4096;
+/// Slots in a size class's first region.
+const FIRST_REGION_SLOTS: usize = 16;
+
+/// `madvise` advice that installs guard pages without splitting the mapping (Linux 6.13).
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+/// How guard pages are made, decided once per process.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum GuardKind {
+    Unknown = 0,
+    Madvise = 1,
+    Mprotect = 2,
+}
+
+static GUARD_KIND: AtomicU8 = AtomicU8::new(GuardKind::Unknown as u8);
+
+fn guard_kind() -> GuardKind {
+    match GUARD_KIND.load(Ordering::Relaxed) {
+        1 => GuardKind::Madvise,
+        2 => GuardKind::Mprotect,
+        _ => {
+            let forced = std::env::var_os("TASKLET_STACK_GUARD").is_some_and(|v| v == "mprotect");
+            if forced {
+                GUARD_KIND.store(GuardKind::Mprotect as u8, Ordering::Relaxed);
+                GuardKind::Mprotect
+            } else {
+                GuardKind::Unknown
+            }
+        }
+    }
+}
+
+/// Rounds a requested stack size to what a slot provides, or explains why it cannot.
+pub(crate) fn usable_size(requested: usize) -> io::Result<usize> {
+    if requested > MAX_STACK_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("tasklet stack size {requested} bytes exceeds the maximum of {MAX_STACK_SIZE} bytes"),
+        ));
+    }
+    let page = page_size();
+    Ok((requested.max(MIN_STACK_SIZE) + page - 1) & !(page - 1))
+}
+
+/// A stack slot lent to one tasklet. Returned to the pool with [`StackPool::release`].
+#[derive(Debug)]
+pub(crate) struct Stack {
+    /// Lowest address of the slot: the guard page.
+    limit: usize,
+    /// Usable bytes above the guard page.
+    size: usize,
+}
+
+impl Stack {
+    /// Top of the stack (one past the highest usable byte).
+    pub(crate) fn top(&self) -> usize {
+        self.limit + page_size() + self.size
+    }
+
+    /// The guard page's address range.
+    pub(crate) fn guard(&self) -> (usize, usize) {
+        (self.limit, self.limit + page_size())
+    }
+
+    /// Usable bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+}
+
+// SAFETY: `base()` is the top of a slot of `size` usable bytes that this `Stack` owns exclusively
+// until it is released; below it lies a guard page (installed before the slot was handed out)
+// and `limit()` includes that guard page. Both are page aligned, hence aligned to
+// STACK_ALIGNMENT, and `size >= MIN_STACK_SIZE > corosensei::stack::MIN_STACK_SIZE`.
+unsafe impl corosensei::stack::Stack for Stack {
+    fn base(&self) -> corosensei::stack::StackPointer {
+        corosensei::stack::StackPointer::new(self.top()).expect("stack top is never null")
+    }
+
+    fn limit(&self) -> corosensei::stack::StackPointer {
+        corosensei::stack::StackPointer::new(self.limit).expect("stack limit is never null")
+    }
+}
+
+/// Free slots of one usable size.
+#[derive(Debug)]
+struct SizeClass {
+    size: usize,
+    /// LIFO of free slots, by their `limit` address.
+    free: Vec<usize>,
+    /// `free[..clean]` are known to have no resident pages.
+    clean: usize,
+    /// Lowest `free.len()` seen since the last epoch.
+    low_water: usize,
+    /// Slots of the next region carved for this class.
+    next_region_slots: usize,
+}
+
+/// A mapping carved into slots.
+#[derive(Debug)]
+struct Region {
+    addr: *mut u8,
+    len: usize,
+}
+
+/// The per-thread pool of stacks.
+#[derive(Debug, Default)]
+pub(crate) struct StackPool {
+    classes: Vec<SizeClass>,
+    regions: Vec<Region>,
+    /// Slots carved in all regions (in use or free).
+    carved: usize,
+}
+
+impl StackPool {
+    /// Takes a stack of `size` usable bytes (already rounded by [`usable_size`]).
+    pub(crate) fn take(&mut self, size: usize) -> io::Result<Stack> {
+        let idx = match self.classes.iter().position(|c| c.size == size) {
+            Some(idx) => idx,
+            None => {
+                self.classes.push(SizeClass {
+                    size,
+                    free: Vec::new(),
+                    clean: 0,
+                    low_water: 0,
+                    next_region_slots: FIRST_REGION_SLOTS,
+                });
+                self.classes.len() - 1
+            }
+        };
+        if self.classes[idx].free.is_empty() {
+            self.carve(idx)?;
+        }
+        let class = &mut self.classes[idx];
+        let limit = class.free.pop().expect("carve leaves free slots");
+        let len = class.free.len();
+        class.clean = class.clean.min(len);
+        class.low_water = class.low_water.min(len);
+        Ok(Stack { limit, size })
+    }
+
+    /// Returns a stack whose tasklet has finished.
+    pub(crate) fn release(&mut self, stack: Stack) {
+        let class = self
+            .classes
+            .iter_mut()
+            .find(|c| c.size == stack.size)
+            .expect("a released stack belongs to a size class");
+        class.free.push(stack.limit);
+    }
+
+    /// Ends an epoch: returns the pages of stacks that stayed free the whole epoch, beyond the
+    /// [`HOT_STACKS`] most recent ones, to the kernel. Returns how many stacks were trimmed.
+    pub(crate) fn trim(&mut self) -> usize {
+        let page = page_size();
+        let mut trimmed = 0;
+        for class in &mut self.classes {
+            let cold = class.low_water.min(class.free.len()).saturating_sub(HOT_STACKS);
+            for &limit in class.free.get(class.clean..cold).unwrap_or(&[]) {
+                // SAFETY: the slot is free (in the pool), so no tasklet uses its pages; the
+                // range is its usable part inside a region we own. MADV_DONTNEED keeps the
+                // mapping and the guard page.
+                let res = unsafe { sys::madvise((limit + page) as *mut u8, class.size, libc::MADV_DONTNEED) };
+                if let Err(err) = res {
+                    log::debug!("tasklet: trimming a pooled stack failed: {err}");
+                }
+                trimmed += 1;
+            }
+            class.clean = class.clean.max(cold);
+            class.low_water = class.free.len();
+        }
+        trimmed
+    }
+
+    /// Carves a new region for size class `idx`, guards its slots and adds them to the free list.
+    fn carve(&mut self, idx: usize) -> io::Result<()> {
+        let page = page_size();
+        let class = &mut self.classes[idx];
+        let slot = class.size + page;
+        let slots = class.next_region_slots;
+        let len = slot * slots;
+        let addr = sys::map_anonymous(len).map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("cannot reserve {len} bytes of address space for tasklet stacks: {err}"),
+            )
+        })?;
+        let mut guarded = 0;
+        let mut failure = None;
+        for i in 0..slots {
+            // SAFETY: `addr + i * slot` is the first page of slot i inside the region just mapped.
+            let guard = unsafe { addr.add(i * slot) };
+            match install_guard(guard, page) {
+                Ok(()) => guarded += 1,
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        if guarded == 0 {
+            // SAFETY: the region was mapped above and no slot of it was handed out.
+            let _ = unsafe { sys::unmap(addr, len) };
+            return Err(failure.expect("no guard installed means an error"));
+        }
+        self.regions.push(Region { addr, len });
+        self.carved += guarded;
+        // Push in reverse so that the lowest slot is handed out first.
+        for i in (0..guarded).rev() {
+            class.free.push(addr as usize + i * slot);
+        }
+        class.next_region_slots = (slots * 2).min(MAX_REGION_SLOTS);
+        Ok(())
+    }
+
+    /// Slots carved so far (in use or pooled).
+    #[cfg(test)]
+    pub(crate) fn carved(&self) -> usize {
+        self.carved
+    }
+}
+
+impl Drop for StackPool {
+    fn drop(&mut self) {
+        for region in self.regions.drain(..) {
+            // SAFETY: the pool is dropped only after every tasklet of its thread has finished,
+            // so no slot of any region is in use.
+            if let Err(err) = unsafe { sys::unmap(region.addr, region.len) } {
+                log::warn!("tasklet: unmapping a stack region failed: {err}");
+            }
+        }
+    }
+}
+
+/// Makes the page at `addr` a guard page, choosing the mechanism on first use.
+fn install_guard(addr: *mut u8, page: usize) -> io::Result<()> {
+    let kind = guard_kind();
+    if kind != GuardKind::Mprotect {
+        // SAFETY: `addr` is the first page of a slot in a region we own; no data lives there.
+        match unsafe { sys::madvise(addr, page, MADV_GUARD_INSTALL) } {
+            Ok(()) => {
+                GUARD_KIND.store(GuardKind::Madvise as u8, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(err) if kind == GuardKind::Unknown && err.raw_os_error() == Some(libc::EINVAL) => {
+                log::debug!("tasklet: MADV_GUARD_INSTALL unsupported, using mprotect guard pages");
+                GUARD_KIND.store(GuardKind::Mprotect as u8, Ordering::Relaxed);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    // SAFETY: as above; the page holds no data, so making it inaccessible is harmless.
+    unsafe { sys::mprotect(addr, page, libc::PROT_NONE) }.map_err(|err| {
+        if err.raw_os_error() == Some(libc::ENOMEM) {
+            let max = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "?".to_owned());
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "cannot install a tasklet stack guard page: the process ran out of memory \
+                     mappings (vm.max_map_count = {max}; each mprotect guard costs two). Raise \
+                     the limit (sysctl -w vm.max_map_count=...) or run on Linux 6.13 or newer, \
+                     where guard pages need no mapping"
+                ),
+            )
+        } else {
+            err
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stack overflow reporting.
+// ---------------------------------------------------------------------------------------------
+
+/// What the SIGSEGV handler needs to know about the running tasklet. Written by the scheduler
+/// at each switch into a tasklet, read only by the handler on the same thread.
+#[derive(Clone, Copy)]
+pub(crate) struct OverflowInfo {
+    /// Guard page range of the running tasklet's stack (empty for the main tasklet).
+    pub(crate) guard: (usize, usize),
+    /// Usable stack bytes.
+    pub(crate) size: usize,
+    /// Tasklet id.
+    pub(crate) id: u64,
+    /// Tasklet name (a pointer into the tasklet, alive while it runs), or empty.
+    pub(crate) name: (*const u8, usize),
+}
+
+thread_local! {
+    /// The running tasklet's stack, for the overflow handler (null while the main tasklet runs).
+    /// Const-initialised and without a destructor, so reading it from a signal handler is a
+    /// plain thread-pointer-relative load, and the scheduler's write per switch is one store.
+    pub(crate) static RUNNING: Cell<*const OverflowInfo> = const { Cell::new(ptr::null()) };
+}
+
+/// The handler that was installed before ours, to chain to.
+struct PrevAction(std::cell::UnsafeCell<libc::sigaction>);
+// SAFETY: written once inside `INSTALL.call_once`, before our handler can run, and only read
+// afterwards.
+unsafe impl Sync for PrevAction {}
+
+// SAFETY: an all-zero sigaction is SIG_DFL with an empty mask, a valid value.
+static PREV_SEGV: PrevAction = PrevAction(std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() }));
+static INSTALL: std::sync::Once = std::sync::Once::new();
+
+/// Installs the process-wide SIGSEGV handler (once) and makes sure the calling thread has an
+/// alternate signal stack. Returns the alternate stack it had to create, if any, which the
+/// caller frees with [`free_altstack`] when the thread's scheduler goes away.
+pub(crate) fn install_overflow_handler() -> Option<(*mut u8, usize)> {
+    INSTALL.call_once(|| {
+        // SAFETY: plain sigaction calls with valid pointers; PREV_SEGV is written before our
+        // handler is installed, so the handler never reads it uninitialised.
+        unsafe {
+            if libc::sigaction(libc::SIGSEGV, ptr::null(), PREV_SEGV.0.get()) != 0 {
+                return;
+            }
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = segv_handler as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(libc::SIGSEGV, &action, ptr::null_mut()) != 0 {
+                log::warn!("tasklet: cannot install the stack overflow handler");
+            }
+        }
+    });
+    ensure_altstack()
+}
+
+/// Gives the calling thread an alternate signal stack if it has none.
+fn ensure_altstack() -> Option<(*mut u8, usize)> {
+    // SAFETY: querying the current alternate stack with a valid out pointer.
+    let mut old: libc::stack_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::sigaltstack(ptr::null(), &mut old) } != 0 || old.ss_flags & libc::SS_DISABLE == 0 {
+        return None;
+    }
+    let page = page_size();
+    let size = (libc::SIGSTKSZ * 4).max(64 * 1024);
+    let len = size + page;
+    let base = sys::map_anonymous(len).ok()?;
+    // Guard the lowest page so a runaway handler faults instead of scribbling.
+    let _ = install_guard(base, page);
+    let stack = libc::stack_t {
+        // SAFETY: one page into the mapping just made.
+        ss_sp: unsafe { base.add(page) }.cast(),
+        ss_flags: 0,
+        ss_size: size,
+    };
+    // SAFETY: `stack` describes memory we own for the thread's lifetime (freed by the caller).
+    if unsafe { libc::sigaltstack(&stack, ptr::null_mut()) } != 0 {
+        // SAFETY: not installed, so nothing refers to it.
+        let _ = unsafe { sys::unmap(base, len) };
+        return None;
+    }
+    Some((base, len))
+}
+
+/// Disables and frees an alternate signal stack made by [`install_overflow_handler`].
+pub(crate) fn free_altstack((base, len): (*mut u8, usize)) {
+    let disable = libc::stack_t { ss_sp: ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+    // SAFETY: disabling the alternate stack of this thread before freeing it; the thread is not
+    // in a signal handler (we are in its scheduler's teardown).
+    unsafe {
+        if libc::sigaltstack(&disable, ptr::null_mut()) == 0 {
+            let _ = sys::unmap(base, len);
+        }
+    }
+}
+
+/// SIGSEGV handler: reports an overflow of the running tasklet's stack, else chains.
+extern "C" fn segv_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let running = RUNNING.with(Cell::get);
+    // SAFETY: RUNNING points into the running tasklet, which the scheduler keeps alive while it
+    // runs, or is null.
+    if let Some(running) = unsafe { running.as_ref() } {
+        if running.guard.0 <= addr && addr < running.guard.1 {
+            report_overflow(running);
+        }
+    }
+    // Not ours: hand the fault to whoever was there before.
+    // SAFETY: PREV_SEGV was written before this handler was installed and is never written again.
+    let prev = unsafe { &*PREV_SEGV.0.get() };
+    let handler = prev.sa_sigaction;
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        // Restore the default action and return: the faulting instruction runs again and the
+        // kernel delivers SIGSEGV with its default effect (core dump), as if we were not here.
+        // SAFETY: installing a zeroed (SIG_DFL) action.
+        unsafe {
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            sys::raw::sigaction(sig, &dfl, ptr::null_mut());
+        }
+    } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the previous handler was registered as a three-argument SA_SIGINFO handler.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(handler) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: the previous handler was registered as a one-argument handler.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+        f(sig);
+    }
+}
+
+/// Writes "tasklet 'name' (id N) has overflowed its K KiB stack" and aborts. Async-signal-safe:
+/// formats into a buffer on the signal stack and calls only `write` and `abort`.
+fn report_overflow(info: &OverflowInfo) -> ! {
+    let mut buf = [0u8; 512];
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        let n = bytes.len().min(buf.len() - len);
+        buf[len..len + n].copy_from_slice(&bytes[..n]);
+        len += n;
+    };
+    put(b"\ntasklet ");
+    if info.name.1 > 0 {
+        put(b"'");
+        // SAFETY: the name belongs to the running tasklet, which is alive while it runs.
+        put(unsafe { std::slice::from_raw_parts(info.name.0, info.name.1.min(200)) });
+        put(b"' ");
+    }
+    put(b"(id ");
+    put(fmt_u64(info.id, &mut [0u8; 20]));
+    put(b") has overflowed its ");
+    put(fmt_u64((info.size / 1024) as u64, &mut [0u8; 20]));
+    put(b" KiB stack\nfatal runtime error: stack overflow, aborting\n");
+    // SAFETY: write(2) and abort(3) are async-signal-safe; the buffer is valid for `len` bytes.
+    unsafe {
+        sys::raw::write(2, buf.as_ptr().cast(), len);
+        sys::raw::abort();
+    }
+}
+
+/// Formats `n` in decimal into `out` without allocating.
+fn fmt_u64(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &out[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fmt_u64_formats_decimal() {
+        assert_eq!(fmt_u64(0, &mut [0; 20]), b"0");
+        assert_eq!(fmt_u64(256, &mut [0; 20]), b"256");
+        assert_eq!(fmt_u64(u64::MAX, &mut [0; 20]), b"18446744073709551615");
+    }
+
+    #[test]
+    fn pool_reuses_and_trims() {
+        let mut pool = StackPool::default();
+        let size = usable_size(64 * 1024).unwrap();
+        let stacks: Vec<Stack> = (0..300).map(|_| pool.take(size).unwrap()).collect();
+        let carved = pool.carved();
+        let tops: Vec<usize> = stacks.iter().map(Stack::top).collect();
+        for s in stacks {
+            pool.release(s);
+        }
+        // The epoch in which they were taken saw the free list empty: nothing is cold yet.
+        assert_eq!(pool.trim(), 0);
+        // A whole epoch without use: all but the hot ones are trimmed, once.
+        assert_eq!(pool.trim(), carved - HOT_STACKS);
+        assert_eq!(pool.trim(), 0);
+        let again: Vec<Stack> = (0..300).map(|_| pool.take(size).unwrap()).collect();
+        assert_eq!(pool.carved(), carved, "stacks are reused, not carved again");
+        let mut again_tops: Vec<usize> = again.iter().map(Stack::top).collect();
+        again_tops.sort_unstable();
+        let mut tops = tops;
+        tops.sort_unstable();
+        assert_eq!(again_tops, tops);
+        for s in again {
+            pool.release(s);
+        }
+    }
+
+    #[test]
+    fn usable_size_rounds_and_rejects() {
+        assert_eq!(usable_size(1).unwrap(), MIN_STACK_SIZE);
+        assert_eq!(usable_size(MIN_STACK_SIZE + 1).unwrap(), MIN_STACK_SIZE + page_size());
+        let err = usable_size(MAX_STACK_SIZE + 1).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+}
