@@ -26,14 +26,15 @@
 //! state of spawn/finish touches no syscall: pop a slot, write the first frame, run, push the
 //! slot back. Regions grow geometrically (16 slots, then doubling up to 4096 per region).
 //!
-//! **Giving memory back.** A stack that ran deep keeps its pages after it is pooled. Trimming
-//! every released stack would cost a syscall per finish, so the pool trims by *epochs*, as Go's
-//! scavenger does: it tracks the low-water mark of each free list since the last epoch; the
-//! slots below that mark were not used during the whole epoch, and all but the most recent
-//! [`HOT_STACKS`] of them get `MADV_DONTNEED` (guards survive it). The scheduler ends an epoch
-//! when `run()` returns (and, with the I/O bridge, when the thread goes idle), so a burst of
-//! 1,000,000 tasklets does not leave gigabytes resident, while a loop that spawns batches
-//! reuses warm stacks.
+//! **Giving memory back.** A pooled stack keeps the pages its tasklet touched. Trimming every
+//! released stack would cost a syscall per finish, so the pool trims by *epochs*, like Go's
+//! scavenger. The scheduler ends an epoch when `run()` returns (and, with the I/O bridge, when
+//! the thread goes idle); at the end of an epoch each size class keeps as many warm free stacks
+//! as were taken during the epoch (at least [`HOT_STACKS`]) and gives the pages of the rest,
+//! least recently used first, back with `MADV_DONTNEED` (the mapping and its guard pages
+//! stay). So when a burst of 1,000,000 parked tasklets drains, its memory goes back as soon as
+//! `run()` returns, while a loop that spawns the same batch again and again keeps its stacks
+//! warm. Adjacent slots are trimmed with one call (guard markers survive it).
 //!
 //! **Overflow.** A fault in the guard page of the running tasklet's stack prints which tasklet
 //! overflowed its stack, and of how many KiB, then aborts, as Rust does for threads. The
@@ -160,8 +161,8 @@ struct SizeClass {
     free: Vec<usize>,
     /// `free[..clean]` are known to have no resident pages.
     clean: usize,
-    /// Lowest `free.len()` seen since the last epoch.
-    low_water: usize,
+    /// Slots taken during the current epoch: how many warm stacks to keep at its end.
+    taken: usize,
     /// Slots of the next region carved for this class.
     next_region_slots: usize,
 }
@@ -192,7 +193,7 @@ impl StackPool {
                     size,
                     free: Vec::new(),
                     clean: 0,
-                    low_water: 0,
+                    taken: 0,
                     next_region_slots: FIRST_REGION_SLOTS,
                 });
                 self.classes.len() - 1
@@ -203,9 +204,8 @@ impl StackPool {
         }
         let class = &mut self.classes[idx];
         let limit = class.free.pop().expect("carve leaves free slots");
-        let len = class.free.len();
-        class.clean = class.clean.min(len);
-        class.low_water = class.low_water.min(len);
+        class.clean = class.clean.min(class.free.len());
+        class.taken += 1;
         Ok(Stack { limit, size })
     }
 
@@ -219,25 +219,42 @@ impl StackPool {
         class.free.push(stack.limit);
     }
 
-    /// Ends an epoch: returns the pages of stacks that stayed free the whole epoch, beyond the
-    /// [`HOT_STACKS`] most recent ones, to the kernel. Returns how many stacks were trimmed.
+    /// Ends an epoch: gives back the pages of the free stacks beyond what the epoch used (see
+    /// the module comment). Returns how many stacks were trimmed.
     pub(crate) fn trim(&mut self) -> usize {
         let page = page_size();
+        let coalesce = guard_kind() == GuardKind::Madvise;
         let mut trimmed = 0;
         for class in &mut self.classes {
-            let cold = class.low_water.min(class.free.len()).saturating_sub(HOT_STACKS);
-            for &limit in class.free.get(class.clean..cold).unwrap_or(&[]) {
-                // SAFETY: the slot is free (in the pool), so no tasklet uses its pages; the
-                // range is its usable part inside a region we own. MADV_DONTNEED keeps the
-                // mapping and the guard page.
-                let res = unsafe { sys::madvise((limit + page) as *mut u8, class.size, libc::MADV_DONTNEED) };
-                if let Err(err) = res {
-                    log::debug!("tasklet: trimming a pooled stack failed: {err}");
+            let keep = class.taken.max(HOT_STACKS);
+            let cold_end = class.free.len().saturating_sub(keep);
+            if class.clean < cold_end {
+                let mut cold = class.free[class.clean..cold_end].to_vec();
+                trimmed += cold.len();
+                cold.sort_unstable();
+                let slot = class.size + page;
+                let mut i = 0;
+                while i < cold.len() {
+                    // A run of adjacent slots: with MADV_GUARD_INSTALL guards, one call covers
+                    // them all, guard pages included (guard markers survive MADV_DONTNEED).
+                    let mut j = i + 1;
+                    while coalesce && j < cold.len() && cold[j] == cold[j - 1] + slot {
+                        j += 1;
+                    }
+                    let start = cold[i] + page;
+                    let end = cold[j - 1] + slot;
+                    // SAFETY: every slot in the run is free (in the pool), so no tasklet uses
+                    // its pages; the range lies inside a region we own. MADV_DONTNEED keeps the
+                    // mapping and the guards.
+                    let res = unsafe { sys::madvise(start as *mut u8, end - start, libc::MADV_DONTNEED) };
+                    if let Err(err) = res {
+                        log::debug!("tasklet: trimming pooled stacks failed: {err}");
+                    }
+                    i = j;
                 }
-                trimmed += 1;
+                class.clean = cold_end;
             }
-            class.clean = class.clean.max(cold);
-            class.low_water = class.free.len();
+            class.taken = 0;
         }
         trimmed
     }
@@ -250,9 +267,11 @@ impl StackPool {
         let slots = class.next_region_slots;
         let len = slot * slots;
         let addr = sys::map_anonymous(len).map_err(|err| {
+            let hint =
+                if err.raw_os_error() == Some(libc::ENOMEM) { out_of_mappings_hint() } else { String::new() };
             io::Error::new(
                 err.kind(),
-                format!("cannot reserve {len} bytes of address space for tasklet stacks: {err}"),
+                format!("cannot reserve {len} bytes of address space for tasklet stacks: {err}{hint}"),
             )
         })?;
         let mut guarded = 0;
@@ -322,22 +341,26 @@ fn install_guard(addr: *mut u8, page: usize) -> io::Result<()> {
     // SAFETY: as above; the page holds no data, so making it inaccessible is harmless.
     unsafe { sys::mprotect(addr, page, libc::PROT_NONE) }.map_err(|err| {
         if err.raw_os_error() == Some(libc::ENOMEM) {
-            let max = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_else(|_| "?".to_owned());
             io::Error::new(
                 io::ErrorKind::OutOfMemory,
-                format!(
-                    "cannot install a tasklet stack guard page: the process ran out of memory \
-                     mappings (vm.max_map_count = {max}; each mprotect guard costs two). Raise \
-                     the limit (sysctl -w vm.max_map_count=...) or run on Linux 6.13 or newer, \
-                     where guard pages need no mapping"
-                ),
+                format!("cannot install a tasklet stack guard page: {err}{}", out_of_mappings_hint()),
             )
         } else {
             err
         }
     })
+}
+
+/// Explains `ENOMEM` from mmap/mprotect, which on Linux usually means the map count limit.
+fn out_of_mappings_hint() -> String {
+    let max = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".to_owned());
+    format!(
+        " (the process has likely run out of memory mappings: vm.max_map_count = {max}, and each \
+         mprotect guard page costs two; raise the limit with `sysctl -w vm.max_map_count=...`, \
+         or run on Linux 6.13 or newer, where tasklet guard pages need no mapping)"
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -540,11 +563,12 @@ mod tests {
         for s in stacks {
             pool.release(s);
         }
-        // The epoch in which they were taken saw the free list empty: nothing is cold yet.
+        // This epoch used 300: those stay warm, the rest of the region is trimmed.
+        assert_eq!(pool.trim(), carved - 300);
+        // An idle epoch: all but the hot ones go, once.
+        assert_eq!(pool.trim(), 300 - HOT_STACKS);
         assert_eq!(pool.trim(), 0);
-        // A whole epoch without use: all but the hot ones are trimmed, once.
-        assert_eq!(pool.trim(), carved - HOT_STACKS);
-        assert_eq!(pool.trim(), 0);
+        // A steady loop of 300 reuses the same stacks and keeps them warm.
         let again: Vec<Stack> = (0..300).map(|_| pool.take(size).unwrap()).collect();
         assert_eq!(pool.carved(), carved, "stacks are reused, not carved again");
         let mut again_tops: Vec<usize> = again.iter().map(Stack::top).collect();
@@ -555,6 +579,8 @@ mod tests {
         for s in again {
             pool.release(s);
         }
+        assert_eq!(pool.trim(), 0);
+        assert_eq!(pool.classes[0].free.len() - pool.classes[0].clean, 300);
     }
 
     #[test]

@@ -1,0 +1,216 @@
+//! Guarded stacks: overflow reports, guard pages that cost no mapping, the mprotect fallback
+//! running out of mappings, and memory given back after a burst.
+//!
+//! Each test that measures the process (RSS, mapping count) or that must crash runs its body in
+//! a child process: the test binary re-executes itself with `TASKLET_STACKS_CHILD` naming the
+//! test, so the parallel tests of this binary cannot disturb the figures.
+
+use std::hint::black_box;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Output};
+
+const CHILD: &str = "TASKLET_STACKS_CHILD";
+
+/// Runs `test` (this binary's test of that name) in a child process with `CHILD` set.
+fn run_child(test: &str, envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"]).env(CHILD, test);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("re-executing the test binary")
+}
+
+fn in_child(test: &str) -> bool {
+    std::env::var(CHILD).as_deref() == Ok(test)
+}
+
+/// Recurses with a 1 KiB frame until the stack runs out.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth as u8; 1024]);
+    if depth == 0 {
+        0
+    } else {
+        recurse(depth - 1).wrapping_add(frame[7] as u64)
+    }
+}
+
+fn status_line(key: &str) -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn rss_kib() -> usize {
+    status_line("VmRSS:")
+}
+
+fn map_count() -> usize {
+    std::fs::read_to_string("/proc/self/maps").unwrap().lines().count()
+}
+
+fn assert_overflow_report(out: &Output, name: &str, kib: usize) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc_sigabrt()), "child should abort; stderr:\n{stderr}");
+    let expected = format!("tasklet '{name}' (id ");
+    assert!(stderr.contains(&expected), "stderr lacks {expected:?}:\n{stderr}");
+    let expected = format!("has overflowed its {kib} KiB stack");
+    assert!(stderr.contains(&expected), "stderr lacks {expected:?}:\n{stderr}");
+    assert!(stderr.contains("fatal runtime error: stack overflow"), "stderr:\n{stderr}");
+}
+
+fn libc_sigabrt() -> i32 {
+    6
+}
+
+#[test]
+fn stack_overflow_names_the_tasklet_and_aborts() {
+    const NAME: &str = "stack_overflow_names_the_tasklet_and_aborts";
+    if in_child(NAME) {
+        tasklet::Builder::new().name("deep").stack_size(64 * 1024).spawn(|| recurse(u64::MAX)).unwrap();
+        tasklet::run();
+        unreachable!("the tasklet overflows its stack");
+    }
+    let out = run_child(NAME, &[]);
+    assert_overflow_report(&out, "deep", 64);
+}
+
+/// A fault that is not a tasklet stack overflow still reaches the previous handler (here:
+/// std's, which reports the main thread's own overflow).
+#[test]
+fn main_thread_overflow_still_reported_by_std() {
+    const NAME: &str = "main_thread_overflow_still_reported_by_std";
+    if in_child(NAME) {
+        let _ = tasklet::current(); // installs our handler
+        std::thread::Builder::new()
+            .name("small".into())
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                let _ = tasklet::current();
+                recurse(u64::MAX)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        unreachable!();
+    }
+    let out = run_child(NAME, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.signal().is_some(), "child should die of a signal; stderr:\n{stderr}");
+    assert!(stderr.contains("thread 'small'"), "stderr:\n{stderr}");
+    assert!(stderr.contains("has overflowed its stack"), "stderr:\n{stderr}");
+    assert!(!stderr.contains("tasklet '"), "not a tasklet overflow:\n{stderr}");
+}
+
+/// Pooled stacks whose pages were given back (trimmed with one MADV_DONTNEED across adjacent
+/// slots, guard pages included) keep their guards.
+#[test]
+fn guard_pages_survive_trimming() {
+    const NAME: &str = "guard_pages_survive_trimming";
+    if in_child(NAME) {
+        for _ in 0..1000 {
+            tasklet::spawn(|| black_box(recurse(16)));
+        }
+        tasklet::run();
+        tasklet::run(); // the idle epoch: every free stack beyond the hot ones is trimmed
+        for _ in 0..999 {
+            tasklet::spawn(|| black_box(recurse(16)));
+        }
+        // Reuses a trimmed stack (the pool is LIFO: the 1000th pop reaches the cold ones).
+        tasklet::Builder::new().name("after-trim").spawn(|| recurse(u64::MAX)).unwrap();
+        tasklet::run();
+        unreachable!();
+    }
+    let out = run_child(NAME, &[]);
+    assert_overflow_report(&out, "after-trim", tasklet::DEFAULT_STACK_SIZE / 1024);
+}
+
+#[test]
+fn guard_pages_add_no_mappings() {
+    const NAME: &str = "guard_pages_add_no_mappings";
+    if in_child(NAME) {
+        let before = map_count();
+        let ch = tasklet::Channel::<()>::new();
+        for _ in 0..20_000 {
+            let ch = ch.clone();
+            tasklet::Builder::new().stack_size(16 * 1024).spawn(move || ch.receive()).unwrap();
+        }
+        tasklet::run();
+        assert_eq!(ch.balance(), -20_000);
+        let after = map_count();
+        println!("mappings before {before}, with 20,000 parked tasklets {after}");
+        // Regions grow geometrically: a handful of mappings, not two per stack.
+        assert!(after - before < 64, "{before} -> {after} mappings");
+        return;
+    }
+    let out = run_child(NAME, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// On kernels without MADV_GUARD_INSTALL the fallback is an mprotect guard per stack, two
+/// mappings each; running out of mappings must be a clear error, not a crash.
+#[test]
+fn mprotect_fallback_out_of_mappings_is_a_clear_error() {
+    const NAME: &str = "mprotect_fallback_out_of_mappings_is_a_clear_error";
+    if in_child(NAME) {
+        let mut tasklets = Vec::new();
+        let err = loop {
+            match tasklet::Builder::new().stack_size(16 * 1024).bind(|| ()) {
+                Ok(t) => tasklets.push(t),
+                Err(err) => break err,
+            }
+            assert!(tasklets.len() < 200_000, "the map count should have run out");
+        };
+        println!("bound {} tasklets, then: {err}", tasklets.len());
+        assert_eq!(err.kind(), std::io::ErrorKind::OutOfMemory);
+        assert!(err.to_string().contains("vm.max_map_count"), "{err}");
+        // The runtime stays usable: kill them all (they never ran) and spawn again.
+        for t in &tasklets {
+            t.kill();
+        }
+        let t = tasklet::Builder::new().stack_size(16 * 1024).spawn(|| 7).unwrap();
+        assert_eq!(t.join().unwrap(), 7);
+        return;
+    }
+    let out = run_child(NAME, &[("TASKLET_STACK_GUARD", "mprotect")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    print!("{stdout}");
+}
+
+#[test]
+fn burst_memory_is_given_back_when_run_returns() {
+    const NAME: &str = "burst_memory_is_given_back_when_run_returns";
+    if in_child(NAME) {
+        const N: usize = 2_000;
+        let ch = tasklet::Channel::<()>::new();
+        // Warm up the runtime itself so the baseline includes it.
+        tasklet::spawn(|| ());
+        tasklet::run();
+        let base = rss_kib();
+        for _ in 0..N {
+            let ch = ch.clone();
+            tasklet::spawn(move || {
+                black_box(recurse(100)); // ~100 KiB of stack touched
+                ch.receive()
+            });
+        }
+        tasklet::run();
+        let parked = rss_kib();
+        ch.close(); // wakes all blocked receivers
+        tasklet::run();
+        let after = rss_kib();
+        println!(
+            "RSS: base {base} KiB, {N} parked after 100 KiB deep calls {parked} KiB, after the burst {after} KiB"
+        );
+        assert!(parked - base > N * 90, "the burst touched ~100 KiB per stack");
+        assert!(after - base < (parked - base) / 10, "the burst's stack pages were given back");
+        return;
+    }
+    let out = run_child(NAME, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    print!("{stdout}");
+}
