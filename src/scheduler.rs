@@ -7,11 +7,13 @@
 //! runs on a pooled guarded stack (see [`crate::stack`]) as a `corosensei` coroutine.
 //!
 //! Corosensei coroutines are asymmetric (resume / suspend back to the resumer), so the main
-//! stack doubles as the **dispatcher**: a tasklet that gives up the CPU stores the tasklet it
-//! wants to run next (if any) in `next` and suspends to the main stack; the dispatch loop there
-//! resumes `next`, or the head of the run queue. When the loop picks the main tasklet itself, it
-//! returns into main's code. A switch between two tasklets is therefore two stack switches
-//! (suspend + resume, ~1 ns each) plus a queue operation.
+//! stack doubles as the **dispatcher**: a tasklet that gives up the CPU suspends to the main
+//! stack with a [`Switch`] request (requeue me at the back / at the front / not at all, and the
+//! tasklet to run next, if any); the dispatch loop there carries it out with the `Rc` it already
+//! holds and resumes the target, or the head of the run queue. When the loop picks the main
+//! tasklet itself, it returns into main's code. A switch between two tasklets is therefore two
+//! stack switches (suspend + resume, ~1 ns each), one queue push and one pop, and no reference
+//! count traffic.
 //!
 //! # States
 //!
@@ -26,8 +28,8 @@
 //! ```
 //!
 //! Invariants (checked by the tests, relied upon everywhere):
-//! - A `Runnable` tasklet is the current one, or in the run queue exactly once, or held in
-//!   `next` during the instant between a suspend and the dispatcher picking it up.
+//! - A `Runnable` tasklet is the current one, or in the run queue exactly once, or carried in a
+//!   [`Switch`] during the instant between a suspend and the dispatcher picking it up.
 //! - A `Blocked` tasklet is registered in exactly one wait list (a channel's waiters, a
 //!   tasklet's joiners), and removes itself from it when it is woken in any other way (kill,
 //!   deadlock), by a drop guard on its own stack.
@@ -131,7 +133,25 @@ pub(crate) enum Wake {
     Never,
 }
 
-type Coro = Coroutine<(), (), (), Stack>;
+/// What a tasklet that suspends asks the dispatch loop to do (the coroutine's yield value).
+pub(crate) struct Switch {
+    requeue: Requeue,
+    /// The tasklet to run next; `None` for the run queue's head.
+    target: Option<Rc<Task>>,
+}
+
+/// Where the suspending tasklet goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Requeue {
+    /// Nowhere: it registered itself in a wait list, or it is paused.
+    No,
+    /// To the end of the run queue.
+    Back,
+    /// To the front of the run queue (it runs right after the target).
+    Front,
+}
+
+type Coro = Coroutine<(), Switch, (), Stack>;
 
 /// One tasklet. Shared (`Rc`) by its handles, the scheduler's registry, the run queue and the
 /// wait list it is blocked in.
@@ -143,7 +163,7 @@ pub(crate) struct Task {
     /// The coroutine; `None` for the main tasklet and once finished.
     coro: UnsafeCell<Option<Coro>>,
     /// The coroutine's yielder, set by the tasklet's root before any user code runs.
-    yielder: Cell<*const Yielder<(), ()>>,
+    yielder: Cell<*const Yielder<(), Switch>>,
     outcome: RefCell<Option<Outcome>>,
     /// Tasklets blocked in `join` on this one, in arrival order.
     joiners: RefCell<Vec<Rc<Task>>>,
@@ -256,10 +276,9 @@ pub(crate) struct Scheduler {
     main: Rc<Task>,
     /// The running tasklet. Owned by `main` or by the dispatch loop's local `Rc` while it runs.
     current: Cell<*const Task>,
-    /// Runnable tasklets other than the current one, in order.
-    queue: RefCell<VecDeque<Rc<Task>>>,
-    /// The tasklet a suspending tasklet asked the dispatcher to run next.
-    next: Cell<Option<Rc<Task>>>,
+    /// Runnable tasklets other than the current one, in order. Only touched through the
+    /// one-operation methods `push_back`, `push_front`, `pop_front`, `unqueue`, `queued`.
+    queue: UnsafeCell<VecDeque<Rc<Task>>>,
     /// Every tasklet that has not finished (the main tasklet excluded), indexed by `Task::slot`.
     tasks: RefCell<Registry>,
     pool: RefCell<StackPool>,
@@ -338,6 +357,20 @@ impl Drop for Teardown {
     }
 }
 
+/// The stack of the tasklet running on this thread, for the stack overflow handler: `None` on
+/// threads without a scheduler. Async-signal-safe: reads a const thread-local and two pointers.
+pub(crate) fn running_stack() -> Option<&'static OverflowInfo> {
+    let sched = SCHED.with(Cell::get);
+    if sched.is_null() || sched == DEAD {
+        return None;
+    }
+    // SAFETY: the live scheduler of this thread (see `scheduler`); `current` always points to a
+    // live task (see `Scheduler::current`): the dispatch loop resets it to main right after
+    // `resume` returns, before it can drop the tasklet it ran.
+    let task = unsafe { &*(*sched).current.get() };
+    Some(&task.overflow)
+}
+
 /// The calling thread's scheduler, created on first use.
 ///
 /// The reference is valid for the rest of the thread's life: the scheduler is freed only by the
@@ -378,8 +411,7 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
     let sched = Box::new(Scheduler {
         current: Cell::new(Rc::as_ptr(&main)),
         main,
-        queue: RefCell::new(VecDeque::new()),
-        next: Cell::new(None),
+        queue: UnsafeCell::new(VecDeque::new()),
         tasks: RefCell::new(Registry::default()),
         pool: RefCell::new(StackPool::default()),
         default_stack_size: Cell::new(stack::DEFAULT_STACK_SIZE),
@@ -434,7 +466,7 @@ impl Scheduler {
 
     /// Runnable tasklets, the current one included.
     pub(crate) fn runcount(&self) -> usize {
-        self.queue.borrow().len() + 1
+        self.queued() + 1
     }
 
     pub(crate) fn default_stack_size(&self) -> usize {
@@ -461,7 +493,7 @@ impl Scheduler {
             id,
             name: name.as_deref().map_or((ptr::null(), 0), |n| (n.as_ptr(), n.len())),
         };
-        let coro = Coroutine::with_stack(stack, move |yielder: &Yielder<(), ()>, ()| {
+        let coro = Coroutine::with_stack(stack, move |yielder: &Yielder<(), Switch>, ()| {
             tasklet_root(yielder, f);
         });
         let task = Rc::new(Task {
@@ -480,23 +512,55 @@ impl Scheduler {
         Ok(task)
     }
 
+    /// The run queue, for exactly one operation.
+    ///
+    /// # Safety
+    /// The returned reference must die before anything else can reach the queue: use it for a
+    /// single `VecDeque` call and return any removed `Rc` to the caller before dropping it (a
+    /// `Task`'s drop may log, and a logger could call back into the runtime).
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn queue(&self) -> &mut VecDeque<Rc<Task>> {
+        // SAFETY: the scheduler is confined to its thread (it is neither Send nor Sync), and per
+        // this function's contract no other reference to the queue is alive.
+        unsafe { &mut *self.queue.get() }
+    }
+
     /// Appends a runnable tasklet to the run queue.
     #[inline]
     pub(crate) fn push_back(&self, task: Rc<Task>) {
         task.state.set(State::Runnable);
-        self.queue.borrow_mut().push_back(task);
+        // SAFETY: one queue operation (see `queue`).
+        unsafe { self.queue() }.push_back(task);
     }
 
-    /// Takes a runnable tasklet out of the run queue; returns whether it was there.
-    fn unqueue(&self, task: &Task) -> bool {
-        let mut queue = self.queue.borrow_mut();
-        match queue.iter().position(|t| ptr::eq(&**t, task)) {
-            Some(pos) => {
-                queue.remove(pos);
-                true
-            }
-            None => false,
-        }
+    /// Puts a runnable tasklet first in the run queue.
+    fn push_front(&self, task: Rc<Task>) {
+        task.state.set(State::Runnable);
+        // SAFETY: one queue operation (see `queue`).
+        unsafe { self.queue() }.push_front(task);
+    }
+
+    #[inline]
+    fn pop_front(&self) -> Option<Rc<Task>> {
+        // SAFETY: one queue operation (see `queue`); the popped `Rc` goes to the caller.
+        unsafe { self.queue() }.pop_front()
+    }
+
+    /// Runnable tasklets in the queue (the current one excluded).
+    #[inline]
+    fn queued(&self) -> usize {
+        // SAFETY: one queue operation (see `queue`).
+        unsafe { self.queue() }.len()
+    }
+
+    /// Takes a runnable tasklet out of the run queue; returns it if it was there.
+    fn unqueue(&self, task: &Task) -> Option<Rc<Task>> {
+        // SAFETY: one queue operation (see `queue`): the search and the removal touch only the
+        // queue, and the removed `Rc` is returned to the caller.
+        let queue = unsafe { self.queue() };
+        let pos = queue.iter().position(|t| ptr::eq(&**t, task))?;
+        queue.remove(pos)
     }
 
     /// Wakes a blocked tasklet: it becomes runnable at the end of the run queue.
@@ -506,20 +570,19 @@ impl Scheduler {
     }
 
     /// `schedule()`: the current tasklet goes to the end of the run queue, the head runs.
+    #[inline]
     pub(crate) fn schedule(&self) {
-        if self.queue.borrow().is_empty() {
+        if self.queued() == 0 {
             return;
         }
-        self.push_back(self.current_rc());
-        let _ = self.switch(None);
+        let _ = self.switch(Requeue::Back, None);
     }
 
     /// The current tasklet hands the CPU to `partner` now and goes to the end of the run queue
     /// (the channel rule "the partner runs immediately").
     pub(crate) fn yield_to(&self, partner: Rc<Task>) {
-        self.push_back(self.current_rc());
         partner.state.set(State::Runnable);
-        let _ = self.switch(Some(partner));
+        let _ = self.switch(Requeue::Back, Some(partner));
     }
 
     /// Parks the current tasklet, which the caller has already registered in a wait list and
@@ -527,36 +590,47 @@ impl Scheduler {
     /// [`Wake::Never`] when nothing can wake it (the caller then undoes its registration).
     #[inline]
     pub(crate) fn park(&self) -> Wake {
-        self.switch(None)
+        self.switch(Requeue::No, None)
     }
 
-    /// Switches away from the current tasklet to `target` or the run queue's head.
-    ///
-    /// The caller has put the current tasklet where it belongs (run queue, wait list, nowhere).
-    /// Whatever woke it, the tasklet is running again when this returns, so it is `Runnable`.
-    fn switch(&self, target: Option<Rc<Task>>) -> Wake {
+    /// Switches away from the current tasklet, which goes where `requeue` says, to `target` or
+    /// the run queue's head. Whatever woke it, the tasklet is `Runnable` when this returns.
+    #[inline]
+    fn switch(&self, requeue: Requeue, target: Option<Rc<Task>>) -> Wake {
         let me = self.current();
         if me.is_main() {
+            match requeue {
+                Requeue::No => {}
+                Requeue::Back => self.push_back(self.main.clone()),
+                Requeue::Front => self.push_front(self.main.clone()),
+            }
             let wake = self.dispatch(target);
             me.state.set(State::Runnable);
             return wake;
         }
-        self.next.set(target);
         let yielder = me.yielder.get();
         // SAFETY: the yielder lives in the root frame of this tasklet's coroutine, set before
         // any user code ran; the root frame outlives every suspension of the tasklet.
-        unsafe { (*yielder).suspend(()) };
+        unsafe { (*yielder).suspend(Switch { requeue, target }) };
         // Resumed by the dispatch loop.
-        if me.kill_pending.replace(false) {
-            if std::thread::panicking() {
-                // Killed again while unwinding (a destructor blocked): do not start a second
-                // unwind, which would abort; let the blocking operation fail instead.
-                me.state.set(State::Runnable);
-                return Wake::Never;
-            }
-            panic::resume_unwind(Box::new(TaskletExit));
+        if me.kill_pending.get() {
+            self.killed(me)
+        } else {
+            Wake::Woken
         }
-        Wake::Woken
+    }
+
+    /// The current tasklet was resumed to be killed: unwind it, unless it is already unwinding.
+    #[cold]
+    fn killed(&self, me: &Task) -> Wake {
+        me.kill_pending.set(false);
+        if std::thread::panicking() {
+            // Killed again while unwinding (a destructor blocked): do not start a second
+            // unwind, which would abort; let the blocking operation fail instead.
+            me.state.set(State::Runnable);
+            return Wake::Never;
+        }
+        panic::resume_unwind(Box::new(TaskletExit));
     }
 
     /// The dispatch loop, run by the main tasklet when it gives up the CPU. Resumes tasklets
@@ -565,7 +639,7 @@ impl Scheduler {
         loop {
             let task = match target.take() {
                 Some(task) => task,
-                None => match self.queue.borrow_mut().pop_front() {
+                None => match self.pop_front() {
                     Some(task) => task,
                     None => return Wake::Never,
                 },
@@ -574,17 +648,22 @@ impl Scheduler {
                 return Wake::Woken;
             }
             self.current.set(Rc::as_ptr(&task));
-            stack::RUNNING.with(|r| r.set(&task.overflow));
             // SAFETY: only the dispatch loop touches `coro` while the tasklet is suspended, and
             // the tasklet does not touch its own `coro` while it runs.
             let coro = unsafe { (*task.coro.get()).as_mut() }.expect("a runnable tasklet has a coroutine");
             let result = coro.resume(());
-            stack::RUNNING.with(|r| r.set(ptr::null()));
             self.current.set(Rc::as_ptr(&self.main));
-            if let CoroutineResult::Return(()) = result {
-                self.reap(&task);
+            match result {
+                CoroutineResult::Yield(Switch { requeue, target: next }) => {
+                    match requeue {
+                        Requeue::No => {}
+                        Requeue::Back => self.push_back(task),
+                        Requeue::Front => self.push_front(task),
+                    }
+                    target = next;
+                }
+                CoroutineResult::Return(()) => self.reap(&task),
             }
-            target = self.next.take();
         }
     }
 
@@ -625,7 +704,7 @@ impl Scheduler {
     /// `schedule_remove()`: the current tasklet is paused and the next one runs.
     pub(crate) fn schedule_remove(&self) -> Wake {
         self.current().state.set(State::Paused);
-        self.switch(None)
+        self.switch(Requeue::No, None)
     }
 
     /// `insert()`: a paused tasklet goes to the end of the run queue.
@@ -647,7 +726,7 @@ impl Scheduler {
             _ if self.is_current(task) => Err(crate::StateError::Current),
             State::Runnable => {
                 let queued = self.unqueue(task);
-                debug_assert!(queued, "a runnable tasklet that is not current is queued");
+                debug_assert!(queued.is_some(), "a runnable tasklet that is not current is queued");
                 task.state.set(State::Paused);
                 Ok(())
             }
@@ -677,11 +756,8 @@ impl Scheduler {
     /// Runs `task` immediately; the current tasklet is put first in the run queue, so it runs
     /// as soon as `task` gives up the CPU.
     fn switch_now(&self, task: Rc<Task>) {
-        let me = self.current_rc();
-        me.state.set(State::Runnable);
-        self.queue.borrow_mut().push_front(me);
         task.state.set(State::Runnable);
-        let _ = self.switch(Some(task));
+        let _ = self.switch(Requeue::Front, Some(task));
     }
 
     /// `kill()`: unwinds `task` now (see the module comment).
@@ -744,7 +820,9 @@ impl Scheduler {
             }
             std::mem::forget(self.pool.replace(StackPool::default()));
         }
-        self.queue.borrow_mut().clear();
+        while let Some(task) = self.pop_front() {
+            drop(task);
+        }
         if let Some(altstack) = self.altstack {
             stack::free_altstack(altstack);
         }
@@ -863,7 +941,7 @@ pub fn set_default_stack_size(size: usize) -> io::Result<()> {
 }
 
 /// The bottom frame of every tasklet's stack.
-fn tasklet_root<F, T>(yielder: &Yielder<(), ()>, f: F)
+fn tasklet_root<F, T>(yielder: &Yielder<(), Switch>, f: F)
 where
     F: FnOnce() -> T + 'static,
     T: 'static,

@@ -46,7 +46,6 @@
 //! mappings per stack. Lazily growing (split or copied) stacks: Rust code holds pointers into
 //! its stack, so a stack can never move.
 
-use std::cell::Cell;
 use std::io;
 use std::ptr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -116,21 +115,32 @@ pub(crate) fn usable_size(requested: usize) -> io::Result<usize> {
 /// A stack slot lent to one tasklet. Returned to the pool with [`StackPool::release`].
 #[derive(Debug)]
 pub(crate) struct Stack {
-    /// Lowest address of the slot: the guard page.
-    limit: usize,
+    /// Top of the stack (one past the highest usable byte); corosensei reads it at every resume.
+    top: usize,
     /// Usable bytes above the guard page.
     size: usize,
 }
 
 impl Stack {
+    fn new(limit: usize, size: usize) -> Stack {
+        Stack { top: limit + page_size() + size, size }
+    }
+
+    /// Lowest address of the slot: the guard page.
+    fn limit(&self) -> usize {
+        self.top - self.size - page_size()
+    }
+
     /// Top of the stack (one past the highest usable byte).
+    #[cfg(test)]
     pub(crate) fn top(&self) -> usize {
-        self.limit + page_size() + self.size
+        self.top
     }
 
     /// The guard page's address range.
     pub(crate) fn guard(&self) -> (usize, usize) {
-        (self.limit, self.limit + page_size())
+        let limit = self.limit();
+        (limit, limit + page_size())
     }
 
     /// Usable bytes.
@@ -144,12 +154,13 @@ impl Stack {
 // and `limit()` includes that guard page. Both are page aligned, hence aligned to
 // STACK_ALIGNMENT, and `size >= MIN_STACK_SIZE > corosensei::stack::MIN_STACK_SIZE`.
 unsafe impl corosensei::stack::Stack for Stack {
+    #[inline]
     fn base(&self) -> corosensei::stack::StackPointer {
-        corosensei::stack::StackPointer::new(self.top()).expect("stack top is never null")
+        corosensei::stack::StackPointer::new(self.top).expect("stack top is never null")
     }
 
     fn limit(&self) -> corosensei::stack::StackPointer {
-        corosensei::stack::StackPointer::new(self.limit).expect("stack limit is never null")
+        corosensei::stack::StackPointer::new(Stack::limit(self)).expect("stack limit is never null")
     }
 }
 
@@ -206,7 +217,7 @@ impl StackPool {
         let limit = class.free.pop().expect("carve leaves free slots");
         class.clean = class.clean.min(class.free.len());
         class.taken += 1;
-        Ok(Stack { limit, size })
+        Ok(Stack::new(limit, size))
     }
 
     /// Returns a stack whose tasklet has finished.
@@ -216,7 +227,7 @@ impl StackPool {
             .iter_mut()
             .find(|c| c.size == stack.size)
             .expect("a released stack belongs to a size class");
-        class.free.push(stack.limit);
+        class.free.push(stack.limit());
     }
 
     /// Ends an epoch: gives back the pages of the free stacks beyond what the epoch used (see
@@ -367,8 +378,8 @@ fn out_of_mappings_hint() -> String {
 // Stack overflow reporting.
 // ---------------------------------------------------------------------------------------------
 
-/// What the SIGSEGV handler needs to know about the running tasklet. Written by the scheduler
-/// at each switch into a tasklet, read only by the handler on the same thread.
+/// What the SIGSEGV handler needs to know about a tasklet's stack; each tasklet carries one,
+/// and the handler reads the running tasklet's through `scheduler::running_stack`.
 #[derive(Clone, Copy)]
 pub(crate) struct OverflowInfo {
     /// Guard page range of the running tasklet's stack (empty for the main tasklet).
@@ -379,13 +390,6 @@ pub(crate) struct OverflowInfo {
     pub(crate) id: u64,
     /// Tasklet name (a pointer into the tasklet, alive while it runs), or empty.
     pub(crate) name: (*const u8, usize),
-}
-
-thread_local! {
-    /// The running tasklet's stack, for the overflow handler (null while the main tasklet runs).
-    /// Const-initialised and without a destructor, so reading it from a signal handler is a
-    /// plain thread-pointer-relative load, and the scheduler's write per switch is one store.
-    pub(crate) static RUNNING: Cell<*const OverflowInfo> = const { Cell::new(ptr::null()) };
 }
 
 /// The handler that was installed before ours, to chain to.
@@ -466,10 +470,7 @@ pub(crate) fn free_altstack((base, len): (*mut u8, usize)) {
 extern "C" fn segv_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
-    let running = RUNNING.with(Cell::get);
-    // SAFETY: RUNNING points into the running tasklet, which the scheduler keeps alive while it
-    // runs, or is null.
-    if let Some(running) = unsafe { running.as_ref() } {
+    if let Some(running) = crate::scheduler::running_stack() {
         if running.guard.0 <= addr && addr < running.guard.1 {
             report_overflow(running);
         }
