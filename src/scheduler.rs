@@ -219,15 +219,22 @@ impl Task {
     }
 }
 
-impl Drop for Task {
-    fn drop(&mut self) {
-        if let Some(Outcome::Panicked(payload)) = self.outcome.get_mut() {
+impl Task {
+    /// Drops the outcome nobody can join any more, logging a panic that was never seen.
+    fn discard_outcome(&self) {
+        if let Some(Outcome::Panicked(payload)) = self.outcome.borrow_mut().take() {
             log::error!(
                 "tasklet {} panicked and was never joined: {}",
                 Describe(self.id, self.name.as_deref()),
-                panic_message(&**payload)
+                panic_message(&*payload)
             );
         }
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.discard_outcome();
     }
 }
 
@@ -282,6 +289,12 @@ pub(crate) struct Scheduler {
     /// Every tasklet that has not finished (the main tasklet excluded), indexed by `Task::slot`.
     tasks: RefCell<Registry>,
     pool: RefCell<StackPool>,
+    /// Finished tasks that no handle refers to, reinitialised by `create` instead of allocating.
+    /// Trimmed like the stack pool: at the end of an epoch it keeps as many as were created
+    /// during the epoch (at least `HOT_STACKS`).
+    spare: RefCell<Vec<Rc<Task>>>,
+    /// Tasks created in the current epoch.
+    created: Cell<usize>,
     default_stack_size: Cell<usize>,
     /// Next id of this thread's block, and the block's end.
     ids: Cell<(u64, u64)>,
@@ -414,6 +427,8 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         queue: UnsafeCell::new(VecDeque::new()),
         tasks: RefCell::new(Registry::default()),
         pool: RefCell::new(StackPool::default()),
+        spare: RefCell::new(Vec::new()),
+        created: Cell::new(0),
         default_stack_size: Cell::new(stack::DEFAULT_STACK_SIZE),
         ids: Cell::new((first + 1, end)),
         altstack,
@@ -496,7 +511,7 @@ impl Scheduler {
         let coro = Coroutine::with_stack(stack, move |yielder: &Yielder<(), Switch>, ()| {
             tasklet_root(yielder, f);
         });
-        let task = Rc::new(Task {
+        let fresh = Task {
             id,
             name,
             state: Cell::new(State::Paused),
@@ -507,7 +522,16 @@ impl Scheduler {
             joiners: RefCell::new(Vec::new()),
             slot: Cell::new(0),
             overflow,
-        });
+        };
+        self.created.set(self.created.get() + 1);
+        let spare = self.spare.borrow_mut().pop();
+        let task = match spare {
+            Some(mut task) => {
+                *Rc::get_mut(&mut task).expect("spare tasks are unshared") = fresh;
+                task
+            }
+            None => Rc::new(fresh),
+        };
         self.tasks.borrow_mut().insert(&task);
         Ok(task)
     }
@@ -662,19 +686,25 @@ impl Scheduler {
                     }
                     target = next;
                 }
-                CoroutineResult::Return(()) => self.reap(&task),
+                CoroutineResult::Return(()) => self.reap(task),
             }
         }
     }
 
     /// Frees what a finished tasklet held: its stack goes back to the pool, its registry entry
     /// goes away (the `Task` itself lives on while handles exist).
-    fn reap(&self, task: &Task) {
+    /// A task no handle refers to any more is kept for reuse, which saves an allocation and a
+    /// free per spawn (the allocator's slow paths dominated spawn+finish in profiles).
+    fn reap(&self, task: Rc<Task>) {
         // SAFETY: the coroutine has returned; nothing else refers to it.
         let coro = unsafe { (*task.coro.get()).take() }.expect("a finished tasklet had a coroutine");
         self.pool.borrow_mut().release(coro.into_stack());
-        let removed = self.tasks.borrow_mut().remove(task);
-        drop(removed);
+        let registered = self.tasks.borrow_mut().remove(&task);
+        drop(registered);
+        if Rc::strong_count(&task) == 1 && Rc::weak_count(&task) == 0 {
+            task.discard_outcome();
+            self.spare.borrow_mut().push(task);
+        }
     }
 
     /// Records a finished tasklet's outcome and wakes its joiners. Runs on the tasklet's stack.
@@ -697,8 +727,20 @@ impl Scheduler {
         self.main.state.set(State::Paused);
         let _ = self.dispatch(None);
         self.main.state.set(State::Runnable);
-        // An epoch of the stack pool ends when the thread goes idle.
+        self.end_epoch();
+    }
+
+    /// Ends an epoch of the stack pool and of the spare tasks (the thread is idle): memory the
+    /// epoch did not need goes back.
+    fn end_epoch(&self) {
         self.pool.borrow_mut().trim();
+        let keep = self.created.replace(0).max(stack::HOT_STACKS);
+        let excess: Vec<Rc<Task>> = {
+            let mut spare = self.spare.borrow_mut();
+            let at = keep.min(spare.len());
+            spare.split_off(at)
+        };
+        drop(excess);
     }
 
     /// `schedule_remove()`: the current tasklet is paused and the next one runs.
@@ -780,7 +822,7 @@ impl Scheduler {
                 coro.force_unwind();
             }
             self.finish(task, Outcome::Killed);
-            self.reap(task);
+            self.reap(task.clone());
             return;
         }
         task.kill_pending.set(true);
