@@ -395,8 +395,9 @@ impl<T> Channel<T> {
         self.inner.closing.get() && self.inner.balance.get() == 0
     }
 
-    /// An iterator of received values that ends when the channel is closed and drained (or a
-    /// receive fails).
+    /// An iterator of received values that ends when the channel is closed and drained, or when
+    /// nothing could ever send again (the main tasklet's receive would deadlock: every other
+    /// tasklet has finished or is blocked), like an `mpsc` receiver whose senders are gone.
     ///
     /// # Examples
     ///
@@ -497,7 +498,8 @@ impl<T> IntoIterator for Channel<T> {
 pub enum SendError<T> {
     /// The channel is closing and no receiver was waiting.
     Closed(T),
-    /// The main tasklet would have blocked with nothing else runnable.
+    /// The main tasklet would have blocked with nothing else runnable (or a tasklet was killed
+    /// again while a destructor of its unwind waited here).
     Deadlock(T),
 }
 
@@ -537,7 +539,8 @@ impl<T> std::error::Error for SendError<T> {}
 pub enum RecvError {
     /// The channel is closing and no sender was waiting, or it was closed during the wait.
     Closed,
-    /// The main tasklet would have blocked with nothing else runnable.
+    /// The main tasklet would have blocked with nothing else runnable (or a tasklet was killed
+    /// again while a destructor of its unwind waited here).
     Deadlock,
 }
 

@@ -89,3 +89,8 @@ pub use scheduler::{
 };
 pub use stack::{DEFAULT_STACK_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
 pub use tasklet::{current, spawn, Builder, JoinError, Joinable, StateError, Tasklet};
+
+/// The README's example compiles and runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -145,9 +145,13 @@ impl<T: ?Sized> Tasklet<T> {
 
     /// Kills the tasklet now: its stack unwinds with the [`TaskletExit`](crate::TaskletExit)
     /// payload, running destructors; a blocked tasklet leaves its channel first (the balance
-    /// moves back toward 0). The caller continues once the killed tasklet has finished
-    /// unwinding. Killing a finished tasklet does nothing; killing the current tasklet ends it
-    /// (this call then does not return); a tasklet that never ran is dropped without running.
+    /// moves back toward 0). The caller continues as soon as the killed tasklet gives up the
+    /// CPU: normally when it has finished unwinding; if one of its destructors blocks (on a
+    /// channel, say), the kill completes when that operation does, as in Stackless, and a second
+    /// `kill()` meanwhile makes that operation fail (with a `Deadlock` error) rather than start
+    /// a second unwind. Killing a finished tasklet does nothing; killing the current tasklet
+    /// ends it (this call then does not return); a tasklet that never ran is dropped without
+    /// running.
     ///
     /// # Panics
     /// Panics when called on the main tasklet, which cannot be killed.
