@@ -40,7 +40,10 @@ use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::time::{Duration, Instant};
+
 use crate::scheduler::{scheduler, BlockedOn, State, Task, Wake};
+use crate::timer::Alarm;
 
 /// Which side of a channel runs first when an operation meets a waiting partner (Stackless
 /// `preference`: -1, 0, 1).
@@ -203,8 +206,9 @@ impl<T> Inner<T> {
     }
 
     /// Blocks the current tasklet on this channel with `node` until a partner or `close`
-    /// completes the wait, or nothing can.
-    fn block(&self, node: &WaitNode<T>, direction: isize) -> Wake {
+    /// completes the wait (`node.done`), the deadline passes, or nothing can complete it.
+    /// Returns why the wait ended when the node is not done.
+    fn block(&self, node: &WaitNode<T>, direction: isize, deadline: Option<Instant>) -> Failure {
         let sched = scheduler();
         let me = sched.current_rc();
         me.set_state(State::Blocked(if direction == SEND {
@@ -212,13 +216,69 @@ impl<T> Inner<T> {
         } else {
             BlockedOn::Receive(self.id)
         }));
-        self.waiters.borrow_mut().push_back(Waiter { task: me, node: NonNull::from(node) });
+        self.waiters.borrow_mut().push_back(Waiter { task: me.clone(), node: NonNull::from(node) });
         self.balance.set(self.balance.get() + direction);
         let registration = Registration { inner: self, node, direction };
+        let alarm = deadline.map(|deadline| Alarm::arm(&me, deadline));
         let wake = sched.park();
+        let timed_out = alarm.as_ref().is_some_and(Alarm::fired);
+        drop(alarm);
         drop(registration);
-        wake
+        match wake {
+            _ if node.done.get() => Failure::Closed,
+            Wake::Woken if timed_out => Failure::Timeout,
+            Wake::Woken => Failure::Closed,
+            Wake::Never => Failure::Deadlock,
+        }
     }
+
+    /// A send that blocks until `deadline` at most.
+    fn send(&self, value: T, deadline: Option<Instant>) -> Result<(), (Failure, T)> {
+        if self.balance.get() < 0 {
+            let receiver = self.pop_waiter(RECEIVE);
+            receiver.node().value.set(Some(value));
+            self.hand_over(receiver.task, SEND);
+            return Ok(());
+        }
+        if self.closing.get() {
+            return Err((Failure::Closed, value));
+        }
+        let node = WaitNode { value: Cell::new(Some(value)), done: Cell::new(false) };
+        let failure = self.block(&node, SEND, deadline);
+        match node.value.take() {
+            None => Ok(()),
+            Some(value) => Err((failure, value)),
+        }
+    }
+
+    /// A receive that blocks until `deadline` at most.
+    fn receive(&self, deadline: Option<Instant>) -> Result<T, Failure> {
+        if self.balance.get() > 0 {
+            let sender = self.pop_waiter(SEND);
+            let value = sender.node().value.take().expect("a blocked sender holds its value");
+            self.hand_over(sender.task, RECEIVE);
+            return Ok(value);
+        }
+        if self.closing.get() {
+            return Err(Failure::Closed);
+        }
+        let node = WaitNode { value: Cell::new(None), done: Cell::new(false) };
+        let failure = self.block(&node, RECEIVE, deadline);
+        node.value.take().ok_or(failure)
+    }
+}
+
+/// Why a blocking channel operation did not complete.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Closed,
+    Deadlock,
+    Timeout,
+}
+
+/// The deadline `timeout` from now; `None` (wait forever) when it cannot be represented.
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
 }
 
 impl<T> Channel<T> {
@@ -243,23 +303,34 @@ impl<T> Channel<T> {
     /// [`SendError::Deadlock`] if the main tasklet would block with nothing else runnable.
     /// Both give the value back.
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
-        let inner = &*self.inner;
-        if inner.balance.get() < 0 {
-            let receiver = inner.pop_waiter(RECEIVE);
-            receiver.node().value.set(Some(value));
-            inner.hand_over(receiver.task, SEND);
-            return Ok(());
-        }
-        if inner.closing.get() {
-            return Err(SendError::Closed(value));
-        }
-        let node = WaitNode { value: Cell::new(Some(value)), done: Cell::new(false) };
-        let wake = inner.block(&node, SEND);
-        match (wake, node.value.take()) {
-            (_, None) => Ok(()),
-            (Wake::Woken, Some(value)) => Err(SendError::Closed(value)),
-            (Wake::Never, Some(value)) => Err(SendError::Deadlock(value)),
-        }
+        self.inner.send(value, None).map_err(|(failure, value)| match failure {
+            Failure::Deadlock => SendError::Deadlock(value),
+            Failure::Closed | Failure::Timeout => SendError::Closed(value),
+        })
+    }
+
+    /// Sends `value`, waiting at most `timeout` for a receiver; the other tasklets run
+    /// meanwhile.
+    ///
+    /// # Errors
+    /// [`SendTimeoutError::Timeout`] when no receiver took the value in time,
+    /// [`SendTimeoutError::Closed`] as for [`send`](Channel::send); both give the value back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let ch = tasklet::Channel::new();
+    /// let err = ch.send_timeout(5, Duration::from_millis(10)).unwrap_err();
+    /// assert!(err.is_timeout());
+    /// assert_eq!(err.into_inner(), 5);
+    /// assert_eq!(ch.balance(), 0);
+    /// ```
+    pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        self.inner.send(value, deadline_after(timeout)).map_err(|(failure, value)| match failure {
+            Failure::Closed => SendTimeoutError::Closed(value),
+            Failure::Timeout | Failure::Deadlock => SendTimeoutError::Timeout(value),
+        })
     }
 
     /// Receives a value, blocking until a sender brings one. If a sender is already waiting,
@@ -270,22 +341,38 @@ impl<T> Channel<T> {
     /// closed while this receiver waited; [`RecvError::Deadlock`] if the main tasklet would block
     /// with nothing else runnable.
     pub fn receive(&self) -> Result<T, RecvError> {
-        let inner = &*self.inner;
-        if inner.balance.get() > 0 {
-            let sender = inner.pop_waiter(SEND);
-            let value = sender.node().value.take().expect("a blocked sender holds its value");
-            inner.hand_over(sender.task, RECEIVE);
-            return Ok(value);
-        }
-        if inner.closing.get() {
-            return Err(RecvError::Closed);
-        }
-        let node = WaitNode { value: Cell::new(None), done: Cell::new(false) };
-        match (inner.block(&node, RECEIVE), node.value.take()) {
-            (_, Some(value)) => Ok(value),
-            (Wake::Woken, None) => Err(RecvError::Closed),
-            (Wake::Never, None) => Err(RecvError::Deadlock),
-        }
+        self.inner.receive(None).map_err(|failure| match failure {
+            Failure::Deadlock => RecvError::Deadlock,
+            Failure::Closed | Failure::Timeout => RecvError::Closed,
+        })
+    }
+
+    /// Receives a value, waiting at most `timeout` for a sender; the other tasklets run
+    /// meanwhile.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`] when no sender came in time, [`RecvTimeoutError::Closed`]
+    /// as for [`receive`](Channel::receive).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasklet::{Channel, RecvTimeoutError};
+    /// let ch = Channel::new();
+    /// let tx = ch.clone();
+    /// tasklet::spawn(move || {
+    ///     tasklet::time::sleep(Duration::from_millis(5));
+    ///     tx.send("late but in time").unwrap();
+    /// });
+    /// assert_eq!(ch.receive_timeout(Duration::from_secs(10)), Ok("late but in time"));
+    /// assert_eq!(ch.receive_timeout(Duration::from_millis(5)), Err(RecvTimeoutError::Timeout));
+    /// ```
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        self.inner.receive(deadline_after(timeout)).map_err(|failure| match failure {
+            Failure::Closed => RecvTimeoutError::Closed,
+            Failure::Timeout | Failure::Deadlock => RecvTimeoutError::Timeout,
+        })
     }
 
     /// Sends `value` only if a receiver is waiting (then as [`send`](Channel::send), preference
@@ -614,3 +701,66 @@ impl fmt::Display for TryRecvError {
 }
 
 impl std::error::Error for TryRecvError {}
+
+/// Why [`Channel::send_timeout`] failed; carries the value back.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SendTimeoutError<T> {
+    /// No receiver took the value before the timeout.
+    Timeout(T),
+    /// The channel is closing and no receiver was waiting.
+    Closed(T),
+}
+
+impl<T> SendTimeoutError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendTimeoutError::Timeout(value) | SendTimeoutError::Closed(value) => value,
+        }
+    }
+
+    /// Whether the operation timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SendTimeoutError::Timeout(_))
+    }
+}
+
+impl<T> fmt::Debug for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendTimeoutError::Timeout(_) => "Timeout(..)",
+            SendTimeoutError::Closed(_) => "Closed(..)",
+        })
+    }
+}
+
+impl<T> fmt::Display for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendTimeoutError::Timeout(_) => "timed out waiting for a receiver on the channel",
+            SendTimeoutError::Closed(_) => "sending on a closed channel",
+        })
+    }
+}
+
+impl<T> std::error::Error for SendTimeoutError<T> {}
+
+/// Why [`Channel::receive_timeout`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvTimeoutError {
+    /// No sender came before the timeout.
+    Timeout,
+    /// The channel is closing and no sender was waiting, or it was closed during the wait.
+    Closed,
+}
+
+impl fmt::Display for RecvTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecvTimeoutError::Timeout => "timed out waiting for a sender on the channel",
+            RecvTimeoutError::Closed => "receiving on a closed channel",
+        })
+    }
+}
+
+impl std::error::Error for RecvTimeoutError {}

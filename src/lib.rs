@@ -77,13 +77,22 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod blocking;
 mod channel;
+pub mod net;
+mod reactor;
 mod scheduler;
 mod stack;
 mod sys;
 mod tasklet;
+pub mod time;
+mod timer;
 
-pub use channel::{Channel, IntoIter, Iter, Preference, RecvError, SendError, TryRecvError, TrySendError};
+pub use blocking::{unblock, IDLE_TIMEOUT, MAX_THREADS};
+pub use channel::{
+    Channel, IntoIter, Iter, Preference, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
+    TryRecvError, TrySendError,
+};
 pub use scheduler::{
     run, runcount, schedule, schedule_remove, set_default_stack_size, DeadlockError, TaskletExit,
 };

@@ -65,7 +65,7 @@
 //! addresses are cached by LLVM across calls), so every handle is `!Send`.
 
 use std::any::Any;
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, RefCell, RefMut, UnsafeCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
@@ -73,10 +73,13 @@ use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
+use crate::reactor::{Direction, Reactor};
 use crate::stack::{self, OverflowInfo, Stack, StackPool};
+use crate::timer::{TimerKey, Timers};
 
 /// The panic payload that [`Tasklet::kill`](crate::Tasklet::kill) unwinds a tasklet with.
 ///
@@ -102,6 +105,12 @@ pub(crate) enum BlockedOn {
     Receive(u64),
     /// Waiting for the tasklet with this id to finish.
     Join(u64),
+    /// Sleeping until a deadline.
+    Sleep,
+    /// Waiting for an fd to become ready.
+    Io(std::os::fd::RawFd, Direction),
+    /// Waiting for a function running on the `unblock` pool.
+    Unblock,
 }
 
 /// Life-cycle state of a tasklet (see the module comment for the transitions).
@@ -169,6 +178,8 @@ pub(crate) struct Task {
     joiners: RefCell<Vec<Rc<Task>>>,
     /// Index in the scheduler's registry.
     slot: Cell<usize>,
+    /// The timer armed for the tasklet's current wait, if any (see `timer`).
+    timer: Cell<Option<TimerKey>>,
     /// For the stack overflow handler.
     overflow: OverflowInfo,
 }
@@ -192,6 +203,14 @@ impl Task {
 
     pub(crate) fn is_main(&self) -> bool {
         self.slot.get() == MAIN_SLOT
+    }
+
+    pub(crate) fn timer(&self) -> Option<TimerKey> {
+        self.timer.get()
+    }
+
+    pub(crate) fn set_timer(&self, key: Option<TimerKey>) {
+        self.timer.set(key);
     }
 
     /// Whether the closure has begun running (the main tasklet always has).
@@ -273,6 +292,10 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
 
 const MAIN_SLOT: usize = usize::MAX;
 
+/// Longest an epoch of the stack pool lasts while the thread keeps going idle without `run()`
+/// returning (a server waiting on timers).
+const EPOCH: Duration = Duration::from_secs(1);
+
 /// Process-unique tasklet ids, handed to each thread in blocks so that spawning touches no
 /// shared cache line.
 static NEXT_ID_BLOCK: AtomicU64 = AtomicU64::new(1);
@@ -295,6 +318,14 @@ pub(crate) struct Scheduler {
     spare: RefCell<Vec<Rc<Task>>>,
     /// Tasks created in the current epoch.
     created: Cell<usize>,
+    /// When the last epoch ended.
+    epoch_start: Cell<Instant>,
+    /// Armed timers.
+    timers: RefCell<Timers>,
+    /// Switches since the last check for timers and I/O while busy.
+    since_busy_check: Cell<usize>,
+    /// The readiness poller and the tasklets parked on fds or on other threads.
+    reactor: Reactor,
     default_stack_size: Cell<usize>,
     /// Next id of this thread's block, and the block's end.
     ids: Cell<(u64, u64)>,
@@ -384,6 +415,17 @@ pub(crate) fn running_stack() -> Option<&'static OverflowInfo> {
     Some(&task.overflow)
 }
 
+/// The calling thread's scheduler if it has one (it never made a tasklet, channel wait or
+/// handle otherwise).
+pub(crate) fn existing_scheduler() -> Option<&'static Scheduler> {
+    let sched = SCHED.with(Cell::get);
+    if sched.is_null() || sched == DEAD {
+        return None;
+    }
+    // SAFETY: see `scheduler`.
+    Some(unsafe { &*sched })
+}
+
 /// The calling thread's scheduler, created on first use.
 ///
 /// The reference is valid for the rest of the thread's life: the scheduler is freed only by the
@@ -419,6 +461,7 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         outcome: RefCell::new(None),
         joiners: RefCell::new(Vec::new()),
         slot: Cell::new(MAIN_SLOT),
+        timer: Cell::new(None),
         overflow: OverflowInfo { guard: (0, 0), size: 0, id: first, name: (ptr::null(), 0) },
     });
     let sched = Box::new(Scheduler {
@@ -429,6 +472,10 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         pool: RefCell::new(StackPool::default()),
         spare: RefCell::new(Vec::new()),
         created: Cell::new(0),
+        epoch_start: Cell::new(Instant::now()),
+        timers: RefCell::new(Timers::default()),
+        since_busy_check: Cell::new(0),
+        reactor: Reactor::new(),
         default_stack_size: Cell::new(stack::DEFAULT_STACK_SIZE),
         ids: Cell::new((first + 1, end)),
         altstack,
@@ -521,6 +568,7 @@ impl Scheduler {
             outcome: RefCell::new(None),
             joiners: RefCell::new(Vec::new()),
             slot: Cell::new(0),
+            timer: Cell::new(None),
             overflow,
         };
         self.created.set(self.created.get() + 1);
@@ -596,10 +644,23 @@ impl Scheduler {
     /// `schedule()`: the current tasklet goes to the end of the run queue, the head runs.
     #[inline]
     pub(crate) fn schedule(&self) {
-        if self.queued() == 0 {
+        if self.queued() == 0 && !self.wake_due_while_alone() {
             return;
         }
         let _ = self.switch(Requeue::Back, None);
+    }
+
+    /// The current tasklet is the only runnable one and gives up the CPU: a pass over the run
+    /// queue is complete, so fire due timers and poll for I/O as `check_while_busy` does, lest
+    /// a tasklet looping on `schedule()` starve them. Returns whether a tasklet became runnable.
+    #[cold]
+    fn wake_due_while_alone(&self) -> bool {
+        if self.timers.borrow().len() == 0 && !self.reactor.has_waiters() {
+            return false;
+        }
+        self.reactor.poll_while_busy();
+        self.fire_expired(Instant::now());
+        self.queued() > 0
     }
 
     /// The current tasklet hands the CPU to `partner` now and goes to the end of the run queue
@@ -661,11 +722,17 @@ impl Scheduler {
     /// until main is picked again ([`Wake::Woken`]) or nothing is runnable ([`Wake::Never`]).
     fn dispatch(&self, mut target: Option<Rc<Task>>) -> Wake {
         loop {
+            if self.timers.borrow().len() > 0 || self.reactor.has_waiters() {
+                self.check_while_busy();
+            }
             let task = match target.take() {
                 Some(task) => task,
                 None => match self.pop_front() {
                     Some(task) => task,
-                    None => return Wake::Never,
+                    None => match self.idle() {
+                        Some(task) => task,
+                        None => return Wake::Never,
+                    },
                 },
             };
             if task.is_main() {
@@ -689,6 +756,70 @@ impl Scheduler {
                 CoroutineResult::Return(()) => self.reap(task),
             }
         }
+    }
+
+    /// While tasklets are runnable, fires expired timers and polls for I/O (without blocking,
+    /// and at most every 50 µs) once per pass over the run queue, so that a busy thread does
+    /// not starve them. Costs one clock read per pass.
+    fn check_while_busy(&self) {
+        let n = self.since_busy_check.get() + 1;
+        if n <= self.queued() {
+            self.since_busy_check.set(n);
+            return;
+        }
+        self.since_busy_check.set(0);
+        self.reactor.poll_while_busy();
+        self.fire_expired(Instant::now());
+    }
+
+    /// Wakes the tasklets whose deadline is not after `now`, in deadline order.
+    fn fire_expired(&self, now: Instant) {
+        loop {
+            let expired = self.timers.borrow_mut().pop_expired(now);
+            let Some(task) = expired else { break };
+            task.timer.set(None);
+            if matches!(task.state.get(), State::Blocked(_)) {
+                self.wake(task);
+            }
+        }
+    }
+
+    /// Nothing is runnable: waits for the first deadline and returns the first tasklet made
+    /// runnable, or `None` when nothing could ever make one runnable.
+    #[cold]
+    fn idle(&self) -> Option<Rc<Task>> {
+        loop {
+            let deadline = self.timers.borrow().next_deadline();
+            if deadline.is_none() && !self.reactor.has_waiters() {
+                return None; // nothing could ever make a tasklet runnable
+            }
+            let now = Instant::now();
+            if now.duration_since(self.epoch_start.get()) >= EPOCH {
+                self.end_epoch();
+            }
+            let timeout = deadline.map(|d| d.saturating_duration_since(now));
+            if !self.reactor.poll(timeout) {
+                // No poller: timers still work by sleeping; I/O waits cannot.
+                match timeout {
+                    Some(timeout) => std::thread::sleep(timeout),
+                    None => return None,
+                }
+            }
+            self.fire_expired(Instant::now());
+            if let Some(task) = self.pop_front() {
+                return Some(task);
+            }
+        }
+    }
+
+    /// The reactor (poller, fd waiters, cross-thread wake-ups).
+    pub(crate) fn reactor(&self) -> &Reactor {
+        &self.reactor
+    }
+
+    /// The armed timers.
+    pub(crate) fn timers(&self) -> RefMut<'_, Timers> {
+        self.timers.borrow_mut()
     }
 
     /// Frees what a finished tasklet held: its stack goes back to the pool, its registry entry
@@ -733,6 +864,7 @@ impl Scheduler {
     /// Ends an epoch of the stack pool and of the spare tasks (the thread is idle): memory the
     /// epoch did not need goes back.
     fn end_epoch(&self) {
+        self.epoch_start.set(Instant::now());
         self.pool.borrow_mut().trim();
         let keep = self.created.replace(0).max(stack::HOT_STACKS);
         let excess: Vec<Rc<Task>> = {
@@ -942,9 +1074,12 @@ pub fn schedule_remove() -> Result<(), DeadlockError> {
 }
 
 /// Runs the tasklets of the calling thread until none is runnable, then returns (Stackless
-/// `run`). The main tasklet leaves the run queue while it runs them; tasklets still blocked on
-/// channels afterwards stay blocked. If a tasklet inserts the main tasklet again, `run`
-/// returns when the main tasklet's turn comes.
+/// `run`). While the only tasklets left wait for a deadline, for I/O or for a function running
+/// on another thread, the thread sleeps in its poller until one of them can go on: `run`
+/// returns when no tasklet is runnable and none waits for any of these. The main
+/// tasklet leaves the run queue while it runs them; tasklets still blocked on channels
+/// afterwards stay blocked. If a tasklet inserts the main tasklet again, `run` returns when the
+/// main tasklet's turn comes.
 ///
 /// A panic in a tasklet ends that tasklet only: `run` does not re-raise it (unlike Stackless,
 /// and like `std::thread`); [`Tasklet::join`](crate::Tasklet::join) returns it, and it is

@@ -1,0 +1,625 @@
+//! The I/O bridge: each scheduler's readiness poller, the per-fd waiters, and cross-thread
+//! wake-ups.
+//!
+//! # Design (after Go's netpoller)
+//!
+//! - **Try first.** A socket operation is attempted directly; only when it fails with
+//!   `WouldBlock` does the tasklet park. A read that finds data costs one syscall and nothing
+//!   else.
+//! - **Register once, edge-triggered.** The first time a socket would block on a thread, its fd
+//!   is added to that thread's poller with read and write interest in edge mode
+//!   (`EPOLLET`), keyed by a slot of the reactor's fd table. It stays registered until the
+//!   socket is dropped, when it is deleted from the poller *before* the fd is closed. Oneshot
+//!   mode would need an `epoll_ctl(MOD)` before every park to re-arm; edge mode needs none
+//!   (`TASKLET_POLL_MODE=oneshot` selects oneshot, to measure the difference; see
+//!   `docs/io.md`).
+//! - **Per-fd waiters.** A slot holds the tasklets parked for reading and for writing (FIFO),
+//!   plus a *ready* flag per direction for an edge that arrived while nobody waited, so that a
+//!   later waiter retries once instead of missing it (Go's `pdReady`). An event wakes every
+//!   waiter of its direction; they retry in order, and those that find nothing park again. So
+//!   two tasklets may read one socket at once: each byte goes to exactly one of them, in the
+//!   order the kernel hands them out.
+//! - **Stale events.** A slot's key carries a generation, bumped when the slot is freed, so an
+//!   event still queued for a closed fd (whose number the kernel may already have reused) is
+//!   recognised and dropped.
+//! - **When the poller runs.** Never on a switch: `epoll_wait` costs about a microsecond
+//!   (`polling` issues five syscalls per wait). The scheduler polls without blocking once per
+//!   pass over the run queue (and at most every 50 µs) while tasklets are runnable, and blocks
+//!   in the poller until the next timer when none is.
+//! - **Cross-thread wake-ups.** Other threads (the `unblock` pool) cannot touch a scheduler;
+//!   they push a token onto the reactor's lock-free queue (`crossbeam-queue`) and call
+//!   `Poller::notify()`. The scheduler drains the queue whenever it polls.
+//!
+//! # Sockets that move between threads
+//!
+//! Sockets are `Send` and `Sync`, like std's. The poller registration follows the socket: it is
+//! made on the thread where the socket first would block, and if the socket later blocks on
+//! another thread, it is deleted from the first thread's poller and added to the new one. A
+//! socket blocking on two threads *at the same time* keeps moving between them; that works but
+//! is slow, and is not what the registration is designed for.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::SegQueue;
+use polling::{Event, Events, PollMode, Poller};
+
+use crate::scheduler::{scheduler, BlockedOn, State, Task, Wake};
+use crate::timer::Alarm;
+
+/// Which readiness a tasklet waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read,
+    Write,
+}
+
+/// The part of a reactor other threads may hold: the poller and the queue of remote wake-ups.
+pub(crate) struct Shared {
+    poller: Poller,
+    remote: SegQueue<Remote>,
+}
+
+/// A message from another thread.
+enum Remote {
+    /// Wake the tasklet waiting with this token.
+    Wake(usize),
+    /// The socket registered under this fd key was dropped on another thread: free the slot.
+    Forget(usize),
+}
+
+/// Readiness state of one registered fd.
+#[derive(Default)]
+struct FdSlot {
+    generation: u32,
+    in_use: bool,
+    ready: [bool; 2],
+    waiters: [VecDeque<Rc<Task>>; 2],
+}
+
+/// A tasklet waiting for another thread.
+struct RemoteSlot {
+    generation: u32,
+    task: Option<Rc<Task>>,
+    done: bool,
+}
+
+/// The thread-local half of a reactor, owned by the scheduler.
+pub(crate) struct Reactor {
+    shared: RefCell<Option<Arc<Shared>>>,
+    fds: RefCell<Vec<FdSlot>>,
+    free_fds: RefCell<Vec<usize>>,
+    remotes: RefCell<Vec<RemoteSlot>>,
+    free_remotes: RefCell<Vec<usize>>,
+    /// Tasklets parked on fds or on other threads: while any is, the thread is not idle for good.
+    parked: Cell<usize>,
+    events: RefCell<Events>,
+    last_poll: Cell<Option<Instant>>,
+    mode: PollMode,
+}
+
+/// Minimum time between two non-blocking polls while tasklets are runnable.
+const BUSY_POLL_INTERVAL: Duration = Duration::from_micros(50);
+
+fn key(index: usize, generation: u32) -> usize {
+    index | (generation as usize) << 32
+}
+
+fn split(key: usize) -> (usize, u32) {
+    (key & 0xffff_ffff, (key >> 32) as u32)
+}
+
+impl Reactor {
+    pub(crate) fn new() -> Reactor {
+        let mode = match std::env::var_os("TASKLET_POLL_MODE") {
+            Some(v) if v == "oneshot" => PollMode::Oneshot,
+            _ => PollMode::Edge,
+        };
+        Reactor {
+            shared: RefCell::new(None),
+            fds: RefCell::new(Vec::new()),
+            free_fds: RefCell::new(Vec::new()),
+            remotes: RefCell::new(Vec::new()),
+            free_remotes: RefCell::new(Vec::new()),
+            parked: Cell::new(0),
+            events: RefCell::new(Events::new()),
+            last_poll: Cell::new(None),
+            mode,
+        }
+    }
+
+    /// The shared half, creating the poller on first use.
+    pub(crate) fn shared(&self) -> io::Result<Arc<Shared>> {
+        if let Some(shared) = &*self.shared.borrow() {
+            return Ok(shared.clone());
+        }
+        let shared = Arc::new(Shared { poller: Poller::new()?, remote: SegQueue::new() });
+        *self.shared.borrow_mut() = Some(shared.clone());
+        Ok(shared)
+    }
+
+    /// Whether tasklets wait for fds or for other threads.
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.parked.get() > 0
+    }
+
+    /// Registers `fd` with this thread's poller and returns its key.
+    fn register(&self, fd: RawFd) -> io::Result<(Arc<Shared>, usize)> {
+        let shared = self.shared()?;
+        let mut fds = self.fds.borrow_mut();
+        let index = self.free_fds.borrow_mut().pop().unwrap_or_else(|| {
+            fds.push(FdSlot::default());
+            fds.len() - 1
+        });
+        let slot = &mut fds[index];
+        slot.in_use = true;
+        slot.ready = [false; 2];
+        let key = key(index, slot.generation);
+        // SAFETY: the fd belongs to a live socket, which deletes it from this poller (see
+        // `Registration::drop`) before it is closed.
+        let added = unsafe { shared.poller.add_with_mode(fd, Event::all(key), self.mode) };
+        if let Err(err) = added {
+            slot.in_use = false;
+            slot.generation = slot.generation.wrapping_add(1);
+            self.free_fds.borrow_mut().push(index);
+            return Err(err);
+        }
+        Ok((shared.clone(), key))
+    }
+
+    /// Frees the slot of a deregistered fd, waking anyone still parked on it (they retry and
+    /// see the error of a closed socket).
+    fn forget(&self, key: usize) {
+        let (index, generation) = split(key);
+        let waiters: Vec<Rc<Task>> = {
+            let mut fds = self.fds.borrow_mut();
+            let Some(slot) = fds.get_mut(index) else { return };
+            if !slot.in_use || slot.generation != generation {
+                return;
+            }
+            slot.in_use = false;
+            slot.generation = slot.generation.wrapping_add(1);
+            let [r, w] = std::mem::take(&mut slot.waiters);
+            r.into_iter().chain(w).collect()
+        };
+        self.free_fds.borrow_mut().push(index);
+        let sched = scheduler();
+        for task in waiters {
+            self.parked.set(self.parked.get() - 1);
+            sched.wake(task);
+        }
+    }
+
+    /// Consumes a readiness edge that arrived while nobody waited.
+    fn take_ready(&self, key: usize, dir: Direction) -> bool {
+        let (index, _) = split(key);
+        let mut fds = self.fds.borrow_mut();
+        std::mem::take(&mut fds[index].ready[dir as usize])
+    }
+
+    fn add_waiter(&self, key: usize, dir: Direction, task: Rc<Task>) {
+        let (index, _) = split(key);
+        self.fds.borrow_mut()[index].waiters[dir as usize].push_back(task);
+        self.parked.set(self.parked.get() + 1);
+    }
+
+    /// Takes `task` out of the waiters of `key` if it is still there (woken another way).
+    fn remove_waiter(&self, key: usize, dir: Direction, task: &Task) {
+        let (index, generation) = split(key);
+        let removed = {
+            let mut fds = self.fds.borrow_mut();
+            let Some(slot) = fds.get_mut(index).filter(|s| s.generation == generation) else { return };
+            let waiters = &mut slot.waiters[dir as usize];
+            let pos = waiters.iter().position(|t| std::ptr::eq(&**t, task));
+            pos.and_then(|pos| waiters.remove(pos))
+        };
+        if removed.is_some() {
+            self.parked.set(self.parked.get() - 1);
+        }
+    }
+
+    /// Re-arms a oneshot registration for the directions that have waiters.
+    fn rearm(&self, shared: &Shared, fd: RawFd, key: usize) -> io::Result<()> {
+        if self.mode != PollMode::Oneshot {
+            return Ok(());
+        }
+        let (index, _) = split(key);
+        let (r, w) = {
+            let fds = self.fds.borrow();
+            (!fds[index].waiters[0].is_empty(), !fds[index].waiters[1].is_empty())
+        };
+        // SAFETY: the fd is registered with this poller and still open (its socket is alive).
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        shared.poller.modify_with_mode(fd, Event::new(key, r, w), PollMode::Oneshot)
+    }
+
+    /// Makes a remote token for the current tasklet, which will park until another thread
+    /// calls [`RemoteWaker::wake`] with it.
+    pub(crate) fn remote_waker(&self) -> io::Result<RemoteWaker> {
+        let shared = self.shared()?;
+        let mut remotes = self.remotes.borrow_mut();
+        let index = self.free_remotes.borrow_mut().pop().unwrap_or_else(|| {
+            remotes.push(RemoteSlot { generation: 0, task: None, done: false });
+            remotes.len() - 1
+        });
+        let slot = &mut remotes[index];
+        slot.done = false;
+        slot.task = None;
+        Ok(RemoteWaker { shared, token: key(index, slot.generation) })
+    }
+
+    /// Parks the current tasklet until `waker` was woken. Returns `Wake::Never` only when the
+    /// tasklet was killed again while unwinding.
+    pub(crate) fn wait_remote(&self, waker: &RemoteWaker, blocked_on: BlockedOn) -> Wake {
+        let sched = scheduler();
+        let me = sched.current_rc();
+        let (index, _) = split(waker.token);
+        let guard = RemoteWait { reactor: self, index };
+        loop {
+            {
+                let mut remotes = self.remotes.borrow_mut();
+                if remotes[index].done {
+                    break;
+                }
+                if remotes[index].task.is_none() {
+                    remotes[index].task = Some(me.clone());
+                    self.parked.set(self.parked.get() + 1);
+                }
+            }
+            me.set_state(State::Blocked(blocked_on));
+            if sched.park() == Wake::Never {
+                return Wake::Never;
+            }
+        }
+        drop(guard);
+        Wake::Woken
+    }
+
+    /// Polls for I/O events, waiting at most `timeout` (`None`: until something happens), and
+    /// wakes the tasklets they concern. Returns whether it could poll.
+    pub(crate) fn poll(&self, timeout: Option<Duration>) -> bool {
+        let shared = match self.shared() {
+            Ok(shared) => shared,
+            Err(err) => {
+                log::warn!("tasklet: cannot create a poller: {err}");
+                return false;
+            }
+        };
+        self.last_poll.set(Some(Instant::now()));
+        let mut events = self.events.borrow_mut();
+        events.clear();
+        if let Err(err) = shared.poller.wait(&mut events, timeout) {
+            if err.kind() != io::ErrorKind::Interrupted {
+                log::warn!("tasklet: polling failed: {err}");
+                return false;
+            }
+        }
+        let sched = scheduler();
+        for event in events.iter() {
+            let (index, generation) = split(event.key);
+            let mut woken: Vec<Rc<Task>> = Vec::new();
+            {
+                let mut fds = self.fds.borrow_mut();
+                let Some(slot) = fds.get_mut(index) else { continue };
+                if !slot.in_use || slot.generation != generation {
+                    continue; // stale: the fd was deregistered since
+                }
+                for (dir, ready) in [(0, event.readable), (1, event.writable)] {
+                    if !ready {
+                        continue;
+                    }
+                    if slot.waiters[dir].is_empty() {
+                        slot.ready[dir] = true;
+                    } else {
+                        woken.extend(slot.waiters[dir].drain(..));
+                    }
+                }
+            }
+            for task in woken {
+                self.parked.set(self.parked.get() - 1);
+                sched.wake(task);
+            }
+        }
+        drop(events);
+        while let Some(message) = shared.remote.pop() {
+            match message {
+                Remote::Wake(token) => self.wake_remote(token),
+                Remote::Forget(key) => self.forget(key),
+            }
+        }
+        true
+    }
+
+    fn wake_remote(&self, token: usize) {
+        let (index, generation) = split(token);
+        let task = {
+            let mut remotes = self.remotes.borrow_mut();
+            let Some(slot) = remotes.get_mut(index).filter(|s| s.generation == generation) else { return };
+            slot.done = true;
+            slot.task.take()
+        };
+        if let Some(task) = task {
+            self.parked.set(self.parked.get() - 1);
+            if matches!(task.state(), State::Blocked(_)) {
+                scheduler().wake(task);
+            }
+        }
+    }
+
+    /// Polls without blocking if tasklets wait on I/O and the last poll is old enough.
+    pub(crate) fn poll_while_busy(&self) {
+        if self.parked.get() == 0 {
+            return;
+        }
+        let now = Instant::now();
+        if self.last_poll.get().is_some_and(|last| now.duration_since(last) < BUSY_POLL_INTERVAL) {
+            return;
+        }
+        self.poll(Some(Duration::ZERO));
+    }
+}
+
+/// Frees a remote slot when its wait ends (normally or by unwinding).
+struct RemoteWait<'a> {
+    reactor: &'a Reactor,
+    index: usize,
+}
+
+impl Drop for RemoteWait<'_> {
+    fn drop(&mut self) {
+        let task = {
+            let mut remotes = self.reactor.remotes.borrow_mut();
+            let slot = &mut remotes[self.index];
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.done = false;
+            slot.task.take()
+        };
+        if task.is_some() {
+            self.reactor.parked.set(self.reactor.parked.get() - 1);
+        }
+        self.reactor.free_remotes.borrow_mut().push(self.index);
+    }
+}
+
+/// A `Send` handle that wakes one tasklet of another thread (see [`Reactor::remote_waker`]).
+#[derive(Clone)]
+pub(crate) struct RemoteWaker {
+    shared: Arc<Shared>,
+    token: usize,
+}
+
+impl RemoteWaker {
+    /// Wakes the tasklet (from any thread). Waking a tasklet that stopped waiting is harmless.
+    pub(crate) fn wake(&self) {
+        self.shared.remote.push(Remote::Wake(self.token));
+        if let Err(err) = self.shared.poller.notify() {
+            log::warn!("tasklet: cannot notify a poller: {err}");
+        }
+    }
+}
+
+/// A socket's registration with one thread's poller.
+struct Registration {
+    shared: Arc<Shared>,
+    key: usize,
+}
+
+/// A non-blocking socket whose blocking-style operations park the calling tasklet.
+///
+/// Owns the socket: on drop the fd is deleted from the poller, then closed. The fd is always
+/// non-blocking at the OS level; what the *user* asked for (`set_nonblocking`, read and write
+/// timeouts) is kept here and applied by [`Source::read`] and [`Source::write`], so every
+/// socket type behaves as its std counterpart.
+pub(crate) struct Source {
+    socket: socket2::Socket,
+    registration: Mutex<Option<Registration>>,
+    /// The user asked for non-blocking mode: `WouldBlock` is returned, never waited out.
+    nonblocking: AtomicBool,
+    /// Read and write timeouts in nanoseconds; 0 means none.
+    timeouts: [AtomicU64; 2],
+}
+
+impl Source {
+    /// Wraps a socket, making it non-blocking at the OS level.
+    pub(crate) fn new(socket: socket2::Socket) -> io::Result<Source> {
+        socket.set_nonblocking(true)?;
+        Ok(Source {
+            socket,
+            registration: Mutex::new(None),
+            nonblocking: AtomicBool::new(false),
+            timeouts: [AtomicU64::new(0), AtomicU64::new(0)],
+        })
+    }
+
+    pub(crate) fn socket(&self) -> &socket2::Socket {
+        &self.socket
+    }
+
+    /// Gives the socket up (for `IntoRawFd` and conversions into std types): deregistered,
+    /// and blocking again at the OS level unless the user asked for non-blocking mode.
+    pub(crate) fn into_socket(self) -> io::Result<socket2::Socket> {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        if let Some(registration) = this.registration.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            registration.release(&this.socket);
+        }
+        // SAFETY: `this` is never used or dropped again; each field is moved out exactly once.
+        let (socket, registration) =
+            unsafe { (std::ptr::read(&this.socket), std::ptr::read(&this.registration)) };
+        drop(registration);
+        let nonblocking = this.nonblocking.load(Ordering::Relaxed);
+        socket.set_nonblocking(nonblocking)?;
+        Ok(socket)
+    }
+
+    /// `set_nonblocking` as std: from now on operations that would block fail with
+    /// `WouldBlock` instead of waiting.
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) {
+        self.nonblocking.store(nonblocking, Ordering::Relaxed);
+    }
+
+    /// The timeout of `dir` (`set_read_timeout` / `set_write_timeout`).
+    pub(crate) fn timeout(&self, dir: Direction) -> Option<Duration> {
+        match self.timeouts[dir as usize].load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+
+    /// Sets the timeout of `dir`. A zero duration is an `InvalidInput` error, as in std.
+    pub(crate) fn set_timeout(&self, dir: Direction, timeout: Option<Duration>) -> io::Result<()> {
+        let nanos = match timeout {
+            None => 0,
+            Some(t) if t.is_zero() => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot set a 0 duration timeout"));
+            }
+            Some(t) => u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1),
+        };
+        self.timeouts[dir as usize].store(nanos, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A read-side operation (read, recv, accept, peek) with the user's mode and read timeout.
+    pub(crate) fn read<R>(&self, op: impl FnMut(&socket2::Socket) -> io::Result<R>) -> io::Result<R> {
+        let nonblocking = self.nonblocking.load(Ordering::Relaxed);
+        self.io(Direction::Read, nonblocking, self.timeout(Direction::Read), op)
+    }
+
+    /// A write-side operation (write, send) with the user's mode and write timeout.
+    pub(crate) fn write<R>(&self, op: impl FnMut(&socket2::Socket) -> io::Result<R>) -> io::Result<R> {
+        let nonblocking = self.nonblocking.load(Ordering::Relaxed);
+        self.io(Direction::Write, nonblocking, self.timeout(Direction::Write), op)
+    }
+
+    /// Runs `op` until it does not fail with `WouldBlock`, parking the current tasklet until
+    /// the socket is ready in `dir` between attempts. With `nonblocking`, `WouldBlock` is
+    /// returned as is. With a `timeout`, an operation that stays blocked that long fails with
+    /// `WouldBlock` (what std returns when `SO_RCVTIMEO`/`SO_SNDTIMEO` expire).
+    pub(crate) fn io<R>(
+        &self,
+        dir: Direction,
+        nonblocking: bool,
+        timeout: Option<Duration>,
+        mut op: impl FnMut(&socket2::Socket) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let mut deadline = None;
+        loop {
+            match op(&self.socket) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock && !nonblocking => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                result => return result,
+            }
+            if deadline.is_none() {
+                deadline = timeout.map(|t| Instant::now().checked_add(t));
+            }
+            self.wait(dir, deadline.flatten())?;
+        }
+    }
+
+    /// Parks until the socket is ready in `dir` (or may be: wake-ups can be spurious), or
+    /// `deadline` passes (`WouldBlock`).
+    pub(crate) fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
+        let sched = scheduler();
+        let reactor = sched.reactor();
+        let (shared, key) = self.registered(reactor)?;
+        if reactor.take_ready(key, dir) {
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(timed_out());
+        }
+        let me = sched.current_rc();
+        reactor.add_waiter(key, dir, me.clone());
+        let waiting = IoWait { reactor, key, dir, task: &me };
+        reactor.rearm(&shared, self.socket.as_raw_fd(), key)?;
+        me.set_state(State::Blocked(BlockedOn::Io(self.socket.as_raw_fd(), dir)));
+        let alarm = deadline.map(|d| Alarm::arm(&me, d));
+        let wake = sched.park();
+        let timed_out_now = alarm.as_ref().is_some_and(Alarm::fired);
+        drop(alarm);
+        drop(waiting);
+        if timed_out_now {
+            return Err(timed_out());
+        }
+        if wake == Wake::Never {
+            return Err(io::Error::other("the tasklet was killed while it was already unwinding"));
+        }
+        Ok(())
+    }
+
+    /// This thread's registration of the socket, made (or moved here) if needed.
+    fn registered(&self, reactor: &Reactor) -> io::Result<(Arc<Shared>, usize)> {
+        let mut registration = self.registration.lock().unwrap_or_else(|e| e.into_inner());
+        let here = reactor.shared()?;
+        if let Some(reg) = &*registration {
+            if Arc::ptr_eq(&reg.shared, &here) {
+                return Ok((here, reg.key));
+            }
+        }
+        if let Some(old) = registration.take() {
+            old.release(&self.socket);
+        }
+        let (shared, key) = reactor.register(self.socket.as_raw_fd())?;
+        *registration = Some(Registration { shared: shared.clone(), key });
+        Ok((shared, key))
+    }
+}
+
+impl Registration {
+    /// Deletes the fd from the poller and frees its slot (directly on the owning thread, by a
+    /// message otherwise).
+    fn release(self, socket: &socket2::Socket) {
+        if let Err(err) = self.shared.poller.delete(socket) {
+            log::debug!("tasklet: deleting an fd from its poller failed: {err}");
+        }
+        let local = crate::scheduler::existing_scheduler()
+            .and_then(|s| s.reactor().shared.borrow().as_ref().map(|own| Arc::ptr_eq(own, &self.shared)))
+            .unwrap_or(false);
+        if local {
+            scheduler().reactor().forget(self.key);
+        } else {
+            self.shared.remote.push(Remote::Forget(self.key));
+            let _ = self.shared.poller.notify();
+        }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        let registration = self.registration.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(registration) = registration {
+            registration.release(&self.socket);
+        }
+        // The socket itself closes after this, when the field drops.
+    }
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source").field("fd", &self.socket.as_raw_fd()).finish_non_exhaustive()
+    }
+}
+
+/// Takes a parked tasklet out of its fd's waiters when the wait ends another way.
+struct IoWait<'a> {
+    reactor: &'a Reactor,
+    key: usize,
+    dir: Direction,
+    task: &'a Task,
+}
+
+impl Drop for IoWait<'_> {
+    fn drop(&mut self) {
+        self.reactor.remove_waiter(self.key, self.dir, self.task);
+    }
+}
+
+/// The error of an operation whose timeout expired, as std reports it on Unix.
+pub(crate) fn timed_out() -> io::Error {
+    io::Error::from(io::ErrorKind::WouldBlock)
+}

@@ -1,0 +1,701 @@
+//! Integration tests of timers: `tasklet::time::{sleep, sleep_until}` and the channel
+//! operations with a timeout (`send_timeout`, `receive_timeout`).
+//!
+//! The timers are real: wall-clock bounds are only loose sanity bounds (at least the duration,
+//! well under a few seconds), never speed assertions. What is asserted exactly (order of
+//! wake-ups, outcomes, balances) is deterministic.
+//!
+//! Every `#[test]` runs on its own thread and therefore has its own scheduler.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tasklet::time::{sleep, sleep_until};
+use tasklet::{Channel, Preference, RecvTimeoutError, SendTimeoutError};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A shared trace of what the tasklets did, in order.
+#[derive(Clone, Default)]
+struct Log(Rc<RefCell<Vec<String>>>);
+
+impl Log {
+    fn push(&self, entry: impl Into<String>) {
+        self.0.borrow_mut().push(entry.into());
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.borrow_mut())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// sleep / sleep_until
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn thousand_sleepers_sleep_together() {
+    let done = Rc::new(Cell::new(0usize));
+    let start = Instant::now();
+    for _ in 0..1000 {
+        let done = done.clone();
+        tasklet::spawn(move || {
+            sleep(ms(100));
+            done.set(done.get() + 1);
+        });
+    }
+    tasklet::run();
+    let elapsed = start.elapsed();
+    println!("1000 tasklets sleeping 100 ms each: {elapsed:?}");
+    assert_eq!(done.get(), 1000);
+    assert!(elapsed >= ms(100), "woke too early: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "the sleeps did not overlap: {elapsed:?}");
+    assert_eq!(tasklet::runcount(), 1);
+}
+
+#[test]
+fn each_sleeper_sleeps_at_least_its_duration() {
+    let start = Instant::now();
+    let handles: Vec<_> = [30u64, 5, 15]
+        .into_iter()
+        .map(|n| {
+            tasklet::spawn(move || {
+                let t0 = Instant::now();
+                sleep(ms(n));
+                (n, t0.elapsed())
+            })
+        })
+        .collect();
+    tasklet::run();
+    for handle in handles {
+        let (n, slept) = handle.join().unwrap();
+        assert!(slept >= ms(n), "{n} ms sleeper slept {slept:?}");
+    }
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn sleepers_wake_in_deadline_order() {
+    let log = Log::default();
+    let base = Instant::now();
+    // Spawned in an order unrelated to the deadlines.
+    for n in [40u64, 10, 30, 0, 20, 50] {
+        let log = log.clone();
+        tasklet::spawn(move || {
+            sleep_until(base + ms(n * 2));
+            log.push(format!("{n}"));
+        });
+    }
+    tasklet::run();
+    assert_eq!(log.take(), ["0", "10", "20", "30", "40", "50"]);
+}
+
+#[test]
+fn equal_deadlines_wake_in_arming_order() {
+    let log = Log::default();
+    let deadline = Instant::now() + ms(20);
+    for i in 0..10 {
+        let log = log.clone();
+        tasklet::spawn(move || {
+            sleep_until(deadline);
+            log.push(format!("{i}"));
+        });
+    }
+    tasklet::run();
+    let expected: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    assert_eq!(log.take(), expected);
+}
+
+#[test]
+fn equal_deadlines_armed_in_a_different_order_than_spawned() {
+    // Tasklets spawned 0..5 but arming in the reverse order (each one yields i times first):
+    // ties are broken by arming order, not by spawn order.
+    let log = Log::default();
+    let deadline = Instant::now() + ms(20);
+    for i in 0..5 {
+        let log = log.clone();
+        tasklet::spawn(move || {
+            for _ in 0..(5 - i) {
+                tasklet::schedule();
+            }
+            log.push(format!("arm {i}"));
+            sleep_until(deadline);
+            log.push(format!("wake {i}"));
+        });
+    }
+    tasklet::run();
+    let log = log.take();
+    let arms: Vec<&String> = log.iter().filter(|e| e.starts_with("arm")).collect();
+    let wakes: Vec<String> = log.iter().filter(|e| e.starts_with("wake")).cloned().collect();
+    let expected: Vec<String> = arms.iter().map(|e| e.replace("arm", "wake")).collect();
+    assert_eq!(wakes, expected);
+    assert_eq!(arms, ["arm 4", "arm 3", "arm 2", "arm 1", "arm 0"]);
+}
+
+#[test]
+fn sleep_in_main_lets_others_run() {
+    let log = Log::default();
+    for name in ["a", "b"] {
+        let log = log.clone();
+        tasklet::spawn(move || {
+            log.push(format!("{name} 1"));
+            tasklet::schedule();
+            log.push(format!("{name} 2"));
+        });
+    }
+    let start = Instant::now();
+    sleep(ms(20));
+    let elapsed = start.elapsed();
+    log.push("main woke");
+    assert!(elapsed >= ms(20), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(log.take(), ["a 1", "b 1", "a 2", "b 2", "main woke"]);
+    assert_eq!(tasklet::runcount(), 1);
+}
+
+#[test]
+fn run_waits_for_sleeping_tasklets() {
+    let done = Rc::new(Cell::new(false));
+    let t = {
+        let done = done.clone();
+        tasklet::spawn(move || {
+            sleep(ms(30));
+            done.set(true);
+        })
+    };
+    let start = Instant::now();
+    tasklet::run();
+    let elapsed = start.elapsed();
+    assert!(done.get(), "run returned before the sleeper finished");
+    assert!(!t.is_alive());
+    assert!(elapsed >= ms(30), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(tasklet::runcount(), 1);
+}
+
+#[test]
+fn zero_sleep_and_past_deadline_return_without_switching() {
+    let ran = Rc::new(Cell::new(false));
+    let past = Instant::now();
+    let t = {
+        let ran = ran.clone();
+        tasklet::spawn(move || ran.set(true))
+    };
+    assert_eq!(tasklet::runcount(), 2);
+    sleep(Duration::ZERO);
+    assert!(!ran.get(), "sleep(ZERO) switched to another tasklet");
+    sleep_until(past);
+    assert!(!ran.get(), "sleep_until(past) switched to another tasklet");
+    sleep_until(Instant::now());
+    assert!(!ran.get(), "sleep_until(now) switched to another tasklet");
+    assert_eq!(tasklet::runcount(), 2);
+
+    // The same inside a tasklet.
+    let other_ran = Rc::new(Cell::new(false));
+    let inner = {
+        let other_ran = other_ran.clone();
+        tasklet::spawn(move || {
+            sleep(Duration::ZERO);
+            sleep_until(past);
+            other_ran.get()
+        })
+    };
+    {
+        let other_ran = other_ran.clone();
+        tasklet::spawn(move || other_ran.set(true));
+    }
+    tasklet::run();
+    assert!(ran.get());
+    assert!(t.join().is_ok());
+    assert!(!inner.join().unwrap(), "a zero sleep in a tasklet switched");
+}
+
+#[test]
+fn sleep_on_a_plain_thread_is_std_sleep() {
+    let slept = std::thread::spawn(|| {
+        let start = Instant::now();
+        sleep(ms(30));
+        let after_sleep = start.elapsed();
+        let deadline = Instant::now() + ms(20);
+        sleep_until(deadline);
+        (after_sleep, Instant::now() >= deadline)
+    })
+    .join()
+    .unwrap();
+    assert!(slept.0 >= ms(30), "{:?}", slept.0);
+    assert!(slept.0 < Duration::from_secs(5), "{:?}", slept.0);
+    assert!(slept.1, "sleep_until returned before its deadline");
+}
+
+#[test]
+fn main_receive_while_the_sender_sleeps_is_not_a_deadlock() {
+    let ch = Channel::new();
+    let tx = ch.clone();
+    tasklet::spawn(move || {
+        sleep(ms(20));
+        tx.send(42).unwrap();
+    });
+    let start = Instant::now();
+    assert_eq!(ch.receive(), Ok(42));
+    assert!(start.elapsed() >= ms(20));
+    tasklet::run();
+    assert_eq!(tasklet::runcount(), 1);
+}
+
+#[test]
+fn main_send_while_the_receiver_sleeps_is_not_a_deadlock() {
+    let ch = Channel::new();
+    let rx = ch.clone();
+    let t = tasklet::spawn(move || {
+        sleep(ms(20));
+        rx.receive().unwrap()
+    });
+    ch.send("hello").unwrap();
+    assert_eq!(t.join().unwrap(), "hello");
+}
+
+#[test]
+fn killed_sleeper_timer_is_cancelled() {
+    let t = tasklet::spawn(|| sleep(Duration::from_secs(3600)));
+    tasklet::schedule(); // t runs and goes to sleep
+    assert!(t.is_blocked());
+    assert!(t.is_alive());
+    t.kill();
+    assert!(!t.is_alive());
+    let start = Instant::now();
+    tasklet::run();
+    let elapsed = start.elapsed();
+    println!("run after killing a 1 hour sleeper: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "run waited for a killed sleeper: {elapsed:?}");
+    assert!(t.join().unwrap_err().is_killed());
+    assert_eq!(tasklet::runcount(), 1);
+}
+
+#[test]
+fn killed_receive_timeout_timer_is_cancelled() {
+    let ch = Channel::<i32>::new();
+    let rx = ch.clone();
+    let t = tasklet::spawn(move || rx.receive_timeout(Duration::from_secs(3600)));
+    tasklet::schedule(); // t runs and blocks
+    assert!(t.is_blocked());
+    assert_eq!(ch.balance(), -1);
+    t.kill();
+    assert_eq!(ch.balance(), 0);
+    let start = Instant::now();
+    tasklet::run();
+    let elapsed = start.elapsed();
+    println!("run after killing a 1 hour receive_timeout: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "run waited for a killed receiver: {elapsed:?}");
+    assert!(t.join().unwrap_err().is_killed());
+}
+
+#[test]
+fn killed_send_timeout_timer_is_cancelled() {
+    let ch = Channel::<i32>::new();
+    let tx = ch.clone();
+    let t = tasklet::spawn(move || tx.send_timeout(1, Duration::from_secs(3600)).is_ok());
+    tasklet::schedule();
+    assert!(t.is_blocked());
+    assert_eq!(ch.balance(), 1);
+    t.kill();
+    assert_eq!(ch.balance(), 0);
+    let start = Instant::now();
+    tasklet::run();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(t.join().unwrap_err().is_killed());
+}
+
+#[test]
+fn completed_receive_timeout_cancels_its_timer() {
+    // A receive with a 1 hour timeout served by a partner must not leave its timer armed
+    // (run() would then wait an hour).
+    let ch = Channel::new();
+    let rx = ch.clone();
+    let t = tasklet::spawn(move || rx.receive_timeout(Duration::from_secs(3600)));
+    tasklet::schedule();
+    ch.send(7).unwrap();
+    let start = Instant::now();
+    tasklet::run();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(t.join().unwrap(), Ok(7));
+}
+
+#[test]
+
+fn busy_tasklet_does_not_starve_a_sleeper() {
+    const BOUND: u64 = 50_000_000;
+    let flag = Rc::new(Cell::new(false));
+    let set_by_sleeper = Rc::new(Cell::new(false));
+    let busy = {
+        let flag = flag.clone();
+        tasklet::spawn(move || {
+            let mut iterations = 0u64;
+            while !flag.get() && iterations < BOUND {
+                tasklet::schedule();
+                iterations += 1;
+            }
+            iterations
+        })
+    };
+    {
+        let flag = flag.clone();
+        let set_by_sleeper = set_by_sleeper.clone();
+        tasklet::spawn(move || {
+            sleep(ms(10));
+            set_by_sleeper.set(true);
+            flag.set(true);
+        });
+    }
+    let start = Instant::now();
+    tasklet::run();
+    let elapsed = start.elapsed();
+    let iterations = busy.join().unwrap();
+    println!("busy loop stopped after {iterations} schedule() calls, {elapsed:?}");
+    assert!(set_by_sleeper.get(), "the sleeper never woke");
+    assert!(iterations < BOUND, "the busy loop ran to its bound: the sleeper was starved");
+    assert!(elapsed >= ms(10));
+}
+
+#[test]
+
+fn busy_main_does_not_starve_a_sleeper() {
+    // The main tasklet loops schedule() (it stays in the run queue) while a tasklet sleeps.
+    const BOUND: u64 = 50_000_000;
+    let flag = Rc::new(Cell::new(false));
+    {
+        let flag = flag.clone();
+        tasklet::spawn(move || {
+            sleep(ms(10));
+            flag.set(true);
+        });
+    }
+    let mut iterations = 0u64;
+    while !flag.get() && iterations < BOUND {
+        tasklet::schedule();
+        iterations += 1;
+    }
+    println!("busy main stopped after {iterations} schedule() calls");
+    assert!(flag.get(), "the sleeper never woke");
+    assert!(iterations < BOUND);
+}
+
+#[test]
+fn two_busy_tasklets_do_not_starve_a_sleeper() {
+    // With another runnable tasklet, schedule() really switches and the dispatch loop checks
+    // the timers once per pass over the run queue.
+    const BOUND: u64 = 50_000_000;
+    let flag = Rc::new(Cell::new(false));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let flag = flag.clone();
+            tasklet::spawn(move || {
+                let mut iterations = 0u64;
+                while !flag.get() && iterations < BOUND {
+                    tasklet::schedule();
+                    iterations += 1;
+                }
+                iterations
+            })
+        })
+        .collect();
+    let woke = {
+        let flag = flag.clone();
+        tasklet::spawn(move || {
+            sleep(ms(10));
+            flag.set(true);
+            true
+        })
+    };
+    tasklet::run();
+    assert!(woke.join().unwrap(), "the sleeper never woke");
+    for t in busy {
+        let iterations = t.join().unwrap();
+        println!("one of two busy tasklets stopped after {iterations} schedule() calls");
+        assert!(iterations < BOUND, "the busy loop ran to its bound: the sleeper was starved");
+    }
+}
+
+#[test]
+fn sleeping_tasklet_is_blocked_and_joinable() {
+    let t = tasklet::spawn(|| {
+        sleep(ms(20));
+        "slept"
+    });
+    tasklet::schedule(); // t starts sleeping
+    assert!(t.is_blocked());
+    assert!(t.is_alive());
+    assert!(!t.is_paused());
+    assert_eq!(tasklet::runcount(), 1);
+    let start = Instant::now();
+    assert_eq!(t.join().unwrap(), "slept");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn main_sleep_returns_while_others_are_blocked_forever() {
+    let ch = Channel::<i32>::new();
+    let blocked: Vec<_> = (0..3)
+        .map(|_| {
+            let rx = ch.clone();
+            tasklet::spawn(move || rx.receive())
+        })
+        .collect();
+    let start = Instant::now();
+    sleep(ms(20));
+    let elapsed = start.elapsed();
+    assert!(elapsed >= ms(20), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(ch.balance(), -3);
+    for t in &blocked {
+        assert!(t.is_blocked());
+    }
+    // Clean up: closing wakes the receivers.
+    ch.close();
+    tasklet::run();
+    for t in blocked {
+        assert!(t.join().unwrap().is_err());
+    }
+}
+
+#[test]
+fn thread_exit_with_sleeping_tasklets_runs_their_destructors() {
+    struct Guard(Arc<AtomicUsize>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    {
+        let dropped = dropped.clone();
+        std::thread::spawn(move || {
+            for _ in 0..10 {
+                let guard = Guard(dropped.clone());
+                tasklet::spawn(move || {
+                    let _guard = guard;
+                    sleep(Duration::from_secs(3600));
+                });
+            }
+            let ch = Channel::<i32>::new();
+            let rx = ch.clone();
+            let guard = Guard(dropped.clone());
+            tasklet::spawn(move || {
+                let _guard = guard;
+                let _ = rx.receive_timeout(Duration::from_secs(3600));
+            });
+            tasklet::schedule(); // all of them start waiting
+            assert_eq!(tasklet::runcount(), 1);
+            // The thread ends with 11 tasklets waiting for an hour.
+        })
+        .join()
+        .unwrap();
+    }
+    let elapsed = start.elapsed();
+    println!("thread exit with 11 sleeping tasklets: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(dropped.load(Ordering::SeqCst), 11);
+}
+
+// ---------------------------------------------------------------------------------------------
+// receive_timeout / send_timeout
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn receive_timeout_times_out() {
+    let ch = Channel::<i32>::new();
+    let start = Instant::now();
+    assert_eq!(ch.receive_timeout(ms(20)), Err(RecvTimeoutError::Timeout));
+    let elapsed = start.elapsed();
+    assert!(elapsed >= ms(20), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(ch.balance(), 0);
+    // The channel still works afterwards.
+    let tx = ch.clone();
+    tasklet::spawn(move || tx.send(3).unwrap());
+    assert_eq!(ch.receive(), Ok(3));
+}
+
+#[test]
+fn receive_timeout_in_a_tasklet_times_out() {
+    let ch = Channel::<i32>::new();
+    let rx = ch.clone();
+    let t = tasklet::spawn(move || rx.receive_timeout(ms(10)));
+    tasklet::run();
+    assert_eq!(t.join().unwrap(), Err(RecvTimeoutError::Timeout));
+    assert_eq!(ch.balance(), 0);
+}
+
+#[test]
+fn receive_timeout_succeeds_when_a_sender_comes_in_time() {
+    let ch = Channel::new();
+    let tx = ch.clone();
+    tasklet::spawn(move || {
+        sleep(ms(5));
+        tx.send("in time").unwrap();
+    });
+    let start = Instant::now();
+    assert_eq!(ch.receive_timeout(Duration::from_secs(10)), Ok("in time"));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(ch.balance(), 0);
+    tasklet::run();
+}
+
+#[test]
+fn receive_timeout_takes_a_waiting_sender_at_once() {
+    let ch = Channel::new();
+    let tx = ch.clone();
+    tasklet::spawn(move || tx.send(9).unwrap());
+    tasklet::schedule();
+    assert_eq!(ch.balance(), 1);
+    assert_eq!(ch.receive_timeout(Duration::ZERO), Ok(9));
+    assert_eq!(ch.balance(), 0);
+}
+
+#[test]
+fn receive_timeout_reports_close_during_the_wait() {
+    let ch = Channel::<i32>::new();
+    let closer = ch.clone();
+    tasklet::spawn(move || {
+        sleep(ms(5));
+        closer.close();
+    });
+    let start = Instant::now();
+    assert_eq!(ch.receive_timeout(Duration::from_secs(10)), Err(RecvTimeoutError::Closed));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(ch.balance(), 0);
+    assert!(ch.is_closed());
+    // A closed channel fails at once.
+    assert_eq!(ch.receive_timeout(Duration::from_secs(10)), Err(RecvTimeoutError::Closed));
+}
+
+#[test]
+fn send_timeout_times_out_and_gives_the_value_back() {
+    let ch = Channel::new();
+    let start = Instant::now();
+    let err = ch.send_timeout(String::from("kept"), ms(20)).unwrap_err();
+    let elapsed = start.elapsed();
+    assert!(err.is_timeout());
+    assert!(matches!(err, SendTimeoutError::Timeout(_)));
+    assert_eq!(err.into_inner(), "kept");
+    assert!(elapsed >= ms(20), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(ch.balance(), 0);
+}
+
+#[test]
+fn send_timeout_in_a_tasklet_times_out() {
+    let ch = Channel::new();
+    let tx = ch.clone();
+    let t = tasklet::spawn(move || tx.send_timeout(5, ms(10)).map_err(|e| (e.is_timeout(), e.into_inner())));
+    tasklet::run();
+    assert_eq!(t.join().unwrap(), Err((true, 5)));
+    assert_eq!(ch.balance(), 0);
+}
+
+#[test]
+fn send_timeout_succeeds_when_a_receiver_comes_in_time() {
+    let ch = Channel::new();
+    let rx = ch.clone();
+    let t = tasklet::spawn(move || {
+        sleep(ms(5));
+        rx.receive().unwrap()
+    });
+    let start = Instant::now();
+    assert!(ch.send_timeout(11, Duration::from_secs(10)).is_ok());
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(ch.balance(), 0);
+    assert_eq!(t.join().unwrap(), 11);
+}
+
+#[test]
+fn send_timeout_on_a_closed_channel_gives_the_value_back() {
+    let ch = Channel::new();
+    ch.close();
+    let err = ch.send_timeout(1, Duration::from_secs(10)).unwrap_err();
+    assert!(!err.is_timeout());
+    assert!(matches!(err, SendTimeoutError::Closed(1)));
+    assert_eq!(err.into_inner(), 1);
+}
+
+#[test]
+fn delivery_just_before_the_deadline_wins_over_the_timeout_in_a_tasklet() {
+    // R waits with a 20 ms timeout. S delivers (R becomes runnable but does not run: the
+    // sender is preferred), then blocks the whole thread past R's deadline before yielding, so
+    // that when R runs, its timer has expired too. R must get the value.
+    let ch = Channel::new();
+    ch.set_preference(Preference::Sender);
+    let rx = ch.clone();
+    let tx = ch.clone();
+    let r = tasklet::spawn(move || rx.receive_timeout(ms(20)));
+    let s = tasklet::spawn(move || {
+        tx.send(99).unwrap();
+        std::thread::sleep(ms(60)); // blocks the thread: R's deadline passes
+        tasklet::schedule();
+        "sent"
+    });
+    tasklet::run();
+    assert_eq!(s.join().unwrap(), "sent");
+    assert_eq!(r.join().unwrap(), Ok(99));
+    assert_eq!(ch.balance(), 0);
+}
+
+#[test]
+fn delivery_just_before_the_deadline_wins_over_the_timeout_in_main() {
+    let ch = Channel::new();
+    ch.set_preference(Preference::Sender);
+    let tx = ch.clone();
+    tasklet::spawn(move || {
+        tx.send(5).unwrap();
+        std::thread::sleep(ms(60));
+        tasklet::schedule();
+        std::thread::sleep(ms(1));
+    });
+    assert_eq!(ch.receive_timeout(ms(20)), Ok(5));
+    assert_eq!(ch.balance(), 0);
+    tasklet::run();
+}
+
+#[test]
+fn taking_a_sender_just_before_its_deadline_wins_over_the_timeout() {
+    // Symmetric: S waits in send_timeout; R takes the value, then blocks the thread past S's
+    // deadline. S must report success.
+    let ch = Channel::new();
+    ch.set_preference(Preference::Receiver);
+    let rx = ch.clone();
+    let tx = ch.clone();
+    let s = tasklet::spawn(move || tx.send_timeout(77, ms(20)).is_ok());
+    let r = tasklet::spawn(move || {
+        let value = rx.receive().unwrap();
+        std::thread::sleep(ms(60));
+        tasklet::schedule();
+        value
+    });
+    tasklet::run();
+    assert_eq!(r.join().unwrap(), 77);
+    assert!(s.join().unwrap(), "a sender whose value was taken reported a timeout");
+    assert_eq!(ch.balance(), 0);
+}
+
+#[test]
+fn timeouts_fire_in_deadline_order() {
+    let log = Log::default();
+    let ch = Channel::<i32>::new();
+    for n in [30u64, 10, 20] {
+        let rx = ch.clone();
+        let log = log.clone();
+        tasklet::spawn(move || {
+            let result = rx.receive_timeout(ms(n * 2));
+            log.push(format!("{n} {result:?}"));
+        });
+    }
+    tasklet::run();
+    assert_eq!(log.take(), ["10 Err(Timeout)", "20 Err(Timeout)", "30 Err(Timeout)"]);
+    assert_eq!(ch.balance(), 0);
+}
