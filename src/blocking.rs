@@ -163,7 +163,7 @@ where
     });
     let job: Box<dyn FnOnce() + Send + 'a> = {
         let slot = slot.clone();
-        let waker: Option<RemoteWaker> = waker.as_ref().map(RemoteWaker::clone);
+        let waker: Option<RemoteWaker> = waker.clone();
         Box::new(move || {
             let result = panic::catch_unwind(AssertUnwindSafe(f));
             *lock(&slot.result) = Some(result);

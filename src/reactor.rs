@@ -32,18 +32,19 @@
 //!
 //! # Sockets that move between threads
 //!
-//! Sockets are `Send` and `Sync`, like std's. The poller registration follows the socket: it is
-//! made on the thread where the socket first would block, and if the socket later blocks on
-//! another thread, it is deleted from the first thread's poller and added to the new one. A
-//! socket blocking on two threads *at the same time* keeps moving between them; that works but
-//! is slow, and is not what the registration is designed for.
+//! Sockets are `Send` and `Sync`, like std's. A socket is registered with the poller of each
+//! thread where it would block, once per thread (epoll lets one fd sit in several epoll
+//! instances, and each gets the edges). So a listener moved to another thread works there, and
+//! the common std pattern of several threads blocking in `accept` on one shared listener works
+//! without any registration moving back and forth. All registrations are deleted before the fd
+//! is closed. (Moving the single registration instead, the first design, made two threads
+//! blocked on one socket steal it from each other in a loop: 120 ms of CPU per 300 ms idle.)
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -189,10 +190,9 @@ impl Reactor {
             r.into_iter().chain(w).collect()
         };
         self.free_fds.borrow_mut().push(index);
-        let sched = scheduler();
         for task in waiters {
             self.parked.set(self.parked.get() - 1);
-            sched.wake(task);
+            wake_if_blocked(task);
         }
     }
 
@@ -300,7 +300,6 @@ impl Reactor {
                 return false;
             }
         }
-        let sched = scheduler();
         for event in events.iter() {
             let (index, generation) = split(event.key);
             let mut woken: Vec<Rc<Task>> = Vec::new();
@@ -323,7 +322,7 @@ impl Reactor {
             }
             for task in woken {
                 self.parked.set(self.parked.get() - 1);
-                sched.wake(task);
+                wake_if_blocked(task);
             }
         }
         drop(events);
@@ -346,9 +345,7 @@ impl Reactor {
         };
         if let Some(task) = task {
             self.parked.set(self.parked.get() - 1);
-            if matches!(task.state(), State::Blocked(_)) {
-                scheduler().wake(task);
-            }
+            wake_if_blocked(task);
         }
     }
 
@@ -362,6 +359,15 @@ impl Reactor {
             return;
         }
         self.poll(Some(Duration::ZERO));
+    }
+}
+
+/// Makes a waiter runnable, unless something else already did: a tasklet whose timeout fired,
+/// or that is being killed, is runnable (or running) while still listed as a waiter until it
+/// runs and its guard removes it; waking it again would queue it twice.
+fn wake_if_blocked(task: Rc<Task>) {
+    if matches!(task.state(), State::Blocked(_)) {
+        scheduler().wake(task);
     }
 }
 
@@ -412,88 +418,45 @@ struct Registration {
 
 /// A non-blocking socket whose blocking-style operations park the calling tasklet.
 ///
-/// Owns the socket: on drop the fd is deleted from the poller, then closed. The fd is always
-/// non-blocking at the OS level; what the *user* asked for (`set_nonblocking`, read and write
-/// timeouts) is kept here and applied by [`Source::read`] and [`Source::write`], so every
-/// socket type behaves as its std counterpart.
+/// Owns the socket: on drop the fd is deleted from every poller it was added to, then closed.
+/// The fd is always non-blocking at the OS level; what the *user* asked for (non-blocking mode,
+/// timeouts) is the caller's to pass to [`Source::io`] (see `net::NetSocket`).
 pub(crate) struct Source {
     socket: socket2::Socket,
-    registration: Mutex<Option<Registration>>,
-    /// The user asked for non-blocking mode: `WouldBlock` is returned, never waited out.
-    nonblocking: AtomicBool,
-    /// Read and write timeouts in nanoseconds; 0 means none.
-    timeouts: [AtomicU64; 2],
+    /// One registration per thread's poller that the socket blocked on (usually one).
+    registrations: Mutex<Vec<Registration>>,
 }
 
 impl Source {
     /// Wraps a socket, making it non-blocking at the OS level.
     pub(crate) fn new(socket: socket2::Socket) -> io::Result<Source> {
         socket.set_nonblocking(true)?;
-        Ok(Source {
-            socket,
-            registration: Mutex::new(None),
-            nonblocking: AtomicBool::new(false),
-            timeouts: [AtomicU64::new(0), AtomicU64::new(0)],
-        })
+        Ok(Source { socket, registrations: Mutex::new(Vec::new()) })
     }
 
     pub(crate) fn socket(&self) -> &socket2::Socket {
         &self.socket
     }
 
-    /// Gives the socket up (for `IntoRawFd` and conversions into std types): deregistered,
-    /// and blocking again at the OS level unless the user asked for non-blocking mode.
-    pub(crate) fn into_socket(self) -> io::Result<socket2::Socket> {
+    /// Gives the socket up (for `IntoRawFd` and conversions into std types): deleted from the
+    /// pollers, and blocking again at the OS level unless `nonblocking`.
+    pub(crate) fn into_socket(self, nonblocking: bool) -> io::Result<socket2::Socket> {
         let mut this = std::mem::ManuallyDrop::new(self);
-        if let Some(registration) = this.registration.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
-            registration.release(&this.socket);
-        }
+        this.release_all();
         // SAFETY: `this` is never used or dropped again; each field is moved out exactly once.
-        let (socket, registration) =
-            unsafe { (std::ptr::read(&this.socket), std::ptr::read(&this.registration)) };
-        drop(registration);
-        let nonblocking = this.nonblocking.load(Ordering::Relaxed);
+        let (socket, registrations) =
+            unsafe { (std::ptr::read(&this.socket), std::ptr::read(&this.registrations)) };
+        drop(registrations);
         socket.set_nonblocking(nonblocking)?;
         Ok(socket)
     }
 
-    /// `set_nonblocking` as std: from now on operations that would block fail with
-    /// `WouldBlock` instead of waiting.
-    pub(crate) fn set_nonblocking(&self, nonblocking: bool) {
-        self.nonblocking.store(nonblocking, Ordering::Relaxed);
-    }
-
-    /// The timeout of `dir` (`set_read_timeout` / `set_write_timeout`).
-    pub(crate) fn timeout(&self, dir: Direction) -> Option<Duration> {
-        match self.timeouts[dir as usize].load(Ordering::Relaxed) {
-            0 => None,
-            nanos => Some(Duration::from_nanos(nanos)),
+    /// Deletes the fd from every poller it was added to.
+    fn release_all(&mut self) {
+        let registrations = std::mem::take(self.registrations.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for registration in registrations {
+            registration.release(&self.socket);
         }
-    }
-
-    /// Sets the timeout of `dir`. A zero duration is an `InvalidInput` error, as in std.
-    pub(crate) fn set_timeout(&self, dir: Direction, timeout: Option<Duration>) -> io::Result<()> {
-        let nanos = match timeout {
-            None => 0,
-            Some(t) if t.is_zero() => {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot set a 0 duration timeout"));
-            }
-            Some(t) => u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1),
-        };
-        self.timeouts[dir as usize].store(nanos, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// A read-side operation (read, recv, accept, peek) with the user's mode and read timeout.
-    pub(crate) fn read<R>(&self, op: impl FnMut(&socket2::Socket) -> io::Result<R>) -> io::Result<R> {
-        let nonblocking = self.nonblocking.load(Ordering::Relaxed);
-        self.io(Direction::Read, nonblocking, self.timeout(Direction::Read), op)
-    }
-
-    /// A write-side operation (write, send) with the user's mode and write timeout.
-    pub(crate) fn write<R>(&self, op: impl FnMut(&socket2::Socket) -> io::Result<R>) -> io::Result<R> {
-        let nonblocking = self.nonblocking.load(Ordering::Relaxed);
-        self.io(Direction::Write, nonblocking, self.timeout(Direction::Write), op)
     }
 
     /// Runs `op` until it does not fail with `WouldBlock`, parking the current tasklet until
@@ -552,20 +515,15 @@ impl Source {
         Ok(())
     }
 
-    /// This thread's registration of the socket, made (or moved here) if needed.
+    /// This thread's registration of the socket, made on first use here.
     fn registered(&self, reactor: &Reactor) -> io::Result<(Arc<Shared>, usize)> {
-        let mut registration = self.registration.lock().unwrap_or_else(|e| e.into_inner());
+        let mut registrations = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
         let here = reactor.shared()?;
-        if let Some(reg) = &*registration {
-            if Arc::ptr_eq(&reg.shared, &here) {
-                return Ok((here, reg.key));
-            }
-        }
-        if let Some(old) = registration.take() {
-            old.release(&self.socket);
+        if let Some(reg) = registrations.iter().find(|reg| Arc::ptr_eq(&reg.shared, &here)) {
+            return Ok((here, reg.key));
         }
         let (shared, key) = reactor.register(self.socket.as_raw_fd())?;
-        *registration = Some(Registration { shared: shared.clone(), key });
+        registrations.push(Registration { shared: shared.clone(), key });
         Ok((shared, key))
     }
 }
@@ -591,10 +549,7 @@ impl Registration {
 
 impl Drop for Source {
     fn drop(&mut self) {
-        let registration = self.registration.get_mut().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(registration) = registration {
-            registration.release(&self.socket);
-        }
+        self.release_all();
         // The socket itself closes after this, when the field drops.
     }
 }

@@ -795,6 +795,7 @@ impl Scheduler {
             }
             let now = Instant::now();
             if now.duration_since(self.epoch_start.get()) >= EPOCH {
+                self.epoch_start.set(now);
                 self.end_epoch();
             }
             let timeout = deadline.map(|d| d.saturating_duration_since(now));
@@ -863,8 +864,9 @@ impl Scheduler {
 
     /// Ends an epoch of the stack pool and of the spare tasks (the thread is idle): memory the
     /// epoch did not need goes back.
+    /// (`idle` also starts a new epoch every [`EPOCH`] while the thread keeps going idle without
+    /// `run()` returning; `run()` itself reads no clock.)
     fn end_epoch(&self) {
-        self.epoch_start.set(Instant::now());
         self.pool.borrow_mut().trim();
         let keep = self.created.replace(0).max(stack::HOT_STACKS);
         let excess: Vec<Rc<Task>> = {
