@@ -4,28 +4,12 @@
 //!
 //! Every `#[test]` runs on its own thread and therefore has its own scheduler.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use tasklet::{Channel, Preference, RecvError, SendError, Tasklet, TryRecvError, TrySendError};
 
-/// A shared trace of what the tasklets did, in order.
-#[derive(Clone, Default)]
-struct Log(Rc<RefCell<Vec<String>>>);
-
-impl Log {
-    fn new() -> Log {
-        Log::default()
-    }
-
-    fn push(&self, entry: impl Into<String>) {
-        self.0.borrow_mut().push(entry.into());
-    }
-
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.borrow_mut())
-    }
-}
+mod common;
+use common::Log;
 
 // ---------------------------------------------------------------------------------------------
 // The preference table (stackless-reference.md)

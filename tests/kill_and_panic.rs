@@ -3,37 +3,16 @@
 //!
 //! Every `#[test]` runs on its own thread and therefore has its own scheduler.
 
-use std::cell::RefCell;
 use std::os::unix::process::ExitStatusExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::Command;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tasklet::{Builder, Channel, JoinError, Preference, RecvError, SendError, Tasklet, TaskletExit};
 
-/// A shared trace of what happened, in order.
-#[derive(Clone, Default)]
-struct Log(Rc<RefCell<Vec<String>>>);
-
-impl Log {
-    fn new() -> Log {
-        Log::default()
-    }
-
-    fn push(&self, entry: impl Into<String>) {
-        self.0.borrow_mut().push(entry.into());
-    }
-
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.borrow_mut())
-    }
-
-    fn contains(&self, entry: &str) -> bool {
-        self.0.borrow().iter().any(|e| e == entry)
-    }
-}
+mod common;
+use common::Log;
 
 /// Records `drop <name>` in the log when dropped.
 struct Guard {

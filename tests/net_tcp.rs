@@ -11,7 +11,6 @@ use std::cell::{Cell, RefCell};
 use std::io::{self, BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
-use std::process::Command;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -19,33 +18,8 @@ use std::time::{Duration, Instant};
 use tasklet::net::{Incoming, TcpListener, TcpStream};
 use tasklet::time::sleep;
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-const CHILD: &str = "TASKLET_NET_CHILD";
-
-/// Runs `test` (this binary's test of that name) in a child process with `CHILD` set and
-/// asserts that it succeeded.
-fn run_in_child(test: &str) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD, test)
-        .output()
-        .expect("re-executing the test binary");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "child {test} failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    assert!(stdout.contains("1 passed"), "the child did not run {test}:\n{stdout}");
-}
-
-fn in_child(test: &str) -> bool {
-    std::env::var(CHILD).as_deref() == Ok(test)
-}
+mod common;
+use common::{fd_count, in_child, ms, run_in_child};
 
 /// FNV-1a, to check payloads.
 fn checksum(data: &[u8]) -> u64 {
@@ -836,10 +810,6 @@ fn listener_moves_to_another_thread() {
 // ---------------------------------------------------------------------------------------------
 // Resources: kills, fd exhaustion
 // ---------------------------------------------------------------------------------------------
-
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
 
 /// The fds registered with this process's epoll instances (the `tfd:` lines of their fdinfo).
 fn poller_registrations() -> usize {

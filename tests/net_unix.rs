@@ -13,7 +13,6 @@ use std::io::{self, BufRead, BufReader, ErrorKind, IoSlice, IoSliceMut, Read, Wr
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -21,11 +20,8 @@ use std::time::{Duration, Instant};
 use tasklet::net::unix::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
 use tasklet::time::sleep;
 
-const CHILD: &str = "TASKLET_NET_UNIX_CHILD";
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
+mod common;
+use common::{assert_child_ok, fd_count, in_child, ms, run_child};
 
 /// A socket path in the temp dir, unique to this process and `name`, removed on drop.
 struct SockPath(PathBuf);
@@ -50,33 +46,6 @@ impl Drop for SockPath {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-/// Runs `test` (this binary's test of that name) in a child process with `CHILD` set.
-fn run_child(test: &str) -> Output {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1", "--include-ignored"])
-        .env(CHILD, test)
-        .output()
-        .expect("re-executing the test binary")
-}
-
-fn in_child(test: &str) -> bool {
-    std::env::var(CHILD).as_deref() == Ok(test)
-}
-
-fn assert_child_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "child failed ({:?})\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 /// CPU time (user + system) the calling thread has used.
@@ -369,7 +338,7 @@ fn no_sigpipe_on_writes_to_closed_peers() {
         println!("survived");
         return;
     }
-    let out = run_child(NAME);
+    let out = run_child(NAME, &[]);
     assert_child_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("survived"));
 }
@@ -971,7 +940,7 @@ fn killing_parked_tasklets_leaks_no_fds() {
         warm.set_read_timeout(Some(ms(1))).unwrap();
         assert_eq!((&warm).read(&mut [0; 1]).unwrap_err().kind(), ErrorKind::WouldBlock);
         drop((warm, _w));
-        let before = open_fds();
+        let before = fd_count();
 
         let path = SockPath::new("kill");
         let mut peers = Vec::new();
@@ -998,14 +967,14 @@ fn killing_parked_tasklets_leaks_no_fds() {
         }));
         tasklet::schedule(); // each runs and parks
         assert!(parked.iter().all(|t| t.is_blocked()));
-        assert!(open_fds() > before + 100);
+        assert!(fd_count() > before + 100);
         for t in &parked {
             t.kill();
         }
         assert!(parked.iter().all(|t| !t.is_alive()));
         drop(peers);
         drop(path);
-        let after = open_fds();
+        let after = fd_count();
         println!("fds before {before}, after {after}");
         assert_eq!(after, before, "fds leaked");
         // The thread is idle: `run` returns at once, nothing is left waiting.
@@ -1014,7 +983,7 @@ fn killing_parked_tasklets_leaks_no_fds() {
         assert!(start.elapsed() < Duration::from_secs(1));
         return;
     }
-    let out = run_child(NAME);
+    let out = run_child(NAME, &[]);
     assert_child_ok(&out);
 }
 
@@ -1053,7 +1022,7 @@ fn kill_with_a_pending_readiness_event() {
         assert!(!t.is_alive());
         return;
     }
-    assert_child_ok(&run_child(NAME));
+    assert_child_ok(&run_child(NAME, &[]));
 }
 
 /// Regression, the same with a read timeout: the timer wakes the reader (it stays in the fd's
@@ -1087,5 +1056,5 @@ fn read_timeout_then_data_before_the_reader_runs() {
         drop((writer, slow));
         return;
     }
-    assert_child_ok(&run_child(NAME));
+    assert_child_ok(&run_child(NAME, &[]));
 }

@@ -14,27 +14,8 @@ use tasklet::{
     Builder, Channel, JoinError, StateError, Tasklet, DEFAULT_STACK_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE,
 };
 
-/// A shared trace of what the tasklets did, in order.
-#[derive(Clone, Default)]
-struct Log(Rc<RefCell<Vec<String>>>);
-
-impl Log {
-    fn new() -> Log {
-        Log::default()
-    }
-
-    fn push(&self, entry: impl Into<String>) {
-        self.0.borrow_mut().push(entry.into());
-    }
-
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.borrow_mut())
-    }
-
-    fn len(&self) -> usize {
-        self.0.borrow().len()
-    }
-}
+mod common;
+use common::Log;
 
 /// Spawns a tasklet that logs `name` and returns.
 fn spawn_logger(log: &Log, name: &'static str) -> Tasklet<()> {

@@ -7,23 +7,10 @@
 
 use std::hint::black_box;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Output};
+use std::process::Output;
 
-const CHILD: &str = "TASKLET_STACKS_CHILD";
-
-/// Runs `test` (this binary's test of that name) in a child process with `CHILD` set.
-fn run_child(test: &str, envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"]).env(CHILD, test);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("re-executing the test binary")
-}
-
-fn in_child(test: &str) -> bool {
-    std::env::var(CHILD).as_deref() == Ok(test)
-}
+mod common;
+use common::{in_child, run_child};
 
 /// Recurses with a 1 KiB frame until the stack runs out.
 #[inline(never)]

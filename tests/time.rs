@@ -7,7 +7,7 @@
 //!
 //! Every `#[test]` runs on its own thread and therefore has its own scheduler.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,22 +16,11 @@ use std::time::{Duration, Instant};
 use tasklet::time::{sleep, sleep_until};
 use tasklet::{Channel, Preference, RecvTimeoutError, SendTimeoutError};
 
+mod common;
+use common::Log;
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// A shared trace of what the tasklets did, in order.
-#[derive(Clone, Default)]
-struct Log(Rc<RefCell<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.borrow_mut().push(entry.into());
-    }
-
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.borrow_mut())
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
