@@ -145,6 +145,11 @@ impl Reactor {
         Ok(shared)
     }
 
+    /// Whether `shared` is this reactor's (without cloning the `Arc`).
+    fn owns(&self, shared: &Arc<Shared>) -> bool {
+        self.shared.borrow().as_ref().is_some_and(|own| Arc::ptr_eq(own, shared))
+    }
+
     /// Whether tasklets wait for fds or for other threads.
     pub(crate) fn has_waiters(&self) -> bool {
         self.parked.get() > 0
@@ -225,10 +230,11 @@ impl Reactor {
     }
 
     /// Re-arms a oneshot registration for the directions that have waiters.
-    fn rearm(&self, shared: &Shared, fd: RawFd, key: usize) -> io::Result<()> {
+    fn rearm(&self, fd: RawFd, key: usize) -> io::Result<()> {
         if self.mode != PollMode::Oneshot {
             return Ok(());
         }
+        let shared = self.shared()?;
         let (index, _) = split(key);
         let (r, w) = {
             let fds = self.fds.borrow();
@@ -300,31 +306,28 @@ impl Reactor {
                 return false;
             }
         }
+        let mut fds = self.fds.borrow_mut();
         for event in events.iter() {
             let (index, generation) = split(event.key);
-            let mut woken: Vec<Rc<Task>> = Vec::new();
-            {
-                let mut fds = self.fds.borrow_mut();
-                let Some(slot) = fds.get_mut(index) else { continue };
-                if !slot.in_use || slot.generation != generation {
-                    continue; // stale: the fd was deregistered since
-                }
-                for (dir, ready) in [(0, event.readable), (1, event.writable)] {
-                    if !ready {
-                        continue;
-                    }
-                    if slot.waiters[dir].is_empty() {
-                        slot.ready[dir] = true;
-                    } else {
-                        woken.extend(slot.waiters[dir].drain(..));
-                    }
-                }
+            let Some(slot) = fds.get_mut(index) else { continue };
+            if !slot.in_use || slot.generation != generation {
+                continue; // stale: the fd was deregistered since
             }
-            for task in woken {
-                self.parked.set(self.parked.get() - 1);
-                wake_if_blocked(task);
+            for (dir, ready) in [(0, event.readable), (1, event.writable)] {
+                if !ready {
+                    continue;
+                }
+                if slot.waiters[dir].is_empty() {
+                    slot.ready[dir] = true;
+                }
+                // Waking only touches the scheduler's run queue, never the fd table.
+                while let Some(task) = slot.waiters[dir].pop_front() {
+                    self.parked.set(self.parked.get() - 1);
+                    wake_if_blocked(task);
+                }
             }
         }
+        drop(fds);
         drop(events);
         while let Some(message) = shared.remote.pop() {
             match message {
@@ -489,7 +492,7 @@ impl Source {
     pub(crate) fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
         let sched = scheduler();
         let reactor = sched.reactor();
-        let (shared, key) = self.registered(reactor)?;
+        let key = self.registered(reactor)?;
         if reactor.take_ready(key, dir) {
             return Ok(());
         }
@@ -499,7 +502,7 @@ impl Source {
         let me = sched.current_rc();
         reactor.add_waiter(key, dir, me.clone());
         let waiting = IoWait { reactor, key, dir, task: &me };
-        reactor.rearm(&shared, self.socket.as_raw_fd(), key)?;
+        reactor.rearm(self.socket.as_raw_fd(), key)?;
         me.set_state(State::Blocked(BlockedOn::Io(self.socket.as_raw_fd(), dir)));
         let alarm = deadline.map(|d| Alarm::arm(&me, d));
         let wake = sched.park();
@@ -515,16 +518,15 @@ impl Source {
         Ok(())
     }
 
-    /// This thread's registration of the socket, made on first use here.
-    fn registered(&self, reactor: &Reactor) -> io::Result<(Arc<Shared>, usize)> {
+    /// The key of this thread's registration of the socket, made on first use here.
+    fn registered(&self, reactor: &Reactor) -> io::Result<usize> {
         let mut registrations = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
-        let here = reactor.shared()?;
-        if let Some(reg) = registrations.iter().find(|reg| Arc::ptr_eq(&reg.shared, &here)) {
-            return Ok((here, reg.key));
+        if let Some(reg) = registrations.iter().find(|reg| reactor.owns(&reg.shared)) {
+            return Ok(reg.key);
         }
         let (shared, key) = reactor.register(self.socket.as_raw_fd())?;
-        registrations.push(Registration { shared: shared.clone(), key });
-        Ok((shared, key))
+        registrations.push(Registration { shared, key });
+        Ok(key)
     }
 }
 
@@ -535,9 +537,7 @@ impl Registration {
         if let Err(err) = self.shared.poller.delete(socket) {
             log::debug!("tasklet: deleting an fd from its poller failed: {err}");
         }
-        let local = crate::scheduler::existing_scheduler()
-            .and_then(|s| s.reactor().shared.borrow().as_ref().map(|own| Arc::ptr_eq(own, &self.shared)))
-            .unwrap_or(false);
+        let local = crate::scheduler::existing_scheduler().is_some_and(|s| s.reactor().owns(&self.shared));
         if local {
             scheduler().reactor().forget(self.key);
         } else {
