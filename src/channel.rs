@@ -11,8 +11,14 @@
 //! queue points at the node. This is sound because a node outlives its queue entry: the entry
 //! is removed either by the partner that completes the exchange (it sets `done`), by `close`
 //! (likewise), or by the [`Registration`] guard in the blocked frame when the wait ends any
-//! other way (kill, deadlock), before the frame goes away. No allocation happens per blocking
-//! operation and a wake-up costs no search.
+//! other way (kill, deadlock, timeout), before the frame goes away. No allocation happens per
+//! blocking operation and a wake-up costs no search.
+//!
+//! A waiter whose timeout fired is runnable again but stays listed until it runs and its
+//! guard removes it. Partners and `close` serve only waiters that are still *blocked*, and drop
+//! such stale entries: serving one would write into a frame that is about to move on and queue
+//! its tasklet twice (a crash found by `tests/fuzz.rs`, pinned by
+//! `timed_out_receiver_not_yet_run_is_not_served_or_queued_twice`).
 //!
 //! # The preference rule (Stackless's implementation, not its documentation)
 //!
@@ -187,12 +193,48 @@ impl<T> Drop for Registration<'_, T> {
 }
 
 impl<T> Inner<T> {
-    /// Takes the longest-waiting partner out of the queue.
-    fn pop_waiter(&self, direction_of_waiters: isize) -> Waiter<T> {
-        let waiter = self.waiters.borrow_mut().pop_front().expect("balance counts the waiters");
-        self.balance.set(self.balance.get() - direction_of_waiters);
-        waiter.node().done.set(true);
-        waiter
+    /// Takes the longest-waiting partner that still waits out of the queue.
+    ///
+    /// A waiter whose timeout fired is runnable but stays listed until it runs and its
+    /// `Registration` removes it; such stale entries are dropped here (without `done`, so the
+    /// waiter reports its timeout), never served: waking it again would queue it twice.
+    fn pop_waiter(&self, direction_of_waiters: isize) -> Option<Waiter<T>> {
+        loop {
+            let waiter = self.waiters.borrow_mut().pop_front()?;
+            self.balance.set(self.balance.get() - direction_of_waiters);
+            if matches!(waiter.task.state(), State::Blocked(_)) {
+                waiter.node().done.set(true);
+                return Some(waiter);
+            }
+        }
+    }
+
+    /// Gives `value` to a waiting receiver, if there is one (the rendezvous of a send that
+    /// does not block); otherwise gives it back.
+    fn offer(&self, value: T) -> Result<(), T> {
+        if self.balance.get() >= 0 {
+            return Err(value);
+        }
+        match self.pop_waiter(RECEIVE) {
+            Some(receiver) => {
+                receiver.node().value.set(Some(value));
+                self.hand_over(receiver.task, SEND);
+                Ok(())
+            }
+            None => Err(value),
+        }
+    }
+
+    /// Takes the value of a waiting sender, if there is one (the rendezvous of a receive that
+    /// does not block).
+    fn take(&self) -> Option<T> {
+        if self.balance.get() <= 0 {
+            return None;
+        }
+        let sender = self.pop_waiter(SEND)?;
+        let value = sender.node().value.take().expect("a blocked sender holds its value");
+        self.hand_over(sender.task, RECEIVE);
+        Some(value)
     }
 
     /// Completes a rendezvous with `partner` by the preference rule.
@@ -234,12 +276,10 @@ impl<T> Inner<T> {
 
     /// A send that blocks until `deadline` at most.
     fn send(&self, value: T, deadline: Option<Instant>) -> Result<(), (Failure, T)> {
-        if self.balance.get() < 0 {
-            let receiver = self.pop_waiter(RECEIVE);
-            receiver.node().value.set(Some(value));
-            self.hand_over(receiver.task, SEND);
-            return Ok(());
-        }
+        let value = match self.offer(value) {
+            Ok(()) => return Ok(()),
+            Err(value) => value,
+        };
         if self.closing.get() {
             return Err((Failure::Closed, value));
         }
@@ -253,10 +293,7 @@ impl<T> Inner<T> {
 
     /// A receive that blocks until `deadline` at most.
     fn receive(&self, deadline: Option<Instant>) -> Result<T, Failure> {
-        if self.balance.get() > 0 {
-            let sender = self.pop_waiter(SEND);
-            let value = sender.node().value.take().expect("a blocked sender holds its value");
-            self.hand_over(sender.task, RECEIVE);
+        if let Some(value) = self.take() {
             return Ok(value);
         }
         if self.closing.get() {
@@ -382,9 +419,10 @@ impl<T> Channel<T> {
     /// [`TrySendError::Full`] when no receiver waits, [`TrySendError::Closed`] when none waits
     /// and the channel is closing; both give the value back.
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
-        if self.inner.balance.get() < 0 {
-            return self.send(value).map_err(|_| unreachable!("a waiting receiver takes the value"));
-        }
+        let value = match self.inner.offer(value) {
+            Ok(()) => return Ok(()),
+            Err(value) => value,
+        };
         if self.inner.closing.get() {
             Err(TrySendError::Closed(value))
         } else {
@@ -399,8 +437,8 @@ impl<T> Channel<T> {
     /// [`TryRecvError::Empty`] when no sender waits, [`TryRecvError::Closed`] when none waits
     /// and the channel is closing.
     pub fn try_receive(&self) -> Result<T, TryRecvError> {
-        if self.inner.balance.get() > 0 {
-            return self.receive().map_err(|_| unreachable!("a waiting sender gives its value"));
+        if let Some(value) = self.inner.take() {
+            return Ok(value);
         }
         if self.inner.closing.get() {
             Err(TryRecvError::Closed)
@@ -459,8 +497,7 @@ impl<T> Channel<T> {
         inner.closing.set(true);
         if inner.balance.get() < 0 {
             let sched = scheduler();
-            while inner.balance.get() < 0 {
-                let receiver = inner.pop_waiter(RECEIVE);
+            while let Some(receiver) = inner.pop_waiter(RECEIVE) {
                 sched.wake(receiver.task);
             }
         }

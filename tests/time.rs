@@ -688,3 +688,34 @@ fn timeouts_fire_in_deadline_order() {
     assert_eq!(log.take(), ["10 Err(Timeout)", "20 Err(Timeout)", "30 Err(Timeout)"]);
     assert_eq!(ch.balance(), 0);
 }
+
+/// Regression (found by tests/fuzz.rs): a receiver whose timeout fired is runnable but stays
+/// listed on the channel until it runs. A sender arriving in between used to hand it the value
+/// and wake it a second time, queueing it twice (the dispatcher then panicked on the finished
+/// tasklet's second entry). Now the stale entry is dropped and the receiver times out.
+#[test]
+fn timed_out_receiver_not_yet_run_is_not_served_or_queued_twice() {
+    let ch = Channel::<u32>::new();
+    let rx = ch.clone();
+    let receiver = tasklet::spawn(move || rx.receive_timeout(ms(1)));
+    let tx = ch.clone();
+    let sender = tasklet::spawn(move || {
+        std::thread::sleep(ms(5)); // the receiver's deadline passes while nothing runs
+        let mut offers = Vec::new();
+        for i in 0..20 {
+            tasklet::schedule(); // a pass completes: the timer fires, the receiver is queued
+            offers.push(tx.try_send(i).is_ok());
+        }
+        offers
+    });
+    let other = tasklet::spawn(|| {
+        for _ in 0..20 {
+            tasklet::schedule();
+        }
+    });
+    tasklet::run();
+    assert_eq!(receiver.join().unwrap(), Err(RecvTimeoutError::Timeout));
+    assert!(sender.join().unwrap().iter().all(|&ok| !ok), "nobody was left to take a value");
+    other.join().unwrap();
+    assert_eq!(ch.balance(), 0);
+}
