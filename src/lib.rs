@@ -79,6 +79,8 @@
 
 mod blocking;
 mod channel;
+mod clock;
+mod debug;
 pub mod net;
 mod reactor;
 mod scheduler;
@@ -93,8 +95,13 @@ pub use channel::{
     Channel, IntoIter, Iter, Preference, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
     TryRecvError, TrySendError,
 };
+pub use debug::{
+    dump, set_accounting, set_stall_threshold, snapshot, SchedulerStats, Snapshot, TaskletInfo, TaskletState,
+    WaitingOn,
+};
 pub use scheduler::{
-    run, runcount, schedule, schedule_remove, set_default_stack_size, DeadlockError, TaskletExit,
+    run, run_watchdog, runcount, schedule, schedule_remove, set_default_stack_size, DeadlockError,
+    TaskletExit, DEFAULT_STALL_THRESHOLD,
 };
 pub use stack::{DEFAULT_STACK_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
 pub use tasklet::{current, spawn, Builder, JoinError, Joinable, StateError, Tasklet};

@@ -103,6 +103,8 @@ pub(crate) struct Reactor {
     events: RefCell<Events>,
     last_poll: Cell<Option<Instant>>,
     mode: PollMode,
+    /// Calls to the poller since the reactor was created.
+    polls: Cell<u64>,
 }
 
 /// Minimum time between two non-blocking polls while tasklets are runnable.
@@ -132,6 +134,7 @@ impl Reactor {
             events: RefCell::new(Events::new()),
             last_poll: Cell::new(None),
             mode,
+            polls: Cell::new(0),
         }
     }
 
@@ -148,6 +151,16 @@ impl Reactor {
     /// Whether `shared` is this reactor's (without cloning the `Arc`).
     fn owns(&self, shared: &Arc<Shared>) -> bool {
         self.shared.borrow().as_ref().is_some_and(|own| Arc::ptr_eq(own, shared))
+    }
+
+    /// Calls to the poller so far.
+    pub(crate) fn polls(&self) -> u64 {
+        self.polls.get()
+    }
+
+    /// Tasklets parked on fds or on other threads.
+    pub(crate) fn parked(&self) -> usize {
+        self.parked.get()
     }
 
     /// Whether tasklets wait for fds or for other threads.
@@ -298,6 +311,7 @@ impl Reactor {
             }
         };
         self.last_poll.set(Some(Instant::now()));
+        self.polls.set(self.polls.get() + 1);
         let mut events = self.events.borrow_mut();
         events.clear();
         if let Err(err) = shared.poller.wait(&mut events, timeout) {

@@ -77,6 +77,7 @@ use std::time::{Duration, Instant};
 
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
+use crate::clock;
 use crate::reactor::{Direction, Reactor};
 use crate::stack::{self, OverflowInfo, Stack, StackPool};
 use crate::timer::{TimerKey, Timers};
@@ -182,6 +183,11 @@ pub(crate) struct Task {
     timer: Cell<Option<TimerKey>>,
     /// For the stack overflow handler.
     overflow: OverflowInfo,
+    /// Accounting (see `Scheduler::charge`): times it ran, clock ticks spent running, and the
+    /// tick at which it last stopped running (0: never ran).
+    switches: Cell<u64>,
+    cpu: Cell<u64>,
+    last_ran: Cell<u64>,
 }
 
 impl Task {
@@ -207,6 +213,11 @@ impl Task {
 
     pub(crate) fn timer(&self) -> Option<TimerKey> {
         self.timer.get()
+    }
+
+    /// `(switches, cpu ticks, last_ran tick)`, for introspection.
+    pub(crate) fn accounting(&self) -> (u64, u64, u64) {
+        (self.switches.get(), self.cpu.get(), self.last_ran.get())
     }
 
     pub(crate) fn set_timer(&self, key: Option<TimerKey>) {
@@ -292,6 +303,9 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
 
 const MAIN_SLOT: usize = usize::MAX;
 
+/// A tasklet that runs this long without giving up the CPU is logged as a stall.
+pub const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(100);
+
 /// Longest an epoch of the stack pool lasts while the thread keeps going idle without `run()`
 /// returning (a server waiting on timers).
 const EPOCH: Duration = Duration::from_secs(1);
@@ -326,6 +340,19 @@ pub(crate) struct Scheduler {
     since_busy_check: Cell<usize>,
     /// The readiness poller and the tasklets parked on fds or on other threads.
     reactor: Reactor,
+    /// Per-tasklet CPU accounting (one clock read per switch) is on.
+    accounting: Cell<bool>,
+    /// Clock tick of the last switch (when accounting).
+    mark: Cell<u64>,
+    /// A slice longer than this many ticks is logged as a stall (`u64::MAX`: never).
+    stall: Cell<u64>,
+    /// During `run_watchdog`: a slice longer than this many ticks pauses the tasklet.
+    watchdog: Cell<u64>,
+    /// The tasklet the watchdog caught.
+    caught: RefCell<Option<Rc<Task>>>,
+    /// Tasklets resumed, and tasklets woken from a wait, since the scheduler was created.
+    switches: Cell<u64>,
+    wakeups: Cell<u64>,
     default_stack_size: Cell<usize>,
     /// Next id of this thread's block, and the block's end.
     ids: Cell<(u64, u64)>,
@@ -463,6 +490,9 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         slot: Cell::new(MAIN_SLOT),
         timer: Cell::new(None),
         overflow: OverflowInfo { guard: (0, 0), size: 0, id: first, name: (ptr::null(), 0) },
+        switches: Cell::new(0),
+        cpu: Cell::new(0),
+        last_ran: Cell::new(0),
     });
     let sched = Box::new(Scheduler {
         current: Cell::new(Rc::as_ptr(&main)),
@@ -476,6 +506,13 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         timers: RefCell::new(Timers::default()),
         since_busy_check: Cell::new(0),
         reactor: Reactor::new(),
+        accounting: Cell::new(true),
+        mark: Cell::new(clock::now()),
+        stall: Cell::new(clock::to_ticks(DEFAULT_STALL_THRESHOLD)),
+        watchdog: Cell::new(u64::MAX),
+        caught: RefCell::new(None),
+        switches: Cell::new(0),
+        wakeups: Cell::new(0),
         default_stack_size: Cell::new(stack::DEFAULT_STACK_SIZE),
         ids: Cell::new((first + 1, end)),
         altstack,
@@ -570,6 +607,9 @@ impl Scheduler {
             slot: Cell::new(0),
             timer: Cell::new(None),
             overflow,
+            switches: Cell::new(0),
+            cpu: Cell::new(0),
+            last_ran: Cell::new(0),
         };
         self.created.set(self.created.get() + 1);
         let spare = self.spare.borrow_mut().pop();
@@ -638,13 +678,15 @@ impl Scheduler {
     /// Wakes a blocked tasklet: it becomes runnable at the end of the run queue.
     #[inline]
     pub(crate) fn wake(&self, task: Rc<Task>) {
+        self.wakeups.set(self.wakeups.get() + 1);
         self.push_back(task);
     }
 
     /// `schedule()`: the current tasklet goes to the end of the run queue, the head runs.
     #[inline]
     pub(crate) fn schedule(&self) {
-        if self.queued() == 0 && !self.wake_due_while_alone() {
+        // Alone, there is nobody to switch to; but a watchdog must see the slice end.
+        if self.queued() == 0 && !self.wake_due_while_alone() && self.watchdog.get() == u64::MAX {
             return;
         }
         let _ = self.switch(Requeue::Back, None);
@@ -690,6 +732,9 @@ impl Scheduler {
                 Requeue::Front => self.push_front(self.main.clone()),
             }
             let wake = self.dispatch(target);
+            if wake == Wake::Never && requeue == Requeue::No {
+                self.report_deadlock(me.state.get());
+            }
             me.state.set(State::Runnable);
             return wake;
         }
@@ -720,7 +765,32 @@ impl Scheduler {
 
     /// The dispatch loop, run by the main tasklet when it gives up the CPU. Resumes tasklets
     /// until main is picked again ([`Wake::Woken`]) or nothing is runnable ([`Wake::Never`]).
-    fn dispatch(&self, mut target: Option<Rc<Task>>) -> Wake {
+    fn dispatch(&self, target: Option<Rc<Task>>) -> Wake {
+        let timing = self.accounting.get();
+        if timing {
+            self.charge(&self.main);
+        }
+        let wake = self.dispatch_loop(target, timing);
+        if timing {
+            self.mark.set(clock::now());
+        }
+        wake
+    }
+
+    /// Charges the ticks since the last switch to `task`, which just stopped running; returns
+    /// the length of its slice.
+    #[inline]
+    fn charge(&self, task: &Task) -> u64 {
+        let now = clock::now();
+        let slice = now.wrapping_sub(self.mark.get());
+        self.mark.set(now);
+        task.cpu.set(task.cpu.get() + slice);
+        task.switches.set(task.switches.get() + 1);
+        task.last_ran.set(now);
+        slice
+    }
+
+    fn dispatch_loop(&self, mut target: Option<Rc<Task>>, timing: bool) -> Wake {
         loop {
             if self.timers.borrow().len() > 0 || self.reactor.has_waiters() {
                 self.check_while_busy();
@@ -730,7 +800,12 @@ impl Scheduler {
                 None => match self.pop_front() {
                     Some(task) => task,
                     None => match self.idle() {
-                        Some(task) => task,
+                        Some(task) => {
+                            if timing {
+                                self.mark.set(clock::now()); // waiting is not running
+                            }
+                            task
+                        }
                         None => return Wake::Never,
                     },
                 },
@@ -744,8 +819,23 @@ impl Scheduler {
             let coro = unsafe { (*task.coro.get()).as_mut() }.expect("a runnable tasklet has a coroutine");
             let result = coro.resume(());
             self.current.set(Rc::as_ptr(&self.main));
+            self.switches.set(self.switches.get() + 1);
+            let slice = if timing { self.charge(&task) } else { 0 };
+            if slice > self.stall.get() {
+                self.stalled(&task, slice);
+            }
             match result {
                 CoroutineResult::Yield(Switch { requeue, target: next }) => {
+                    if slice > self.watchdog.get() && requeue != Requeue::No {
+                        // The watchdog pauses it (`run_watchdog` returns it); a partner it
+                        // handed the CPU to keeps its turn.
+                        task.state.set(State::Paused);
+                        if let Some(next) = next {
+                            self.push_front(next);
+                        }
+                        *self.caught.borrow_mut() = Some(task);
+                        return Wake::Never;
+                    }
                     match requeue {
                         Requeue::No => {}
                         Requeue::Back => self.push_back(task),
@@ -756,6 +846,70 @@ impl Scheduler {
                 CoroutineResult::Return(()) => self.reap(task),
             }
         }
+    }
+
+    /// Logs what the main tasklet waited for and what every other tasklet waits on, when the
+    /// main tasklet's blocking operation is about to fail with a deadlock error.
+    #[cold]
+    fn report_deadlock(&self, main_state: State) {
+        let main = match main_state {
+            State::Blocked(on) => format!("blocked in {on:?}"),
+            _ => "paused".to_owned(),
+        };
+        log::warn!(
+            "deadlock: the main tasklet is {main} and nothing can wake it; {}",
+            crate::debug::deadlock_report()
+        );
+    }
+
+    #[cold]
+    fn stalled(&self, task: &Task, slice: u64) {
+        log::warn!(
+            "tasklet {} held the thread for {:?} without giving up the CPU (stall threshold {:?})",
+            Describe(task.id, task.name()),
+            clock::to_duration(slice),
+            clock::to_duration(self.stall.get()),
+        );
+    }
+
+    /// Turns per-tasklet CPU accounting on or off.
+    pub(crate) fn set_accounting(&self, on: bool) {
+        if on && !self.accounting.get() {
+            self.mark.set(clock::now());
+        }
+        self.accounting.set(on);
+    }
+
+    pub(crate) fn accounting_on(&self) -> bool {
+        self.accounting.get()
+    }
+
+    pub(crate) fn set_stall_threshold(&self, threshold: Option<Duration>) {
+        self.stall.set(threshold.map_or(u64::MAX, clock::to_ticks));
+    }
+
+    /// `(switches, wakeups, polls)` since the scheduler was created.
+    pub(crate) fn counters(&self) -> (u64, u64, u64) {
+        (self.switches.get(), self.wakeups.get(), self.reactor.polls())
+    }
+
+    /// Every live tasklet, main first, then by id.
+    pub(crate) fn all_tasks(&self) -> Vec<Rc<Task>> {
+        let mut all = vec![self.main.clone()];
+        all.extend(self.tasks.borrow().all());
+        all
+    }
+
+    /// `run_watchdog(budget)`: as `run`, but a tasklet whose slice exceeds `budget` (measured
+    /// when it gives up the CPU) is paused and returned.
+    pub(crate) fn run_watchdog(&self, budget: Duration) -> Option<Rc<Task>> {
+        let was_accounting = self.accounting.get();
+        self.set_accounting(true);
+        self.watchdog.set(clock::to_ticks(budget));
+        self.run();
+        self.watchdog.set(u64::MAX);
+        self.accounting.set(was_accounting);
+        self.caught.borrow_mut().take()
     }
 
     /// While tasklets are runnable, fires expired timers and polls for I/O (without blocking,
@@ -1007,20 +1161,27 @@ impl Scheduler {
 
 /// Returned when the main tasklet would wait for something that can never happen: nothing else
 /// is runnable, so nothing could ever wake it.
+///
+/// Its message names every other tasklet and what it waits on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadlockError {
     what: &'static str,
+    report: String,
 }
 
 impl DeadlockError {
     pub(crate) fn new(what: &'static str) -> Self {
-        DeadlockError { what }
+        DeadlockError { what, report: crate::debug::deadlock_report() }
     }
 }
 
 impl fmt::Display for DeadlockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "deadlock: the main tasklet would block in {} with no other tasklet runnable", self.what)
+        write!(
+            f,
+            "deadlock: the main tasklet would block in {} with no other tasklet runnable ({})",
+            self.what, self.report
+        )
     }
 }
 
@@ -1100,6 +1261,37 @@ pub fn schedule_remove() -> Result<(), DeadlockError> {
 /// ```
 pub fn run() {
     scheduler().run()
+}
+
+/// Runs the tasklets like [`run`], but a tasklet that holds the CPU longer than `budget` before
+/// giving it up is paused and returned, as Stackless's `run(timeout)` does; the others stay
+/// queued, and calling it (or `run`) again continues them. Returns `None` when no tasklet
+/// overran.
+///
+/// The check happens when the tasklet gives up the CPU by `schedule()` or `Tasklet::run`;
+/// native code cannot be preempted, so an overrun is seen only afterwards. A tasklet that
+/// overran and then blocks (on a channel, I/O) stays blocked and is not returned; the stall
+/// report ([`set_stall_threshold`](crate::set_stall_threshold)) names it.
+///
+/// # Panics
+/// As [`run`]: when called from a tasklet other than the main one.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let hog = tasklet::spawn(|| loop {
+///     let start = Instant::now();
+///     while start.elapsed() < Duration::from_millis(5) {} // computes without yielding
+///     tasklet::schedule();
+/// });
+/// let caught = tasklet::run_watchdog(Duration::from_millis(1)).expect("the hog overran");
+/// assert_eq!(caught, hog);
+/// assert!(hog.is_paused());
+/// hog.kill();
+/// ```
+pub fn run_watchdog(budget: Duration) -> Option<crate::Tasklet> {
+    scheduler().run_watchdog(budget).map(crate::Tasklet::from_task)
 }
 
 /// The number of runnable tasklets of the calling thread, the current one included (Stackless

@@ -1,0 +1,310 @@
+//! Seeing the constellation: a snapshot of every tasklet of the thread (what it waits on, when
+//! it last ran, how often and how long it ran), scheduler counters, and the switches that
+//! control accounting and stall reports.
+//!
+//! # Accounting
+//!
+//! Each switch reads a cheap clock once (the TSC on x86_64, see `clock`) and charges the slice
+//! since the previous switch to the tasklet that just stopped running; time the thread spends
+//! waiting in the poller is charged to nobody. This costs one `rdtsc` per switch (measured in
+//! `docs/benchmarks.md`) and can be turned off per thread with [`set_accounting`]. The same
+//! slice feeds the stall report ([`set_stall_threshold`]) and the watchdog
+//! ([`run_watchdog`](crate::run_watchdog)).
+//!
+//! Nothing can preempt native code: a tasklet that never gives up the CPU is only seen when it
+//! finally does. The stall report and the watchdog are therefore after the fact, like
+//! Stackless's `run(timeout)` checks between tasklets, and unlike its interpreter-level one.
+
+use std::fmt;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use crate::clock;
+use crate::reactor::Direction;
+use crate::scheduler::{scheduler, BlockedOn, Describe, State};
+
+/// What a tasklet is doing, as [`TaskletInfo::state`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskletState {
+    /// It is the one taking the snapshot.
+    Running,
+    /// In the run queue.
+    Runnable,
+    /// Waiting; [`TaskletInfo::waiting_on`] says for what.
+    Blocked,
+    /// Alive but neither runnable nor blocked.
+    Paused,
+}
+
+/// What a blocked tasklet waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WaitingOn {
+    /// Sending on the channel with this id.
+    Send {
+        /// The channel's id (see the `Debug` of [`Channel`](crate::Channel)).
+        channel: u64,
+    },
+    /// Receiving on the channel with this id.
+    Receive {
+        /// The channel's id.
+        channel: u64,
+    },
+    /// An fd to become readable or writable.
+    Io {
+        /// The file descriptor.
+        fd: RawFd,
+        /// Waiting for writability (else readability).
+        write: bool,
+    },
+    /// Sleeping.
+    Sleep,
+    /// The tasklet with this id to finish.
+    Join {
+        /// The joined tasklet's id.
+        tasklet: u64,
+    },
+    /// A function running on the [`unblock`](crate::unblock) pool.
+    Unblock,
+}
+
+impl fmt::Display for WaitingOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            WaitingOn::Send { channel } => write!(f, "send on channel {channel}"),
+            WaitingOn::Receive { channel } => write!(f, "receive on channel {channel}"),
+            WaitingOn::Io { fd, write: false } => write!(f, "read on fd {fd}"),
+            WaitingOn::Io { fd, write: true } => write!(f, "write on fd {fd}"),
+            WaitingOn::Sleep => f.write_str("sleep"),
+            WaitingOn::Join { tasklet } => write!(f, "join of tasklet {tasklet}"),
+            WaitingOn::Unblock => f.write_str("unblock job"),
+        }
+    }
+}
+
+/// One tasklet in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskletInfo {
+    /// The tasklet's id.
+    pub id: u64,
+    /// Its name, if it has one.
+    pub name: Option<String>,
+    /// Whether it is the thread's main tasklet.
+    pub is_main: bool,
+    /// What it is doing.
+    pub state: TaskletState,
+    /// What it waits for, when blocked.
+    pub waiting_on: Option<WaitingOn>,
+    /// When its current wait times out (a sleep's end, a read timeout, `receive_timeout`).
+    pub deadline: Option<Instant>,
+    /// How long ago it last stopped running (`None`: never ran, or accounting is off).
+    pub since_last_ran: Option<Duration>,
+    /// How many times it ran (was switched to).
+    pub switches: u64,
+    /// CPU time spent running (zero with accounting off).
+    pub cpu_time: Duration,
+}
+
+/// Scheduler counters in a [`Snapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SchedulerStats {
+    /// Tasklets resumed by the dispatcher since the scheduler was created.
+    pub switches: u64,
+    /// Tasklets woken from a wait (channel, I/O, timer, join, unblock).
+    pub wakeups: u64,
+    /// Calls to the readiness poller.
+    pub polls: u64,
+    /// Tasklets alive now, main included.
+    pub alive: usize,
+    /// Tasklets runnable now, the current one included.
+    pub runnable: usize,
+    /// Tasklets parked on fds or on the `unblock` pool now.
+    pub parked_on_io: usize,
+    /// Armed timers now.
+    pub timers: usize,
+}
+
+/// Every tasklet of the calling thread and the scheduler's counters, at one instant.
+///
+/// `Display` prints an aligned table, the goroutine dump of this runtime.
+///
+/// # Examples
+///
+/// ```
+/// let ch = tasklet::Channel::<u8>::new();
+/// let rx = ch.clone();
+/// tasklet::Builder::new().name("waiter").spawn(move || rx.receive())?;
+/// tasklet::run();
+/// let snap = tasklet::snapshot();
+/// let waiter = snap.tasklets.iter().find(|t| t.name.as_deref() == Some("waiter")).unwrap();
+/// assert_eq!(waiter.state, tasklet::TaskletState::Blocked);
+/// assert!(matches!(waiter.waiting_on, Some(tasklet::WaitingOn::Receive { .. })));
+/// println!("{snap}");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// The tasklets, main first, then by id.
+    pub tasklets: Vec<TaskletInfo>,
+    /// The scheduler's counters.
+    pub stats: SchedulerStats,
+}
+
+/// Takes a [`Snapshot`] of the calling thread's tasklets.
+pub fn snapshot() -> Snapshot {
+    let sched = scheduler();
+    let now_tick = clock::now();
+    let accounting = sched.accounting_on();
+    let tasklets = sched
+        .all_tasks()
+        .into_iter()
+        .map(|task| {
+            let (switches, cpu, last_ran) = task.accounting();
+            let state = match task.state() {
+                _ if sched.is_current(&task) => TaskletState::Running,
+                State::Runnable => TaskletState::Runnable,
+                State::Blocked(_) => TaskletState::Blocked,
+                State::Paused | State::Finished => TaskletState::Paused,
+            };
+            let waiting_on = match task.state() {
+                State::Blocked(on) => Some(match on {
+                    BlockedOn::Send(channel) => WaitingOn::Send { channel },
+                    BlockedOn::Receive(channel) => WaitingOn::Receive { channel },
+                    BlockedOn::Join(tasklet) => WaitingOn::Join { tasklet },
+                    BlockedOn::Sleep => WaitingOn::Sleep,
+                    BlockedOn::Io(fd, dir) => WaitingOn::Io { fd, write: dir == Direction::Write },
+                    BlockedOn::Unblock => WaitingOn::Unblock,
+                }),
+                _ => None,
+            };
+            TaskletInfo {
+                id: task.id(),
+                name: task.name().map(str::to_owned),
+                is_main: task.is_main(),
+                state,
+                waiting_on,
+                deadline: task.timer().map(|(deadline, _)| deadline),
+                since_last_ran: (accounting && last_ran != 0 && state != TaskletState::Running)
+                    .then(|| clock::to_duration(now_tick.saturating_sub(last_ran))),
+                switches,
+                cpu_time: clock::to_duration(cpu),
+            }
+        })
+        .collect::<Vec<_>>();
+    let (switches, wakeups, polls) = sched.counters();
+    let stats = SchedulerStats {
+        switches,
+        wakeups,
+        polls,
+        alive: tasklets.len(),
+        runnable: sched.runcount(),
+        parked_on_io: sched.reactor().parked(),
+        timers: sched.timers().len(),
+    };
+    Snapshot { tasklets, stats }
+}
+
+/// Prints a [`Snapshot`] of the calling thread to standard error.
+///
+/// For a dump on demand (Go's SIGQUIT dump), run a debug tasklet that waits for the request and
+/// calls this: for instance one blocked reading a Unix datagram socket or a FIFO that an
+/// operator writes to, or one polling a flag that a signal handler sets (a signal handler itself
+/// must not call this: it allocates).
+pub fn dump() {
+    eprintln!("{}", snapshot());
+}
+
+/// Turns per-tasklet CPU accounting on the calling thread on or off (on by default). Off, a
+/// switch reads no clock; CPU times and "since last ran" stop advancing, stalls are not
+/// reported, and [`run_watchdog`](crate::run_watchdog) turns it on for its duration.
+pub fn set_accounting(on: bool) {
+    scheduler().set_accounting(on);
+}
+
+/// Sets how long a tasklet may hold the calling thread's CPU without giving it up before the
+/// scheduler logs a warning naming it (`log::warn!`), or `None` for never. The default is
+/// [`DEFAULT_STALL_THRESHOLD`](crate::DEFAULT_STALL_THRESHOLD) (100 ms). Needs accounting.
+pub fn set_stall_threshold(threshold: Option<Duration>) {
+    scheduler().set_stall_threshold(threshold);
+}
+
+impl fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.stats;
+        writeln!(
+            f,
+            "{} tasklet(s): {} runnable, {} parked on I/O or unblock, {} timer(s); {} switches, {} wake-ups, {} polls",
+            s.alive, s.runnable, s.parked_on_io, s.timers, s.switches, s.wakeups, s.polls
+        )?;
+        let rows: Vec<[String; 6]> = self
+            .tasklets
+            .iter()
+            .map(|t| {
+                let waiting = match (t.waiting_on, t.deadline) {
+                    (Some(on), Some(deadline)) => {
+                        format!("{on} (for {:?} more)", deadline.saturating_duration_since(Instant::now()))
+                    }
+                    (Some(on), None) => on.to_string(),
+                    (None, _) => String::new(),
+                };
+                [
+                    Describe(t.id, t.name.as_deref()).to_string(),
+                    format!("{:?}", t.state).to_lowercase(),
+                    waiting,
+                    t.since_last_ran.map_or_else(|| "-".to_owned(), |d| format!("{d:.1?}")),
+                    t.switches.to_string(),
+                    format!("{:.1?}", t.cpu_time),
+                ]
+            })
+            .collect();
+        let header = ["TASKLET", "STATE", "WAITING ON", "LAST RAN", "SWITCHES", "CPU"];
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |f: &mut fmt::Formatter<'_>, cells: [&str; 6]| -> fmt::Result {
+            let mut out = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                if i > 0 {
+                    out.push_str("  ");
+                }
+                if i >= 3 {
+                    out.push_str(&format!("{cell:>width$}", width = widths[i]));
+                } else {
+                    out.push_str(&format!("{cell:<width$}", width = widths[i]));
+                }
+            }
+            writeln!(f, "{}", out.trim_end())
+        };
+        line(f, header)?;
+        for row in &rows {
+            line(f, [&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]])?;
+        }
+        Ok(())
+    }
+}
+
+/// A one-paragraph report of what every blocked tasklet waits on, for deadlock errors.
+pub(crate) fn deadlock_report() -> String {
+    let snap = snapshot();
+    let blocked: Vec<String> = snap
+        .tasklets
+        .iter()
+        .filter(|t| !t.is_main && t.state != TaskletState::Runnable && t.state != TaskletState::Running)
+        .map(|t| match t.waiting_on {
+            Some(on) => format!("tasklet {} waits on {on}", Describe(t.id, t.name.as_deref())),
+            None => format!("tasklet {} is paused", Describe(t.id, t.name.as_deref())),
+        })
+        .collect();
+    if blocked.is_empty() {
+        "no other tasklet is alive".to_owned()
+    } else {
+        blocked.join("; ")
+    }
+}
