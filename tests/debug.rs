@@ -1,0 +1,245 @@
+//! Introspection: snapshots, accounting, stall reports, the watchdog and deadlock reports.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tasklet::net::UdpSocket;
+use tasklet::{Channel, TaskletState, WaitingOn};
+
+mod common;
+use common::ms;
+
+fn busy(d: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+fn info_of(snap: &tasklet::Snapshot, name: &str) -> tasklet::TaskletInfo {
+    snap.tasklets
+        .iter()
+        .find(|t| t.name.as_deref() == Some(name))
+        .cloned()
+        .unwrap_or_else(|| panic!("{name}"))
+}
+
+#[test]
+fn snapshot_names_what_each_tasklet_waits_on() {
+    let ch = Channel::<u8>::new();
+    let (rx, tx) = (ch.clone(), Channel::<u8>::new());
+    let tx2 = tx.clone();
+    let b = |name: &str| tasklet::Builder::new().name(name);
+    let mut alive = vec![
+        b("receiver").spawn(move || rx.receive()).unwrap().into_any(),
+        b("sender").spawn(move || tx2.send(1)).unwrap().into_any(),
+        b("sleeper").spawn(|| tasklet::time::sleep(Duration::from_secs(3600))).unwrap().into_any(),
+    ];
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+    alive.push(b("reader").spawn(move || socket.recv(&mut [0; 8])).unwrap().into_any());
+    let target = b("target").bind(|| ()).unwrap();
+    let t2 = target.clone();
+    alive.push(b("joiner").spawn(move || t2.join()).unwrap().into_any());
+    b("runnable").bind(|| ()).unwrap().insert().unwrap();
+    tasklet::schedule(); // everyone runs once and blocks; "runnable" finishes
+    let snap = tasklet::snapshot();
+    println!("{snap}");
+
+    let main = &snap.tasklets[0];
+    assert!(main.is_main);
+    assert_eq!(main.state, TaskletState::Running);
+    assert_eq!(info_of(&snap, "receiver").waiting_on, Some(WaitingOn::Receive { channel: channel_id(&ch) }));
+    assert_eq!(info_of(&snap, "sender").waiting_on, Some(WaitingOn::Send { channel: channel_id(&tx) }));
+    let sleeper = info_of(&snap, "sleeper");
+    assert_eq!(sleeper.waiting_on, Some(WaitingOn::Sleep));
+    assert!(sleeper.deadline.is_some_and(|d| d > Instant::now() + Duration::from_secs(3000)));
+    assert_eq!(info_of(&snap, "reader").waiting_on, Some(WaitingOn::Io { fd, write: false }));
+    assert_eq!(info_of(&snap, "joiner").waiting_on, Some(WaitingOn::Join { tasklet: target.id() }));
+    let paused = info_of(&snap, "target");
+    assert_eq!((paused.state, paused.waiting_on, paused.switches), (TaskletState::Paused, None, 0));
+    assert_eq!(paused.since_last_ran, None, "never ran");
+    for t in &snap.tasklets {
+        if t.state == TaskletState::Blocked {
+            assert!(t.switches >= 1 && t.since_last_ran.is_some());
+        }
+    }
+    let table = snap.to_string();
+    for needle in
+        ["TASKLET", "STATE", "WAITING ON", "receiver", "receive on channel", "sleep (for", "join of tasklet"]
+    {
+        assert!(table.contains(needle), "table lacks {needle:?}:\n{table}");
+    }
+    assert!(snap.stats.alive >= 7 && snap.stats.parked_on_io >= 1 && snap.stats.timers >= 1);
+    for t in alive {
+        t.kill();
+    }
+    target.kill();
+}
+
+/// The channel id as the snapshot reports it (from the channel's `Debug`).
+fn channel_id<T>(ch: &Channel<T>) -> u64 {
+    let debug = format!("{ch:?}");
+    let start = debug.find("id: ").unwrap() + 4;
+    debug[start..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn accounting_counts_switches_and_cpu_time_and_can_be_turned_off() {
+    let worker = tasklet::Builder::new()
+        .name("worker")
+        .spawn(|| {
+            for _ in 0..5 {
+                busy(ms(4));
+                tasklet::schedule();
+            }
+        })
+        .unwrap();
+    tasklet::Builder::new()
+        .name("idler")
+        .spawn(|| {
+            for _ in 0..5 {
+                tasklet::schedule();
+            }
+        })
+        .unwrap();
+    for _ in 0..3 {
+        tasklet::schedule();
+    }
+    let snap = tasklet::snapshot();
+    let w = info_of(&snap, "worker");
+    assert!(w.switches >= 3, "{w:?}");
+    assert!(w.cpu_time >= ms(10), "ran ~12 ms: {w:?}");
+    assert!(info_of(&snap, "idler").cpu_time < w.cpu_time);
+    assert!(snap.stats.switches >= 6);
+
+    tasklet::set_accounting(false);
+    tasklet::run();
+    tasklet::set_accounting(true);
+    assert!(!worker.is_alive());
+}
+
+#[test]
+fn time_waiting_in_the_poller_is_charged_to_nobody() {
+    let sleeper = tasklet::Builder::new().name("sleeper").spawn(|| tasklet::time::sleep(ms(30))).unwrap();
+    let ch = Channel::<()>::new();
+    let rx = ch.clone();
+    tasklet::Builder::new().name("waiter").spawn(move || rx.receive()).unwrap();
+    tasklet::schedule();
+    let before = info_of(&tasklet::snapshot(), "waiter").cpu_time;
+    sleeper.join().unwrap(); // main waits ~30 ms in the poller
+    let snap = tasklet::snapshot();
+    assert_eq!(info_of(&snap, "waiter").cpu_time, before, "a blocked tasklet gains no CPU time");
+    assert!(
+        snap.tasklets[0].cpu_time < ms(25),
+        "main did not run while the thread slept: {:?}",
+        snap.tasklets[0]
+    );
+    ch.close();
+    tasklet::run();
+}
+
+static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        LOGGED.lock().unwrap().push(record.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+fn capture_logs() {
+    let _ = log::set_logger(&Capture);
+    log::set_max_level(log::LevelFilter::Warn);
+}
+
+fn logged(needle: &str) -> bool {
+    LOGGED.lock().unwrap().iter().any(|l| l.contains(needle))
+}
+
+#[test]
+fn a_tasklet_holding_the_thread_too_long_is_reported_by_name() {
+    capture_logs();
+    tasklet::set_stall_threshold(Some(ms(5)));
+    tasklet::Builder::new().name("hog-for-the-stall-test").spawn(|| busy(ms(20))).unwrap();
+    tasklet::Builder::new().name("polite-for-the-stall-test").spawn(|| busy(ms(1))).unwrap();
+    tasklet::run();
+    tasklet::set_stall_threshold(Some(tasklet::DEFAULT_STALL_THRESHOLD));
+    assert!(logged("'hog-for-the-stall-test' held the thread for"), "{:?}", LOGGED.lock().unwrap());
+    assert!(!logged("polite-for-the-stall-test"));
+}
+
+#[test]
+fn watchdog_pauses_the_tasklet_that_overran_and_run_continues_the_rest() {
+    let order = common::Log::new();
+    let (o1, o2) = (order.clone(), order.clone());
+    let hog = tasklet::Builder::new()
+        .name("hog")
+        .spawn(move || {
+            o1.push("hog start");
+            busy(ms(10));
+            tasklet::schedule();
+            o1.push("hog end");
+        })
+        .unwrap();
+    let nice = tasklet::spawn(move || {
+        for i in 0..3 {
+            o2.push(format!("nice {i}"));
+            tasklet::schedule();
+        }
+    });
+    let caught = tasklet::run_watchdog(ms(2)).expect("the hog overran its budget");
+    assert_eq!(caught, hog);
+    assert!(hog.is_paused() && hog.is_alive());
+    assert_eq!(order.take(), ["hog start"]);
+    // The others are still queued: run continues them; the hog waits to be inserted.
+    assert_eq!(tasklet::run_watchdog(ms(2)), None);
+    assert!(!nice.is_alive());
+    assert_eq!(order.take(), ["nice 0", "nice 1", "nice 2"]);
+    hog.insert().unwrap();
+    tasklet::run();
+    assert_eq!(order.take(), ["hog end"]);
+}
+
+#[test]
+fn watchdog_sees_a_lone_tasklet_that_schedules() {
+    let hog = tasklet::spawn(|| loop {
+        busy(ms(3));
+        tasklet::schedule();
+    });
+    assert_eq!(tasklet::run_watchdog(ms(1)), Some(hog.clone().into_any()));
+    hog.kill();
+}
+
+#[test]
+fn deadlock_error_names_the_blocked_tasklets() {
+    let ch = Channel::<u8>::new();
+    let rx = ch.clone();
+    tasklet::Builder::new().name("stuck-receiver").spawn(move || rx.receive()).unwrap();
+    tasklet::run();
+    let err = tasklet::schedule_remove().unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("deadlock"), "{msg}");
+    assert!(msg.contains("'stuck-receiver' waits on receive on channel"), "{msg}");
+    ch.close();
+    tasklet::run();
+}
+
+#[test]
+fn channel_deadlock_is_logged_with_the_report() {
+    capture_logs();
+    let other = Channel::<u8>::new();
+    let rx = other.clone();
+    tasklet::Builder::new().name("blocked-elsewhere").spawn(move || rx.receive()).unwrap();
+    tasklet::run();
+    let ch = Channel::<u8>::new();
+    assert_eq!(ch.receive(), Err(tasklet::RecvError::Deadlock));
+    assert!(logged("'blocked-elsewhere' waits on receive on channel"), "{:?}", LOGGED.lock().unwrap());
+    other.close();
+    tasklet::run();
+}
