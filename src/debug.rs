@@ -246,7 +246,7 @@ impl fmt::Display for Snapshot {
             .map(|t| {
                 let waiting = match (t.waiting_on, t.deadline) {
                     (Some(on), Some(deadline)) => {
-                        format!("{on} (for {:?} more)", deadline.saturating_duration_since(Instant::now()))
+                        format!("{on} (for {:.1?} more)", deadline.saturating_duration_since(Instant::now()))
                     }
                     (Some(on), None) => on.to_string(),
                     (None, _) => String::new(),

@@ -1,0 +1,114 @@
+//! An echo server written blocking-style: an acceptor tasklet, and one tasklet per connection
+//! that reads and writes back until the client closes. Everything runs on one OS thread;
+//! `read` and `write` park only the connection's own tasklet.
+//!
+//! ```sh
+//! cargo run --release --example echo_server                    # listens on 127.0.0.1:7000
+//! cargo run --release --example echo_server -- 127.0.0.1:7001
+//! cargo run --release --example echo_load -- 127.0.0.1:7001    # in another terminal
+//! RUST_LOG=debug cargo run --release --example echo_server     # a line per connection
+//! ```
+//!
+//! It serves until killed. Accepted connections get `TCP_NODELAY`; a connection that neither
+//! sends nor takes its echo for `--idle-timeout` seconds (default 60) is closed.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tasklet::net::TcpListener;
+
+#[path = "shared/echo.rs"]
+mod echo;
+
+const USAGE: &str = "usage: echo_server [ADDR] [--idle-timeout SECS]   (ADDR defaults to 127.0.0.1:7000)";
+
+struct Args {
+    addr: String,
+    idle_timeout: Duration,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args { addr: "127.0.0.1:7000".into(), idle_timeout: Duration::from_secs(60) };
+    let mut addr_seen = false;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name.to_string(), Some(value.to_string())),
+            _ => (arg.clone(), None),
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Err(String::new()),
+            "--idle-timeout" => {
+                let value = inline.or_else(|| args.next()).ok_or("--idle-timeout needs a value")?;
+                let secs: f64 =
+                    value.parse().map_err(|_| format!("--idle-timeout: not a number: {value:?}"))?;
+                if !(secs > 0.0 && secs < 1e9) {
+                    return Err(format!("--idle-timeout must be positive, got {value}"));
+                }
+                parsed.idle_timeout = Duration::from_secs_f64(secs);
+            }
+            _ if arg.starts_with('-') => return Err(format!("unknown option {arg:?}")),
+            _ if !addr_seen => {
+                parsed.addr = arg;
+                addr_seen = true;
+            }
+            _ => return Err(format!("unexpected argument {arg:?}")),
+        }
+    }
+    Ok(parsed)
+}
+
+fn main() -> ExitCode {
+    env_logger::init();
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(message) if message.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("echo_server: {message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match TcpListener::bind(&args.addr) {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("echo_server: cannot listen on {}: {err}", args.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().expect("a bound listener has an address");
+    println!("echo_server: listening on {addr}");
+    let idle_timeout = args.idle_timeout;
+    tasklet::spawn(move || accept_loop(listener, idle_timeout));
+    tasklet::run(); // never returns: the acceptor always waits for the next connection
+    ExitCode::SUCCESS
+}
+
+fn accept_loop(listener: TcpListener, idle_timeout: Duration) {
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                log::debug!("{peer}: connected");
+                tasklet::spawn(move || finish(peer, echo::serve_connection(stream, Some(idle_timeout))));
+            }
+            Err(err) => {
+                // Out of file descriptors, typically: the connection stays queued; try later.
+                log::warn!("accept failed: {err}");
+                tasklet::time::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn finish(peer: SocketAddr, served: echo::Served) {
+    match served.error {
+        None => log::debug!("{peer}: closed after {} bytes", served.bytes),
+        Some(err) if echo::is_timeout(&err) => {
+            log::info!("{peer}: idle, closed after {} bytes", served.bytes)
+        }
+        Some(err) => log::info!("{peer}: {err} after {} bytes", served.bytes),
+    }
+}
