@@ -72,7 +72,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         }
         if !matches!(
             name.as_str(),
-            "--serve" | "--workers" | "--clients" | "--requests" | "--per-connection" | "--idle-timeout" | "--dump-after"
+            "--serve"
+                | "--workers"
+                | "--clients"
+                | "--requests"
+                | "--per-connection"
+                | "--idle-timeout"
+                | "--dump-after"
         ) {
             return Err(format!("unexpected argument {arg:?}"));
         }
