@@ -724,8 +724,12 @@ fn main() -> ExitCode {
     } else {
         FULL
     };
-    let cases: Vec<&str> =
-        CASES.iter().copied().filter(|c| only.as_ref().is_none_or(|o| o.iter().any(|x| x == c))).collect();
+    let cases: Vec<&str> = CASES
+        .iter()
+        .copied()
+        .filter(|c| only.as_ref().is_none_or(|o| o.iter().any(|x| x == c)))
+        .filter(|c| benching || *c != "echo-ir") // no valgrind in the smoke test
+        .collect();
     let write_docs = args.iter().any(|a| a == "--write-docs")
         || (benching && !quick && only.is_none() && !args.iter().any(|a| a == "--no-docs"));
     let exe = std::env::current_exe().expect("current_exe");

@@ -259,10 +259,10 @@ fn label(case: &str, imp: &str) -> (&'static str, &'static str) {
         ("channel", "threads-2cpu") => {
             ("std: `sync::mpsc::channel`, two threads on two CPUs", "std mpsc, threads on 2 CPUs")
         }
-        ("spawn", "tasklet") => ("tasklet: `spawn(|| {})` × batch, then `run()`", "tasklet"),
-        ("spawn", "may") => ("may: `coroutine::spawn(|| {})` × batch, then `join` each", "may"),
+        ("spawn", "tasklet") => ("tasklet: `spawn(\\|\\| {})` × batch, then `run()`", "tasklet"),
+        ("spawn", "may") => ("may: `coroutine::spawn(\\|\\| {})` × batch, then `join` each", "may"),
         ("spawn", "tokio") => ("tokio: `LocalSet::spawn_local(async {})` × batch, then run the set", "tokio"),
-        ("spawn", "threads") => ("std: `thread::spawn(|| {})` × batch, then `join` each", "OS threads"),
+        ("spawn", "threads") => ("std: `thread::spawn(\\|\\| {})` × batch, then `join` each", "OS threads"),
         ("memory", "tasklet") => ("tasklet blocked in `Channel::receive`", "tasklet"),
         ("memory", "may") => ("may coroutine in `coroutine::park()`", "may"),
         ("memory", "tokio") => ("tokio task awaiting `Notify::notified()`", "tokio"),
@@ -361,7 +361,7 @@ impl Report {
         for batch in [s.spawn_batch, s.spawn_batch_small] {
             let p = format!("batch={batch}");
             let why = if batch == s.spawn_batch {
-                "the largest batch may can hold (10k × 2 mappings < `vm.max_map_count`), past may's pool of 1,000 cached coroutines"
+                "past may's pool of 1,000 cached coroutines; the largest batch of this comparison that may can hold"
             } else {
                 "within may's pool of 1,000 cached coroutines"
             };
@@ -667,6 +667,9 @@ impl Report {
             let runs: Vec<String> = runs.iter().map(|r| r.to_string()).collect();
             let _ = writeln!(md, "- {imp} {param} failed (run {}): `{}`", runs.join(", "), md_escape(&note));
         }
+        if !md.is_empty() {
+            md.insert(0, '\n');
+        }
         md
     }
 
@@ -771,10 +774,10 @@ impl Report {
                  (`vm.max_map_count` is {}) and {rss} resident. Every may stack is its own `mmap` with an \
                  `mprotect`ed guard page, i.e. two mappings, so about 65,530 / 2 = 32,765 coroutines can exist; the \
                  next `mmap` fails with `ENOMEM` and may panics (`{}`) — in the spawning coroutine, which its `join` \
-                 reports. Larger N were not attempted in the same run. tasklet carves guard pages with \
+                 reports. Larger N were not attempted in the same run (`–` in the table). tasklet carves guard pages with \
                  `MADV_GUARD_INSTALL` inside large regions (a handful of mappings for any N); tokio tasks are heap \
                  objects without stacks.\n",
-                r.param.trim_start_matches("n="),
+                r.param.trim_start_matches("n=").parse::<f64>().map_or("?".into(), thousands),
                 read("/proc/sys/vm/max_map_count"),
                 md_escape(&r.note)
             );
@@ -830,9 +833,12 @@ impl Report {
         md.push('\n');
         md.push_str(&self.failures("sleep"));
         md.push_str(
-            "\nLateness at this N is dominated by the burst, not by the timers: a task whose deadline has passed \
-             is queued behind the tasks that have not even started yet, so the p99 is roughly the time one core \
-             needs to start all N tasks minus the shortest sleeps. It therefore follows the CPU per sleeper.\n\n",
+            "\nAt these N, lateness measures the burst more than the timers: the first runs of all N tasks take \
+             hundreds of milliseconds on one core, and a task whose deadline passes meanwhile waits behind tasks \
+             that have not started yet (tasklet fires timers once per pass over the run queue while tasklets are \
+             runnable, so during the burst only after the pass; tokio checks its timer wheel every 61 polls, but \
+             the woken task still queues behind the rest). The p50 at N = 30,000 shows the timers themselves: \
+             tasklet fires each deadline when due, tokio's wheel rounds deadlines up to the next millisecond.\n\n",
         );
         md
     }
@@ -993,6 +999,7 @@ impl Report {
                             )
                         }
                         Some(_) => "failed".into(),
+                        None if case == "memory" => "not run: failed at a smaller N".into(),
                         None => "not run".into(),
                     }
                 }
