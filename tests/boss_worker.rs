@@ -6,13 +6,10 @@
 //! `cargo test` builds them, `cargo test --test boss_worker` alone does not (a missing or stale
 //! binary fails the test with what to run).
 
-use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 #[path = "../examples/shared/boss_worker.rs"]
 mod boss_worker;
@@ -20,80 +17,11 @@ mod boss_worker;
 /// How long a run may take (the demo takes a few seconds).
 const TIME_LIMIT: Duration = Duration::from_secs(120);
 
-/// The path of example `name`'s binary, checked to exist and to be newer than its sources.
-fn example_binary(name: &str) -> PathBuf {
-    let test_exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = test_exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let binary = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let rebuild = "build the examples first: `cargo test --release` builds them (`--test boss_worker` \
-                   alone does not), or run `cargo build --release --examples` (without --release for a \
-                   debug test)";
-    let built = match fs::metadata(&binary).and_then(|m| m.modified()) {
-        Ok(built) => built,
-        Err(_) => panic!("example binary {} not found; {rebuild}", binary.display()),
-    };
-    if let Ok(text) = fs::read_to_string(binary.with_extension("d")) {
-        // `target: src1 src2 ...`, spaces in paths escaped with a backslash.
-        let deps = text.lines().next().and_then(|l| l.split_once(": ")).map_or("", |(_, deps)| deps);
-        let mut sources = Vec::new();
-        let mut current = String::new();
-        let mut chars = deps.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => current.extend(chars.next()),
-                ' ' => sources.extend((!current.is_empty()).then(|| std::mem::take(&mut current))),
-                c => current.push(c),
-            }
-        }
-        sources.extend((!current.is_empty()).then_some(current));
-        for source in sources {
-            let changed = fs::metadata(&source).and_then(|m| m.modified()).unwrap_or(SystemTime::now());
-            assert!(
-                changed <= built,
-                "example binary {} is older than {source}; {rebuild}",
-                binary.display()
-            );
-        }
-    }
-    binary
-}
+mod common;
 
-/// Runs example `name` to its end (killed after [`TIME_LIMIT`]).
+/// Runs example `name` with `args`, killing it if it exceeds [`TIME_LIMIT`].
 fn run_example(name: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(example_binary(name))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start example {name}: {err}"));
-    let mut stdout_pipe = child.stdout.take().expect("piped stdout");
-    let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-    let stdout = thread::spawn(move || {
-        let mut buf = Vec::new();
-        stdout_pipe.read_to_end(&mut buf).map(|_| buf)
-    });
-    let stderr = thread::spawn(move || {
-        let mut buf = Vec::new();
-        stderr_pipe.read_to_end(&mut buf).map(|_| buf)
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the example") {
-            break status;
-        }
-        if started.elapsed() > TIME_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("example {name} {args:?} did not finish within {TIME_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    Output {
-        status,
-        stdout: stdout.join().expect("stdout reader").expect("reading stdout"),
-        stderr: stderr.join().expect("stderr reader").expect("reading stderr"),
-    }
+    common::run_example(name, args, TIME_LIMIT)
 }
 
 /// A server example running in the background, killed when dropped.
@@ -108,7 +36,7 @@ impl Background {
     /// Starts example `name` with `args` and reads the address it serves from the first line
     /// of its stdout (`... on ADDR ...`).
     fn start(name: &str, args: &[&str]) -> Background {
-        let mut child = Command::new(example_binary(name))
+        let mut child = Command::new(common::example_binary(name))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

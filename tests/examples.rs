@@ -6,99 +6,17 @@
 //! out-of-date binary fails the test with what to run (the test never runs cargo itself: a
 //! nested cargo would wait for the build lock the outer one holds).
 
-use std::fs;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Output;
+use std::time::Duration;
 
 /// How long an example may run; each finishes in milliseconds.
 const TIME_LIMIT: Duration = Duration::from_secs(60);
 
-/// The path of example `name`'s binary, checked to exist and to be newer than every source
-/// file it was built from (as listed in the dep-info file cargo writes beside it).
-fn example_binary(name: &str) -> PathBuf {
-    let test_exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = test_exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let binary = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let rebuild = "build the examples first: `cargo test --release` builds them (`--test examples` alone \
-                   does not), or run `cargo build --release --examples` (without --release for a debug test)";
-    let built = match fs::metadata(&binary).and_then(|m| m.modified()) {
-        Ok(built) => built,
-        Err(_) => panic!("example binary {} not found; {rebuild}", binary.display()),
-    };
-    let dep_info = binary.with_extension("d");
-    if let Ok(text) = fs::read_to_string(&dep_info) {
-        for source in dep_info_sources(&text) {
-            let changed = fs::metadata(&source).and_then(|m| m.modified()).unwrap_or(SystemTime::now());
-            assert!(
-                changed <= built,
-                "example binary {} is older than {}; {rebuild}",
-                binary.display(),
-                source
-            );
-        }
-    }
-    binary
-}
-
-/// The source files of a Makefile-style dep-info file (`target: src1 src2 ...`, spaces in
-/// paths escaped with a backslash).
-fn dep_info_sources(text: &str) -> Vec<String> {
-    let Some(first_line) = text.lines().next() else { return Vec::new() };
-    let Some((_, deps)) = first_line.split_once(": ") else { return Vec::new() };
-    let mut sources = Vec::new();
-    let mut current = String::new();
-    let mut chars = deps.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => current.extend(chars.next()),
-            ' ' => sources.extend((!current.is_empty()).then(|| std::mem::take(&mut current))),
-            c => current.push(c),
-        }
-    }
-    sources.extend((!current.is_empty()).then_some(current));
-    sources
-}
+mod common;
 
 /// Runs example `name` with `args`, killing it if it exceeds [`TIME_LIMIT`].
 fn run_example(name: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(example_binary(name))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start example {name}: {err}"));
-    // Read both pipes on threads so a chatty child cannot block on a full pipe.
-    let mut stdout_pipe = child.stdout.take().expect("piped stdout");
-    let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-    let stdout = thread::spawn(move || {
-        let mut buf = Vec::new();
-        stdout_pipe.read_to_end(&mut buf).map(|_| buf)
-    });
-    let stderr = thread::spawn(move || {
-        let mut buf = Vec::new();
-        stderr_pipe.read_to_end(&mut buf).map(|_| buf)
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the example") {
-            break status;
-        }
-        if started.elapsed() > TIME_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("example {name} {args:?} did not finish within {TIME_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    Output {
-        status,
-        stdout: stdout.join().expect("stdout reader").expect("reading stdout"),
-        stderr: stderr.join().expect("stderr reader").expect("reading stderr"),
-    }
+    common::run_example(name, args, TIME_LIMIT)
 }
 
 /// Runs example `name` and returns its stdout, checking that it succeeded silently on stderr.

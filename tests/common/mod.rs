@@ -3,9 +3,13 @@
 #![allow(dead_code)]
 
 use std::cell::RefCell;
-use std::process::{Command, Output};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::rc::Rc;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
 
 /// A shared trace of what happened, in order.
 #[derive(Clone, Default)]
@@ -76,4 +80,89 @@ pub fn run_in_child(test: &str) {
 /// Open file descriptors of this process.
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// The path of example `name`'s binary, checked to exist and to be newer than every source
+/// file it was built from (as listed in the dep-info file cargo writes beside it).
+pub fn example_binary(name: &str) -> PathBuf {
+    let test_exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = test_exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let rebuild = "build the examples first: `cargo test --release` builds them (`--test examples` alone \
+                   does not), or run `cargo build --release --examples` (without --release for a debug test)";
+    let built = match fs::metadata(&binary).and_then(|m| m.modified()) {
+        Ok(built) => built,
+        Err(_) => panic!("example binary {} not found; {rebuild}", binary.display()),
+    };
+    let dep_info = binary.with_extension("d");
+    if let Ok(text) = fs::read_to_string(&dep_info) {
+        for source in dep_info_sources(&text) {
+            let changed = fs::metadata(&source).and_then(|m| m.modified()).unwrap_or(SystemTime::now());
+            assert!(
+                changed <= built,
+                "example binary {} is older than {}; {rebuild}",
+                binary.display(),
+                source
+            );
+        }
+    }
+    binary
+}
+
+/// The source files of a Makefile-style dep-info file (`target: src1 src2 ...`, spaces in
+/// paths escaped with a backslash).
+fn dep_info_sources(text: &str) -> Vec<String> {
+    let Some(first_line) = text.lines().next() else { return Vec::new() };
+    let Some((_, deps)) = first_line.split_once(": ") else { return Vec::new() };
+    let mut sources = Vec::new();
+    let mut current = String::new();
+    let mut chars = deps.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            ' ' => sources.extend((!current.is_empty()).then(|| std::mem::take(&mut current))),
+            c => current.push(c),
+        }
+    }
+    sources.extend((!current.is_empty()).then_some(current));
+    sources
+}
+
+/// Runs example `name` with `args`, killing it if it exceeds `time_limit`.
+pub fn run_example(name: &str, args: &[&str], time_limit: Duration) -> Output {
+    let mut child = Command::new(example_binary(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start example {name}: {err}"));
+    // Read both pipes on threads so a chatty child cannot block on a full pipe.
+    let mut stdout_pipe = child.stdout.take().expect("piped stdout");
+    let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+    let stdout = thread::spawn(move || {
+        let mut buf = Vec::new();
+        stdout_pipe.read_to_end(&mut buf).map(|_| buf)
+    });
+    let stderr = thread::spawn(move || {
+        let mut buf = Vec::new();
+        stderr_pipe.read_to_end(&mut buf).map(|_| buf)
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the example") {
+            break status;
+        }
+        if started.elapsed() > time_limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("example {name} {args:?} did not finish within {time_limit:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader").expect("reading stdout"),
+        stderr: stderr.join().expect("stderr reader").expect("reading stderr"),
+    }
 }
