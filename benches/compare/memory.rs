@@ -71,6 +71,8 @@ pub fn may(n: usize) {
     let counter = spawned.clone();
     let started2 = started.clone();
     // Spawned from a coroutine, so that the new ones go to the worker's local queue.
+    // SAFETY: may's `spawn` is unsafe because a coroutine must not hold thread-local references
+    // across yields (it may resume on another thread); these closures touch no TLS, only `Arc`s.
     let driver = unsafe {
         may::coroutine::spawn(move || {
             let mut handles = Vec::with_capacity(n);
