@@ -210,7 +210,7 @@ impl Reactor {
         self.free_fds.borrow_mut().push(index);
         for task in waiters {
             self.parked.set(self.parked.get() - 1);
-            wake_if_blocked(task);
+            scheduler().wake(task);
         }
     }
 
@@ -337,7 +337,7 @@ impl Reactor {
                 // Waking only touches the scheduler's run queue, never the fd table.
                 while let Some(task) = slot.waiters[dir].pop_front() {
                     self.parked.set(self.parked.get() - 1);
-                    wake_if_blocked(task);
+                    scheduler().wake(task);
                 }
             }
         }
@@ -362,7 +362,7 @@ impl Reactor {
         };
         if let Some(task) = task {
             self.parked.set(self.parked.get() - 1);
-            wake_if_blocked(task);
+            scheduler().wake(task);
         }
     }
 
@@ -376,15 +376,6 @@ impl Reactor {
             return;
         }
         self.poll(Some(Duration::ZERO));
-    }
-}
-
-/// Makes a waiter runnable, unless something else already did: a tasklet whose timeout fired,
-/// or that is being killed, is runnable (or running) while still listed as a waiter until it
-/// runs and its guard removes it; waking it again would queue it twice.
-fn wake_if_blocked(task: Rc<Task>) {
-    if matches!(task.state(), State::Blocked(_)) {
-        scheduler().wake(task);
     }
 }
 

@@ -676,10 +676,17 @@ impl Scheduler {
     }
 
     /// Wakes a blocked tasklet: it becomes runnable at the end of the run queue.
+    ///
+    /// A tasklet that is no longer blocked is left alone: one whose timeout fired, or that is
+    /// being killed, is runnable (or running) while still listed as a waiter until it runs and
+    /// its guard removes it, and waking it again would queue it twice. Every waker (timers,
+    /// the reactor, joins, channels) relies on this one check.
     #[inline]
     pub(crate) fn wake(&self, task: Rc<Task>) {
-        self.wakeups.set(self.wakeups.get() + 1);
-        self.push_back(task);
+        if matches!(task.state.get(), State::Blocked(_)) {
+            self.wakeups.set(self.wakeups.get() + 1);
+            self.push_back(task);
+        }
     }
 
     /// `schedule()`: the current tasklet goes to the end of the run queue, the head runs.
@@ -932,9 +939,7 @@ impl Scheduler {
             let expired = self.timers.borrow_mut().pop_expired(now);
             let Some(task) = expired else { break };
             task.timer.set(None);
-            if matches!(task.state.get(), State::Blocked(_)) {
-                self.wake(task);
-            }
+            self.wake(task);
         }
     }
 
