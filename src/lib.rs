@@ -81,6 +81,7 @@ mod blocking;
 mod channel;
 mod clock;
 mod debug;
+pub mod io;
 pub mod net;
 mod reactor;
 mod scheduler;

@@ -43,7 +43,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -418,10 +418,72 @@ impl RemoteWaker {
     }
 }
 
-/// A socket's registration with one thread's poller.
+/// An fd's registration with one thread's poller.
 struct Registration {
     shared: Arc<Shared>,
     key: usize,
+}
+
+/// The registrations of one fd with the pollers of the threads that waited on it (usually
+/// one), and the parking on them. Does not own the fd: its owner calls [`release_all`]
+/// before closing it.
+///
+/// [`release_all`]: Registrations::release_all
+#[derive(Default)]
+pub(crate) struct Registrations {
+    list: Mutex<Vec<Registration>>,
+}
+
+impl Registrations {
+    /// Parks until `fd` is ready in `dir` (or may be: wake-ups can be spurious), or `deadline`
+    /// passes (`WouldBlock`). Registers the fd with this thread's poller on first use here.
+    pub(crate) fn wait(&self, fd: RawFd, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
+        let sched = scheduler();
+        let reactor = sched.reactor();
+        let key = self.registered(fd, reactor)?;
+        if reactor.take_ready(key, dir) {
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(timed_out());
+        }
+        let me = sched.current_rc();
+        reactor.add_waiter(key, dir, me.clone());
+        let waiting = IoWait { reactor, key, dir, task: &me };
+        reactor.rearm(fd, key)?;
+        me.set_state(State::Blocked(BlockedOn::Io(fd, dir)));
+        let alarm = deadline.map(|d| Alarm::arm(&me, d));
+        let wake = sched.park();
+        let timed_out_now = alarm.as_ref().is_some_and(Alarm::fired);
+        drop(alarm);
+        drop(waiting);
+        if timed_out_now {
+            return Err(timed_out());
+        }
+        if wake == Wake::Never {
+            return Err(killed());
+        }
+        Ok(())
+    }
+
+    /// The key of this thread's registration of `fd`, made on first use here.
+    fn registered(&self, fd: RawFd, reactor: &Reactor) -> io::Result<usize> {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reg) = list.iter().find(|reg| reactor.owns(&reg.shared)) {
+            return Ok(reg.key);
+        }
+        let (shared, key) = reactor.register(fd)?;
+        list.push(Registration { shared, key });
+        Ok(key)
+    }
+
+    /// Deletes `fd` from every poller it was added to. Call before closing it.
+    pub(crate) fn release_all(&mut self, fd: BorrowedFd<'_>) {
+        let list = std::mem::take(self.list.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for registration in list {
+            registration.release(fd);
+        }
+    }
 }
 
 /// A non-blocking socket whose blocking-style operations park the calling tasklet.
@@ -431,15 +493,14 @@ struct Registration {
 /// timeouts) is the caller's to pass to [`Source::io`] (see `net::NetSocket`).
 pub(crate) struct Source {
     socket: socket2::Socket,
-    /// One registration per thread's poller that the socket blocked on (usually one).
-    registrations: Mutex<Vec<Registration>>,
+    registrations: Registrations,
 }
 
 impl Source {
     /// Wraps a socket, making it non-blocking at the OS level.
     pub(crate) fn new(socket: socket2::Socket) -> io::Result<Source> {
         socket.set_nonblocking(true)?;
-        Ok(Source { socket, registrations: Mutex::new(Vec::new()) })
+        Ok(Source { socket, registrations: Registrations::default() })
     }
 
     pub(crate) fn socket(&self) -> &socket2::Socket {
@@ -450,21 +511,14 @@ impl Source {
     /// pollers, and blocking again at the OS level unless `nonblocking`.
     pub(crate) fn into_socket(self, nonblocking: bool) -> io::Result<socket2::Socket> {
         let mut this = std::mem::ManuallyDrop::new(self);
-        this.release_all();
+        let Source { socket, registrations } = &mut *this;
+        registrations.release_all(socket.as_fd());
         // SAFETY: `this` is never used or dropped again; each field is moved out exactly once.
         let (socket, registrations) =
             unsafe { (std::ptr::read(&this.socket), std::ptr::read(&this.registrations)) };
         drop(registrations);
         socket.set_nonblocking(nonblocking)?;
         Ok(socket)
-    }
-
-    /// Deletes the fd from every poller it was added to.
-    fn release_all(&mut self) {
-        let registrations = std::mem::take(self.registrations.get_mut().unwrap_or_else(|e| e.into_inner()));
-        for registration in registrations {
-            registration.release(&self.socket);
-        }
     }
 
     /// Runs `op` until it does not fail with `WouldBlock`, parking the current tasklet until
@@ -492,54 +546,17 @@ impl Source {
         }
     }
 
-    /// Parks until the socket is ready in `dir` (or may be: wake-ups can be spurious), or
-    /// `deadline` passes (`WouldBlock`).
+    /// Parks until the socket is ready in `dir` (see [`Registrations::wait`]).
     pub(crate) fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
-        let sched = scheduler();
-        let reactor = sched.reactor();
-        let key = self.registered(reactor)?;
-        if reactor.take_ready(key, dir) {
-            return Ok(());
-        }
-        if deadline.is_some_and(|d| d <= Instant::now()) {
-            return Err(timed_out());
-        }
-        let me = sched.current_rc();
-        reactor.add_waiter(key, dir, me.clone());
-        let waiting = IoWait { reactor, key, dir, task: &me };
-        reactor.rearm(self.socket.as_raw_fd(), key)?;
-        me.set_state(State::Blocked(BlockedOn::Io(self.socket.as_raw_fd(), dir)));
-        let alarm = deadline.map(|d| Alarm::arm(&me, d));
-        let wake = sched.park();
-        let timed_out_now = alarm.as_ref().is_some_and(Alarm::fired);
-        drop(alarm);
-        drop(waiting);
-        if timed_out_now {
-            return Err(timed_out());
-        }
-        if wake == Wake::Never {
-            return Err(io::Error::other("the tasklet was killed while it was already unwinding"));
-        }
-        Ok(())
-    }
-
-    /// The key of this thread's registration of the socket, made on first use here.
-    fn registered(&self, reactor: &Reactor) -> io::Result<usize> {
-        let mut registrations = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(reg) = registrations.iter().find(|reg| reactor.owns(&reg.shared)) {
-            return Ok(reg.key);
-        }
-        let (shared, key) = reactor.register(self.socket.as_raw_fd())?;
-        registrations.push(Registration { shared, key });
-        Ok(key)
+        self.registrations.wait(self.socket.as_raw_fd(), dir, deadline)
     }
 }
 
 impl Registration {
     /// Deletes the fd from the poller and frees its slot (directly on the owning thread, by a
     /// message otherwise).
-    fn release(self, socket: &socket2::Socket) {
-        if let Err(err) = self.shared.poller.delete(socket) {
+    fn release(self, fd: BorrowedFd<'_>) {
+        if let Err(err) = self.shared.poller.delete(fd) {
             log::debug!("tasklet: deleting an fd from its poller failed: {err}");
         }
         let local = crate::scheduler::existing_scheduler().is_some_and(|s| s.reactor().owns(&self.shared));
@@ -554,7 +571,8 @@ impl Registration {
 
 impl Drop for Source {
     fn drop(&mut self) {
-        self.release_all();
+        let Source { socket, registrations } = self;
+        registrations.release_all(socket.as_fd());
         // The socket itself closes after this, when the field drops.
     }
 }
@@ -577,6 +595,12 @@ impl Drop for IoWait<'_> {
     fn drop(&mut self) {
         self.reactor.remove_waiter(self.key, self.dir, self.task);
     }
+}
+
+/// The error of a wait cut short by a kill that could not unwind (the tasklet was already
+/// unwinding, or defers kills).
+pub(crate) fn killed() -> io::Error {
+    io::Error::other("the tasklet was killed")
 }
 
 /// The error of an operation whose timeout expired, as std reports it on Unix.

@@ -46,6 +46,17 @@
 //! Then the caller continues. A tasklet that never started is not switched to at all: its
 //! closure is dropped in place.
 //!
+//! ## Deferred kills
+//!
+//! Code called through a C ABI frame (the `tasklet-shims` hooks, reached from std's
+//! `extern "C"` call to `recv`) must not unwind: unwinding into a frame that was compiled as
+//! a non-unwinding call aborts the process. Such code runs its waits inside
+//! [`crate::io::with_kills_deferred`], which counts on the task (`defer_kills`). A kill that
+//! finds the tasklet parked there makes the wait return [`Wake::Never`] (so the blocking call
+//! fails with an error instead of unwinding) and stays pending; any later wait in the scope
+//! fails at once without parking. The kill is delivered at the first switch point outside
+//! the scope, or, if the tasklet returns first, by recording it as killed.
+//!
 //! # Deadlock
 //!
 //! When the dispatch loop finds nothing to run, it returns to main. If main was blocked (a
@@ -139,7 +150,8 @@ pub(crate) enum Wake {
     /// Something woke it (it was made runnable again).
     Woken,
     /// Nothing can ever wake it: the main tasklet deadlocked, or a tasklet was killed while
-    /// already unwinding. The caller must undo its registration and fail.
+    /// already unwinding or while deferring kills. The caller must undo its registration and
+    /// fail.
     Never,
 }
 
@@ -170,6 +182,9 @@ pub(crate) struct Task {
     name: Option<Box<str>>,
     state: Cell<State>,
     kill_pending: Cell<bool>,
+    /// Depth of `with_kills_deferred` scopes: while non-zero a kill never unwinds (see
+    /// "Deferred kills" in the module comment).
+    defer_kills: Cell<u32>,
     /// The coroutine; `None` for the main tasklet and once finished.
     coro: UnsafeCell<Option<Coro>>,
     /// The coroutine's yielder, set by the tasklet's root before any user code runs.
@@ -209,6 +224,19 @@ impl Task {
 
     pub(crate) fn is_main(&self) -> bool {
         self.slot.get() == MAIN_SLOT
+    }
+
+    /// Runs `f` with this tasklet's kills deferred (see "Deferred kills").
+    pub(crate) fn deferring_kills<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Leave<'a>(&'a Cell<u32>);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() - 1);
+            }
+        }
+        self.defer_kills.set(self.defer_kills.get() + 1);
+        let _leave = Leave(&self.defer_kills);
+        f()
     }
 
     pub(crate) fn timer(&self) -> Option<TimerKey> {
@@ -483,6 +511,7 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         name: Some("main".into()),
         state: Cell::new(State::Runnable),
         kill_pending: Cell::new(false),
+        defer_kills: Cell::new(0),
         coro: UnsafeCell::new(None),
         yielder: Cell::new(ptr::null()),
         outcome: RefCell::new(None),
@@ -600,6 +629,7 @@ impl Scheduler {
             name,
             state: Cell::new(State::Paused),
             kill_pending: Cell::new(false),
+            defer_kills: Cell::new(0),
             coro: UnsafeCell::new(Some(coro)),
             yielder: Cell::new(ptr::null()),
             outcome: RefCell::new(None),
@@ -694,6 +724,9 @@ impl Scheduler {
     pub(crate) fn schedule(&self) {
         // Alone, there is nobody to switch to; but a watchdog must see the slice end.
         if self.queued() == 0 && !self.wake_due_while_alone() && self.watchdog.get() == u64::MAX {
+            if self.current().kill_pending.get() {
+                let _ = self.deferred_kill(self.current(), Requeue::Back);
+            }
             return;
         }
         let _ = self.switch(Requeue::Back, None);
@@ -745,6 +778,9 @@ impl Scheduler {
             me.state.set(State::Runnable);
             return wake;
         }
+        if me.kill_pending.get() {
+            return self.deferred_kill(me, requeue);
+        }
         let yielder = me.yielder.get();
         // SAFETY: the yielder lives in the root frame of this tasklet's coroutine, set before
         // any user code ran; the root frame outlives every suspension of the tasklet.
@@ -757,9 +793,32 @@ impl Scheduler {
         }
     }
 
+    /// The current tasklet reaches a switch point with a deferred kill pending: deliver it if
+    /// kills are no longer deferred; otherwise fail a wait at once (blocking could only delay
+    /// the kill) and let a yield go ahead.
+    #[cold]
+    fn deferred_kill(&self, me: &Task, requeue: Requeue) -> Wake {
+        if me.defer_kills.get() == 0 {
+            return self.killed(me);
+        }
+        me.state.set(State::Runnable);
+        if requeue == Requeue::No {
+            return Wake::Never;
+        }
+        me.kill_pending.set(false);
+        let wake = self.switch(requeue, None);
+        me.kill_pending.set(true);
+        wake
+    }
+
     /// The current tasklet was resumed to be killed: unwind it, unless it is already unwinding.
     #[cold]
     fn killed(&self, me: &Task) -> Wake {
+        if me.defer_kills.get() > 0 {
+            // Inside `with_kills_deferred`: fail the wait, keep the kill for later.
+            me.state.set(State::Runnable);
+            return Wake::Never;
+        }
         me.kill_pending.set(false);
         if std::thread::panicking() {
             // Killed again while unwinding (a destructor blocked): do not start a second
@@ -1326,6 +1385,8 @@ where
     let me = sched.current_rc();
     me.yielder.set(yielder);
     let outcome = match panic::catch_unwind(AssertUnwindSafe(f)) {
+        // Killed inside `with_kills_deferred` and returned before reaching a switch point.
+        Ok(_) if me.kill_pending.replace(false) => Outcome::Killed,
         Ok(value) => Outcome::Returned(Box::new(value)),
         Err(payload) if payload.is::<TaskletExit>() => Outcome::Killed,
         Err(payload) => Outcome::Panicked(payload),

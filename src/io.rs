@@ -1,0 +1,214 @@
+//! Parking on raw file descriptors: the I/O bridge for fds that `tasklet::net` does not own.
+//!
+//! [`tasklet::net`](crate::net) covers sockets end to end. This module is the layer beneath it,
+//! for everything else that speaks readiness: a pipe, an `inotify` or `signalfd` descriptor, a
+//! socket made by another library, or the `tasklet-shims` crate, which hooks libc's blocking
+//! calls. The discipline is the one `net` follows (after Go's netpoller):
+//!
+//! - **Try first.** Make the fd non-blocking (`O_NONBLOCK`) yourself, attempt the operation,
+//!   and park only when it fails with `WouldBlock`; [`Registration::io`] is that loop.
+//! - **Register once.** A [`Registration`] adds the fd to the poller of each thread that waits
+//!   on it, the first time it waits there, in edge-triggered mode, and deletes it from all of
+//!   them when dropped. It does not own the fd: drop it *before* closing the fd, or the kernel
+//!   may hand the number to a new file while a poller still watches the old one.
+//! - **Kills.** A tasklet killed while parked in [`Registration::wait`] unwinds from there,
+//!   like from any blocking call of the runtime. Code that must not unwind (a function called
+//!   through a C ABI frame) runs its waits inside [`with_kills_deferred`].
+//!
+//! # Examples
+//!
+//! A reader tasklet parks on one end of a socket pair until the writer tasklet has written:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::os::fd::AsRawFd;
+//! use std::os::unix::net::UnixStream;
+//! use tasklet::io::{Interest, Registration};
+//!
+//! let (mut a, mut b) = UnixStream::pair().unwrap();
+//! a.set_nonblocking(true).unwrap();
+//! let reader = tasklet::spawn(move || {
+//!     // SAFETY: `a` outlives `registration` (locals drop before the captured `a`).
+//!     let registration = unsafe { Registration::new(a.as_raw_fd()) };
+//!     let mut buf = [0; 16];
+//!     let n = registration.io(Interest::Readable, None, || a.read(&mut buf)).unwrap();
+//!     buf[..n].to_vec()
+//! });
+//! tasklet::spawn(move || b.write_all(b"hello").unwrap());
+//! assert_eq!(reader.join().unwrap(), b"hello");
+//! ```
+
+use std::fmt;
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::time::Instant;
+
+use crate::reactor::{Direction, Registrations};
+use crate::scheduler::existing_scheduler;
+
+/// The readiness a tasklet waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Interest {
+    /// The fd has data to read, a connection to accept, or reached end of file or an error.
+    Readable,
+    /// The fd has room to write, finished connecting, or hit an error.
+    Writable,
+}
+
+impl From<Interest> for Direction {
+    fn from(interest: Interest) -> Direction {
+        match interest {
+            Interest::Readable => Direction::Read,
+            Interest::Writable => Direction::Write,
+        }
+    }
+}
+
+/// A raw fd's registration with the pollers of the threads whose tasklets wait on it.
+///
+/// Made without any system call; the fd is added to a thread's poller the first time a
+/// tasklet of that thread waits on it, and deleted from every poller when the registration is
+/// dropped. It is `Send` and `Sync`: tasklets of several threads may wait on one fd (each
+/// thread's poller gets the edges).
+pub struct Registration {
+    fd: RawFd,
+    registrations: Registrations,
+}
+
+impl Registration {
+    /// Makes a registration for `fd`, which should be non-blocking (`O_NONBLOCK`): the
+    /// runtime only parks when an attempt fails with `WouldBlock`, so an attempt on a blocking
+    /// fd blocks the whole thread.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must stay open until the registration is dropped: drop it before closing the fd.
+    /// (Closing first lets the kernel reuse the number for another file while a poller still
+    /// watches the old one, and the drop would then act on the wrong file.)
+    pub unsafe fn new(fd: RawFd) -> Registration {
+        Registration { fd, registrations: Registrations::default() }
+    }
+
+    /// The registered fd.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// Parks the current tasklet until the fd is ready for `interest`, or until `deadline`.
+    ///
+    /// Readiness is edge-triggered and wake-ups may be spurious: after this returns, retry the
+    /// operation, and wait again if it still fails with `WouldBlock`. An edge that arrived
+    /// while nobody waited is remembered, so a wait right after a failed attempt never misses
+    /// it. Several tasklets may wait at once; an edge wakes all of them, in arrival order.
+    ///
+    /// In the main tasklet the other tasklets run meanwhile; on a thread without tasklets the
+    /// thread blocks in its poller.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::TimedOut`] when `deadline` passes first; any error of the poller
+    /// (e.g. `EPERM` for a regular file, which epoll refuses: regular files are always ready);
+    /// an error of kind [`io::ErrorKind::Other`] when the tasklet is killed while kills are
+    /// deferred (see [`with_kills_deferred`]). Otherwise a kill unwinds the tasklet from here.
+    pub fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<()> {
+        self.registrations.wait(self.fd, interest.into(), deadline).map_err(|err| {
+            if err.kind() == io::ErrorKind::WouldBlock {
+                io::Error::from(io::ErrorKind::TimedOut)
+            } else {
+                err
+            }
+        })
+    }
+
+    /// Runs `op` until it does not fail with `WouldBlock`, parking for `interest` between
+    /// attempts (and retrying at once after `Interrupted`).
+    ///
+    /// # Errors
+    ///
+    /// The first error of `op` other than `WouldBlock` and `Interrupted`, or an error of
+    /// [`wait`](Registration::wait).
+    pub fn io<R>(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
+        mut op: impl FnMut() -> io::Result<R>,
+    ) -> io::Result<R> {
+        loop {
+            match op() {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                result => return result,
+            }
+            self.wait(interest, deadline)?;
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // SAFETY: per the contract of `new`, the fd is still open.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        self.registrations.release_all(fd);
+    }
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration").field("fd", &self.fd).finish_non_exhaustive()
+    }
+}
+
+/// Whether a wait on the calling thread parks the current tasklet rather than the thread:
+/// true once the thread has a scheduler (it spawned a tasklet, made a channel wait, ...).
+///
+/// Cheap (one thread-local read), allocation-free, and callable at any time, even before
+/// `main` and from thread-local destructors; code that hooks blocking calls asks it first and
+/// forwards straight to the OS when it is false.
+///
+/// # Examples
+///
+/// ```
+/// std::thread::spawn(|| {
+///     assert!(!tasklet::io::is_cooperative());
+///     tasklet::spawn(|| {}).join().unwrap();
+///     assert!(tasklet::io::is_cooperative());
+/// })
+/// .join()
+/// .unwrap();
+/// ```
+pub fn is_cooperative() -> bool {
+    existing_scheduler().is_some()
+}
+
+/// Runs `f` with kills of the current tasklet deferred: inside, a kill never unwinds.
+///
+/// For code that must not unwind, above all functions reached through a C ABI frame (hooks
+/// of libc's blocking calls: a Rust unwind into a frame that called them as `extern "C"`
+/// aborts the process). If the tasklet is killed while parked inside `f`, the wait fails
+/// instead ([`Registration::wait`] with an error of kind [`io::ErrorKind::Other`],
+/// [`crate::time::sleep`] returns early) and the kill stays pending: later waits inside `f`
+/// fail at once without parking, and the kill is delivered at the first switch point after
+/// `f` returns. A tasklet that returns first ends killed all the same ([`crate::JoinError::Killed`]).
+/// Scopes nest. On a thread without a scheduler, or in the main tasklet (which cannot be
+/// killed), this just calls `f`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let sleeper = tasklet::spawn(|| {
+///     tasklet::io::with_kills_deferred(|| tasklet::time::sleep(Duration::from_secs(3600)));
+///     // The sleep returned early; the kill is delivered at the next switch point.
+///     tasklet::schedule();
+///     unreachable!();
+/// });
+/// tasklet::schedule(); // the sleeper starts and parks
+/// sleeper.kill();
+/// assert!(matches!(sleeper.join(), Err(tasklet::JoinError::Killed)));
+/// ```
+pub fn with_kills_deferred<R>(f: impl FnOnce() -> R) -> R {
+    match existing_scheduler() {
+        Some(sched) => sched.current().deferring_kills(f),
+        None => f(),
+    }
+}

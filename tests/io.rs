@@ -1,0 +1,244 @@
+//! Integration tests of `tasklet::io`: parking on raw fds, deadlines, kills (unwinding and
+//! deferred), registrations on several threads, and fds that epoll refuses.
+//!
+//! Every `#[test]` runs on its own thread and therefore has its own scheduler. Pipes and
+//! socket pairs only; timing bounds are loose sanity bounds, never speed assertions.
+
+use std::cell::Cell;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tasklet::io::{is_cooperative, with_kills_deferred, Interest, Registration};
+use tasklet::JoinError;
+
+mod common;
+use common::{fd_count, in_child, ms, run_in_child};
+
+/// A non-blocking socket pair.
+fn pair() -> (UnixStream, UnixStream) {
+    let (a, b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    (a, b)
+}
+
+/// A non-blocking pipe (read end, write end).
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two fds pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) }, 0);
+    // SAFETY: both fds were just created and are owned by nothing else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+#[test]
+fn waits_on_a_pipe_until_the_writer_writes() {
+    let (r, w) = pipe();
+    let log = Rc::new(Cell::new(0));
+    let seen = log.clone();
+    let reader = tasklet::spawn(move || {
+        // SAFETY: `r` outlives the registration (locals drop before captures).
+        let registration = unsafe { Registration::new(r.as_raw_fd()) };
+        let mut file = std::fs::File::from(r.try_clone().unwrap());
+        let mut buf = [0; 8];
+        let n = registration.io(Interest::Readable, None, || file.read(&mut buf)).unwrap();
+        seen.set(1);
+        buf[..n].to_vec()
+    });
+    tasklet::spawn(move || {
+        tasklet::schedule(); // the reader parks first
+        assert_eq!(log.get(), 0, "the reader must not return before anything was written");
+        std::fs::File::from(w).write_all(b"pipe").unwrap();
+    });
+    assert_eq!(reader.join().unwrap(), b"pipe");
+}
+
+#[test]
+fn a_deadline_ends_the_wait_with_timed_out() {
+    let (a, _b) = pair();
+    let t = tasklet::spawn(move || {
+        // SAFETY: `a` outlives the registration.
+        let registration = unsafe { Registration::new(a.as_raw_fd()) };
+        let start = Instant::now();
+        let err = registration.wait(Interest::Readable, Some(start + ms(30))).unwrap_err();
+        (err.kind(), start.elapsed())
+    });
+    let (kind, waited) = t.join().unwrap();
+    assert_eq!(kind, ErrorKind::TimedOut);
+    assert!(waited >= ms(30) && waited < Duration::from_secs(5), "{waited:?}");
+}
+
+#[test]
+fn a_writable_socket_wakes_at_once() {
+    let (a, _b) = pair();
+    // SAFETY: `a` outlives the registration.
+    let registration = unsafe { Registration::new(a.as_raw_fd()) };
+    // The main tasklet waits too (the dispatcher polls for it).
+    registration.wait(Interest::Writable, Some(Instant::now() + Duration::from_secs(5))).unwrap();
+}
+
+#[test]
+fn killing_a_tasklet_parked_on_an_fd_unwinds_it_and_leaves_no_waiter() {
+    let (a, _b) = pair();
+    let a = Rc::new(a);
+    let fd = a.as_raw_fd();
+    let dropped = Rc::new(Cell::new(false));
+    let flag = dropped.clone();
+    let t = tasklet::spawn(move || {
+        struct OnDrop(Rc<Cell<bool>>);
+        impl Drop for OnDrop {
+            fn drop(&mut self) {
+                self.0.set(true);
+            }
+        }
+        let _guard = OnDrop(flag);
+        // SAFETY: `a` (kept alive by the test too) outlives the registration.
+        let registration = unsafe { Registration::new(fd) };
+        registration.wait(Interest::Readable, None).unwrap();
+        unreachable!("nothing is ever written");
+    });
+    tasklet::schedule();
+    assert_eq!(tasklet::snapshot().stats.parked_on_io, 1);
+    t.kill();
+    assert!(matches!(t.join(), Err(JoinError::Killed)));
+    assert!(dropped.get());
+    assert_eq!(tasklet::snapshot().stats.parked_on_io, 0);
+    drop(a);
+}
+
+#[test]
+fn a_deferred_kill_fails_the_wait_and_is_delivered_at_the_next_switch_point() {
+    let (a, _b) = pair();
+    let fd = a.as_raw_fd();
+    let steps = Rc::new(Cell::new(0));
+    let seen = steps.clone();
+    let t = tasklet::spawn(move || {
+        let _keep = &a;
+        // SAFETY: `a` outlives the registration.
+        let registration = unsafe { Registration::new(fd) };
+        with_kills_deferred(|| {
+            let err = registration.wait(Interest::Readable, None).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Other);
+            seen.set(1);
+            // The kill is still pending: a second wait fails at once instead of parking.
+            let again = registration.wait(Interest::Readable, None).unwrap_err();
+            assert_eq!(again.kind(), ErrorKind::Other);
+            // So does a sleep, which returns early.
+            let start = Instant::now();
+            tasklet::time::sleep(Duration::from_secs(3600));
+            assert!(start.elapsed() < Duration::from_secs(60));
+            seen.set(2);
+        });
+        seen.set(3);
+        tasklet::schedule(); // the first switch point outside the scope
+        seen.set(4);
+    });
+    tasklet::schedule();
+    t.kill();
+    assert!(matches!(t.join(), Err(JoinError::Killed)));
+    assert_eq!(steps.get(), 3);
+}
+
+#[test]
+fn a_tasklet_that_returns_with_a_deferred_kill_pending_ends_killed() {
+    let t = tasklet::spawn(|| {
+        with_kills_deferred(|| tasklet::time::sleep(Duration::from_secs(3600)));
+        42
+    });
+    tasklet::schedule();
+    t.kill();
+    assert!(matches!(t.join(), Err(JoinError::Killed)));
+}
+
+#[test]
+fn deferral_scopes_nest() {
+    let t = tasklet::spawn(|| {
+        with_kills_deferred(|| {
+            with_kills_deferred(|| tasklet::time::sleep(Duration::from_secs(3600)));
+            // Still inside the outer scope: a yield goes ahead without unwinding.
+            tasklet::schedule();
+            "outer scope survived"
+        })
+    });
+    tasklet::schedule();
+    t.kill();
+    // The tasklet returned before any switch point outside both scopes.
+    assert!(matches!(t.join(), Err(JoinError::Killed)));
+}
+
+#[test]
+fn tasklets_of_two_threads_wait_on_one_fd() {
+    let (a, b) = pair();
+    let a = Arc::new(a);
+    // SAFETY: `a` outlives the registration: both threads are joined before `a` drops.
+    let registration = Arc::new(unsafe { Registration::new(a.as_raw_fd()) });
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let registration = registration.clone();
+            std::thread::spawn(move || {
+                let t = tasklet::spawn(move || registration.wait(Interest::Readable, None));
+                t.join().unwrap()
+            })
+        })
+        .collect();
+    std::thread::sleep(ms(50));
+    (&b).write_all(b"x").unwrap();
+    for waiter in waiters {
+        waiter.join().unwrap().unwrap();
+    }
+    drop(registration);
+    drop(a);
+}
+
+#[test]
+fn a_regular_file_is_refused_with_the_pollers_error() {
+    let file = std::fs::File::open("/proc/self/status").unwrap();
+    // SAFETY: `file` outlives the registration.
+    let registration = unsafe { Registration::new(file.as_raw_fd()) };
+    let err = tasklet::spawn(move || registration.wait(Interest::Readable, None)).join().unwrap().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(1), "epoll refuses regular files with EPERM: {err}");
+}
+
+#[test]
+fn is_cooperative_once_the_thread_has_a_scheduler() {
+    std::thread::spawn(|| {
+        assert!(!is_cooperative());
+        // Outside the runtime, deferring kills just calls the closure.
+        assert_eq!(with_kills_deferred(|| 7), 7);
+        tasklet::spawn(|| assert!(is_cooperative())).join().unwrap();
+        assert!(is_cooperative());
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn registrations_leave_no_fd_behind() {
+    if !in_child("registrations_leave_no_fd_behind") {
+        return run_in_child("registrations_leave_no_fd_behind");
+    }
+    // Create the poller first so that it is not counted as a leak.
+    let (a, b) = pair();
+    // SAFETY: `a` outlives the registration.
+    let warm = unsafe { Registration::new(a.as_raw_fd()) };
+    (&b).write_all(b"x").unwrap();
+    warm.wait(Interest::Readable, None).unwrap();
+    drop(warm);
+    let before = fd_count();
+    for _ in 0..200 {
+        let (a, b) = pair();
+        let t = tasklet::spawn(move || {
+            // SAFETY: `a` outlives the registration.
+            let registration = unsafe { Registration::new(a.as_raw_fd()) };
+            let mut buf = [0; 1];
+            registration.io(Interest::Readable, None, || (&a).read(&mut buf)).unwrap()
+        });
+        tasklet::spawn(move || (&b).write_all(b"y").unwrap());
+        assert_eq!(t.join().unwrap(), 1);
+    }
+    assert_eq!(fd_count(), before);
+}
