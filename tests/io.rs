@@ -199,7 +199,8 @@ fn a_regular_file_is_refused_with_the_pollers_error() {
     let file = std::fs::File::open("/proc/self/status").unwrap();
     // SAFETY: `file` outlives the registration.
     let registration = unsafe { Registration::new(file.as_raw_fd()) };
-    let err = tasklet::spawn(move || registration.wait(Interest::Readable, None)).join().unwrap().unwrap_err();
+    let err =
+        tasklet::spawn(move || registration.wait(Interest::Readable, None)).join().unwrap().unwrap_err();
     assert_eq!(err.raw_os_error(), Some(1), "epoll refuses regular files with EPERM: {err}");
 }
 
