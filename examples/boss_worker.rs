@@ -14,7 +14,7 @@
 //! ```sh
 //! cargo run --release --example boss_worker                         # the self-contained demo
 //! cargo run --release --example boss_worker -- --workers 4 --clients 64 --requests 1000
-//! cargo run --release --example boss_worker -- --serve 127.0.0.1:7100   # only the server
+//! cargo run --release --example boss_worker -- --serve 127.0.0.1:7100   # only the server (SIGQUIT dumps)
 //! printf 'SUM 1 2 3\nHASH 1000 tasklet\nSLEEP 20\nRAND 16 7\nQUIT\n' | nc 127.0.0.1 7100
 //! RUST_LOG=debug cargo run --release --example boss_worker -- --clients 2 --requests 10
 //! ```
@@ -125,6 +125,10 @@ fn main() -> ExitCode {
         }
     };
     if args.serve.is_some() {
+        // `kill -QUIT <pid>` prints every tasklet (docs/debugging.md).
+        if let Err(err) = tasklet::dump_on_signal(libc::SIGQUIT) {
+            eprintln!("boss_worker: no dump on SIGQUIT: {err}");
+        }
         println!("boss_worker: serving on {} with {} workers", server.local_addr(), args.workers);
         server.wait(); // until the process is killed
         return ExitCode::SUCCESS;

@@ -14,14 +14,35 @@
 //! Nothing can preempt native code: a tasklet that never gives up the CPU is only seen when it
 //! finally does. The stall report and the watchdog are therefore after the fact, like
 //! Stackless's `run(timeout)` checks between tasklets, and unlike its interpreter-level one.
+//!
+//! # Dumps on a signal
+//!
+//! [`dump_on_signal`] is Go's SIGQUIT goroutine dump. A signal handler may not allocate or
+//! touch a scheduler (it interrupts one mid-switch), so the handler does two async-signal-safe
+//! things only: it bumps a process-wide request counter and writes to an `eventfd`. Every
+//! scheduler's poller watches that eventfd (added, edge-triggered, the first time the scheduler
+//! polls after the handler was installed; never closed, so never deleted), so a thread asleep
+//! in `epoll_wait` wakes up. Each scheduler compares the counter with the last value it saw
+//! whenever it polls, and dumps its own tasklets if the counter moved: after the wait in the
+//! idle path, and at the busy-path check that runs while tasklets wait on I/O or timers.
+//! Rejected: a dedicated dump tasklet per thread blocked on the eventfd (it would keep `run()`
+//! from ever returning, since a tasklet parked on I/O keeps the thread alive), and a check at
+//! every switch (the hot path stays free of it). A thread whose tasklets only compute and use
+//! channels never polls, and a thread stuck in native code never reaches a switch; neither
+//! dumps (a debugger can: `gdb -p PID`, `thread apply all bt`).
 
+use std::cell::Cell;
 use std::fmt;
+use std::io::{self, Write};
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::reactor::Direction;
 use crate::scheduler::{scheduler, BlockedOn, Describe, State};
+use crate::sys::{raw, syscall};
 
 /// What a tasklet is doing, as [`TaskletInfo::state`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,12 +231,112 @@ pub fn snapshot() -> Snapshot {
 
 /// Prints a [`Snapshot`] of the calling thread to standard error.
 ///
-/// For a dump on demand (Go's SIGQUIT dump), run a debug tasklet that waits for the request and
-/// calls this: for instance one blocked reading a Unix datagram socket or a FIFO that an
-/// operator writes to, or one polling a flag that a signal handler sets (a signal handler itself
-/// must not call this: it allocates).
+/// For a dump on demand, as Go dumps its goroutines on `SIGQUIT`, see [`dump_on_signal`]; a
+/// signal handler itself must not call this (it allocates).
 pub fn dump() {
     eprintln!("{}", snapshot());
+}
+
+/// Dump requests received by the signal handler of [`dump_on_signal`] so far.
+static DUMP_REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// The eventfd the handler writes to so that sleeping pollers wake up; -1 until installed.
+static DUMP_EVENTFD: AtomicI32 = AtomicI32::new(-1);
+/// Serialises installations (creating the eventfd once, `sigaction`).
+static INSTALL: Mutex<()> = Mutex::new(());
+
+/// Makes `signal` print a [`Snapshot`] of every thread's tasklets to standard error, as Go
+/// prints its goroutines on `SIGQUIT`; the process goes on running.
+///
+/// Installs a process-wide handler for `signal` (replacing the previous disposition; the
+/// handler only records the request and wakes the pollers). Each thread with a scheduler dumps
+/// its own tasklets the next time it polls for I/O: at once if it is waiting in its poller,
+/// within one pass over its run queue while tasklets wait on I/O or timers. A thread whose
+/// tasklets only compute and use channels does not poll and does not dump, and no thread can
+/// dump while native code holds it (see the [module design](self)). Calling it again, for
+/// the same or another signal, is allowed.
+///
+/// # Errors
+/// `InvalidInput` for `SIGSEGV`, `SIGBUS`, `SIGILL` and `SIGFPE` (faults, and the stack
+/// overflow handler's), and for signals that cannot be caught or do not exist (`sigaction`'s
+/// `EINVAL`); the OS error if the eventfd cannot be created.
+///
+/// # Examples
+///
+/// ```no_run
+/// // `kill -QUIT <pid>` now prints the tasklets of every thread to stderr.
+/// tasklet::dump_on_signal(libc::SIGQUIT)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn dump_on_signal(signal: libc::c_int) -> io::Result<()> {
+    if matches!(signal, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("signal {signal} reports a fault; it cannot request a tasklet dump"),
+        ));
+    }
+    let _guard = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if DUMP_EVENTFD.load(Ordering::Acquire) < 0 {
+        let fd = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
+        DUMP_EVENTFD.store(fd, Ordering::Release);
+    }
+    // SAFETY: a zeroed `sigaction` is a valid value (empty mask, no flags); the handler is an
+    // `extern "C" fn(c_int)` that only touches atomics and calls `write`, both
+    // async-signal-safe; the pointers passed are valid for the call.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = request_dump as *const () as usize;
+        action.sa_flags = libc::SA_RESTART;
+        syscall!(sigemptyset(&mut action.sa_mask))?;
+        syscall!(sigaction(signal, &action, std::ptr::null_mut()))?;
+    }
+    Ok(())
+}
+
+/// The signal handler of [`dump_on_signal`]: async-signal-safe, preserves `errno`.
+extern "C" fn request_dump(_signal: libc::c_int) {
+    DUMP_REQUESTS.fetch_add(1, Ordering::Relaxed);
+    let fd = DUMP_EVENTFD.load(Ordering::Acquire);
+    if fd >= 0 {
+        // SAFETY: `__errno_location` returns this thread's errno slot; `write` of 8 bytes from
+        // a live local to an eventfd that is never closed. A full counter (EAGAIN) is harmless.
+        unsafe {
+            let errno = raw::__errno_location();
+            let saved = *errno;
+            let one: u64 = 1;
+            raw::write(fd, (&one as *const u64).cast(), 8);
+            *errno = saved;
+        }
+    }
+}
+
+/// The eventfd pollers watch for dump requests, once [`dump_on_signal`] was called.
+pub(crate) fn dump_eventfd() -> Option<RawFd> {
+    let fd = DUMP_EVENTFD.load(Ordering::Acquire);
+    (fd >= 0).then_some(fd)
+}
+
+/// The dump requests so far; a scheduler starts from the value at its creation.
+pub(crate) fn dump_requests() -> u64 {
+    DUMP_REQUESTS.load(Ordering::Relaxed)
+}
+
+/// Dumps the calling thread's tasklets if a dump was requested since `seen` was updated.
+/// Called by the reactor whenever it polls, with no scheduler state borrowed.
+pub(crate) fn dump_if_requested(seen: &Cell<u64>) {
+    let requests = DUMP_REQUESTS.load(Ordering::Relaxed);
+    if requests == seen.get() {
+        return;
+    }
+    seen.set(requests);
+    let thread = std::thread::current();
+    let report = format!(
+        "tasklet dump of thread '{}' ({:?}):\n{}\n",
+        thread.name().unwrap_or("<unnamed>"),
+        thread.id(),
+        snapshot()
+    );
+    // One write of the whole report, so dumps of several threads do not interleave by line.
+    let _ = io::stderr().lock().write_all(report.as_bytes());
 }
 
 /// Turns per-tasklet CPU accounting on the calling thread on or off (on by default). Off, a

@@ -97,8 +97,8 @@ pub use channel::{
     TryRecvError, TrySendError,
 };
 pub use debug::{
-    dump, set_accounting, set_stall_threshold, snapshot, SchedulerStats, Snapshot, TaskletInfo, TaskletState,
-    WaitingOn,
+    dump, dump_on_signal, set_accounting, set_stall_threshold, snapshot, SchedulerStats, Snapshot,
+    TaskletInfo, TaskletState, WaitingOn,
 };
 pub use scheduler::{
     run, run_watchdog, runcount, schedule, schedule_remove, set_default_stack_size, DeadlockError,

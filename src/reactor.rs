@@ -105,7 +105,15 @@ pub(crate) struct Reactor {
     mode: PollMode,
     /// Calls to the poller since the reactor was created.
     polls: Cell<u64>,
+    /// Dump requests seen (see `debug::dump_on_signal`).
+    dumps_seen: Cell<u64>,
+    /// Whether the poller watches the dump-request eventfd.
+    watches_dumps: Cell<bool>,
 }
+
+/// The key of the dump-request eventfd's events. `polling` reserves `usize::MAX`; no fd slot
+/// has this key, as that would need a slot index of 2^32 - 2.
+const DUMP_KEY: usize = usize::MAX - 1;
 
 /// Minimum time between two non-blocking polls while tasklets are runnable.
 const BUSY_POLL_INTERVAL: Duration = Duration::from_micros(50);
@@ -135,6 +143,8 @@ impl Reactor {
             last_poll: Cell::new(None),
             mode,
             polls: Cell::new(0),
+            dumps_seen: Cell::new(crate::debug::dump_requests()),
+            watches_dumps: Cell::new(false),
         }
     }
 
@@ -312,6 +322,15 @@ impl Reactor {
         };
         self.last_poll.set(Some(Instant::now()));
         self.polls.set(self.polls.get() + 1);
+        if !self.watches_dumps.get() {
+            if let Some(fd) = crate::debug::dump_eventfd() {
+                // SAFETY: the dump eventfd is never closed.
+                match unsafe { shared.poller.add_with_mode(fd, Event::readable(DUMP_KEY), PollMode::Edge) } {
+                    Ok(()) => self.watches_dumps.set(true),
+                    Err(err) => log::warn!("tasklet: cannot watch for dump requests: {err}"),
+                }
+            }
+        }
         let mut events = self.events.borrow_mut();
         events.clear();
         if let Err(err) = shared.poller.wait(&mut events, timeout) {
@@ -320,8 +339,13 @@ impl Reactor {
                 return false;
             }
         }
+        // Before waking anyone: the dump shows what the tasklets waited on when it was asked for.
+        crate::debug::dump_if_requested(&self.dumps_seen);
         let mut fds = self.fds.borrow_mut();
         for event in events.iter() {
+            if event.key == DUMP_KEY {
+                continue; // the counter says whether to dump, below
+            }
             let (index, generation) = split(event.key);
             let Some(slot) = fds.get_mut(index) else { continue };
             if !slot.in_use || slot.generation != generation {
@@ -368,6 +392,7 @@ impl Reactor {
 
     /// Polls without blocking if tasklets wait on I/O and the last poll is old enough.
     pub(crate) fn poll_while_busy(&self) {
+        crate::debug::dump_if_requested(&self.dumps_seen);
         if self.parked.get() == 0 {
             return;
         }

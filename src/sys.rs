@@ -23,7 +23,7 @@ pub(crate) use syscall;
 
 /// Module for calls that must not allocate (signal handlers): the bare libc entry points.
 pub(crate) mod raw {
-    pub(crate) use libc::{abort, sigaction, write};
+    pub(crate) use libc::{__errno_location, abort, sigaction, write};
 }
 
 /// Numeric results of libc calls that signal failure with `-1`.

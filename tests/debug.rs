@@ -243,3 +243,89 @@ fn channel_deadlock_is_logged_with_the_report() {
     other.close();
     tasklet::run();
 }
+
+#[test]
+fn dump_on_signal_refuses_fault_signals() {
+    for signal in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
+        let err = tasklet::dump_on_signal(signal).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{signal}: {err}");
+    }
+}
+
+/// A signal makes every scheduler thread print its tasklets, whether it sleeps in its poller
+/// or is about to; the process goes on. Runs in a child: the handler is process-wide, and the
+/// child reads its own stderr through a pipe to see both dumps before it lets the readers go,
+/// so each thread must have been woken by the request itself.
+#[test]
+fn signal_dumps_every_scheduler_thread() {
+    const NAME: &str = "signal_dumps_every_scheduler_thread";
+    if common::in_child(NAME) {
+        use std::io::{BufRead, Read, Write};
+        use std::os::fd::FromRawFd;
+        use tasklet::net::unix::UnixStream;
+        tasklet::dump_on_signal(libc::SIGUSR1).unwrap();
+        assert_eq!(tasklet::dump_on_signal(1 << 20).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        let (a1, mut a2) = UnixStream::pair().unwrap();
+        let (b1, mut b2) = UnixStream::pair().unwrap();
+        // Each thread announces from a second tasklet, which runs once its reader has parked.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let reader = |name: &str, mut stream: UnixStream, ready: std::sync::mpsc::Sender<()>| {
+            stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap(); // bounds a failure
+            let reader = tasklet::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    let mut buf = [0; 1];
+                    stream.read(&mut buf).unwrap()
+                })
+                .unwrap();
+            tasklet::spawn(move || ready.send(()).unwrap());
+            reader
+        };
+        // stderr goes to a pipe until both dumps were read from it.
+        let mut pipe = [0; 2];
+        // SAFETY: pipe/dup/dup2 on fds this process owns; fd 2 is restored below.
+        let saved_stderr = unsafe {
+            assert_eq!(libc::pipe(pipe.as_mut_ptr()), 0);
+            let saved = libc::dup(2);
+            assert_eq!(libc::dup2(pipe[1], 2), 2);
+            libc::close(pipe[1]);
+            saved
+        };
+        // SAFETY: the read end is ours alone.
+        let captured = std::io::BufReader::new(unsafe { std::fs::File::from_raw_fd(pipe[0]) });
+        let second_ready = ready_tx.clone();
+        let second = std::thread::Builder::new()
+            .name("second".into())
+            .spawn(move || reader("second-reader", b1, second_ready).join().unwrap())
+            .unwrap();
+        let first = reader("first-reader", a1, ready_tx);
+        let signaller = std::thread::spawn(move || {
+            ready_rx.recv().unwrap();
+            ready_rx.recv().unwrap();
+            // SAFETY: raise(3) of a signal that has a handler.
+            assert_eq!(unsafe { libc::raise(libc::SIGUSR1) }, 0);
+            let mut text = String::new();
+            let mut lines = captured.lines();
+            while text.matches("tasklet dump of thread").count() < 2 || !text.ends_with("\n\n") {
+                text.push_str(&lines.next().expect("stderr is open").unwrap());
+                text.push('\n');
+            }
+            // SAFETY: puts the real stderr back.
+            unsafe { libc::dup2(saved_stderr, 2) };
+            eprint!("{text}");
+            a2.write_all(b"x").unwrap();
+            b2.write_all(b"y").unwrap();
+        });
+        assert_eq!(first.join().unwrap(), 1);
+        assert_eq!(second.join().unwrap(), 1);
+        signaller.join().unwrap();
+        return;
+    }
+    let out = common::run_child(NAME, &[]);
+    common::assert_child_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    print!("{stderr}");
+    let second = stderr.find("tasklet dump of thread 'second'").expect("the second thread dumped");
+    assert!(stderr[second..].contains("'second-reader'  blocked  read on fd"), "{stderr}");
+    assert!(stderr.contains("'first-reader'  blocked  read on fd"), "the first thread dumped too:\n{stderr}");
+}
