@@ -7,10 +7,10 @@
 //! created once per sample, not once per operation.
 //!
 //! - `switch/two_tasklets`: two tasklets alternate with `schedule()`; time per switch from one
-//!   tasklet to the other (each goes through the dispatcher on the main stack: two stack
-//!   switches and one run-queue push and pop).
+//!   tasklet to the other (one stack switch, one run-queue push and pop).
 //! - `switch/main_and_tasklet`: the main tasklet and one tasklet alternate with `schedule()`;
-//!   main is the dispatcher, so each switch is a single stack switch.
+//!   the same one stack switch, but the two sides return into different code after it, which
+//!   the CPU's return-stack predictor gets wrong once per switch.
 //! - `channel_round_trip/{receiver,neither}`: ping-pong between two tasklets over two channels;
 //!   time per round trip (a send and a receive each way), with the channels' preference.
 //! - `spawn_run_finish/{1,100,10000}`: spawn a batch of tasklets running an empty closure, then
@@ -19,6 +19,9 @@
 //!   boxing it for `join`.)
 //! - `channel_send_to_blocked_receiver/{receiver,neither,sender}`: a tasklet sends a stream of
 //!   values to a tasklet that receives them in a loop; time per message, by preference.
+//! - `accounting_off/*`: `switch/*` and `channel_round_trip/receiver` again with per-tasklet CPU
+//!   accounting off (`tasklet::set_accounting(false)`): every other benchmark runs with the
+//!   default, accounting on, which reads the TSC once per switch (~5 ns on this VM).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -35,44 +38,46 @@ fn scale(elapsed: Duration, done: u64, wanted: u64) -> Duration {
     }
 }
 
-fn switch(c: &mut Criterion) {
-    let mut group = c.benchmark_group("switch");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("two_tasklets", |b| {
-        b.iter_custom(|iters| {
-            // Each tasklet calls schedule() n times: 2n switches between them.
-            let n = iters.div_ceil(2).max(1);
-            for _ in 0..2 {
-                tasklet::spawn(move || {
-                    for _ in 0..n {
-                        tasklet::schedule();
-                    }
-                });
-            }
-            let start = Instant::now();
-            tasklet::run();
-            scale(start.elapsed(), 2 * n, iters)
-        })
-    });
-    group.bench_function("main_and_tasklet", |b| {
-        b.iter_custom(|iters| {
-            // main -> tasklet -> main is two switches; n rounds.
-            let n = iters.div_ceil(2).max(1);
-            let t = tasklet::spawn(move || {
-                for _ in 0..n {
-                    tasklet::schedule();
-                }
-            });
-            let start = Instant::now();
+/// `iters` switches between two tasklets calling `schedule()`.
+fn two_tasklets(iters: u64) -> Duration {
+    // Each tasklet calls schedule() n times: 2n switches between them.
+    let n = iters.div_ceil(2).max(1);
+    for _ in 0..2 {
+        tasklet::spawn(move || {
             for _ in 0..n {
                 tasklet::schedule();
             }
-            let elapsed = start.elapsed();
-            tasklet::run();
-            assert!(!t.is_alive());
-            scale(elapsed, 2 * n, iters)
-        })
+        });
+    }
+    let start = Instant::now();
+    tasklet::run();
+    scale(start.elapsed(), 2 * n, iters)
+}
+
+/// `iters` switches between the main tasklet and a tasklet, both calling `schedule()`.
+fn main_and_tasklet(iters: u64) -> Duration {
+    // main -> tasklet -> main is two switches; n rounds.
+    let n = iters.div_ceil(2).max(1);
+    let t = tasklet::spawn(move || {
+        for _ in 0..n {
+            tasklet::schedule();
+        }
     });
+    let start = Instant::now();
+    for _ in 0..n {
+        tasklet::schedule();
+    }
+    let elapsed = start.elapsed();
+    tasklet::run();
+    assert!(!t.is_alive());
+    scale(elapsed, 2 * n, iters)
+}
+
+fn switch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("switch");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("two_tasklets", |b| b.iter_custom(two_tasklets));
+    group.bench_function("main_and_tasklet", |b| b.iter_custom(main_and_tasklet));
     group.finish();
 }
 
@@ -107,6 +112,26 @@ fn channel_round_trip(c: &mut Criterion) {
     for (name, preference) in [("receiver", Preference::Receiver), ("neither", Preference::Neither)] {
         group.bench_function(name, |b| b.iter_custom(|iters| round_trips(iters.max(1), preference)));
     }
+    group.finish();
+}
+
+/// Without per-tasklet CPU accounting (the thread's setting is restored for every iteration).
+fn accounting_off(c: &mut Criterion) {
+    fn off<R>(f: impl FnOnce() -> R) -> R {
+        tasklet::set_accounting(false);
+        let r = f();
+        tasklet::set_accounting(true);
+        r
+    }
+    let mut group = c.benchmark_group("accounting_off");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("switch/two_tasklets", |b| b.iter_custom(|iters| off(|| two_tasklets(iters))));
+    group.bench_function("switch/main_and_tasklet", |b| {
+        b.iter_custom(|iters| off(|| main_and_tasklet(iters)))
+    });
+    group.bench_function("channel_round_trip/receiver", |b| {
+        b.iter_custom(|iters| off(|| round_trips(iters.max(1), Preference::Receiver)))
+    });
     group.finish();
 }
 
@@ -180,6 +205,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = switch, channel_round_trip, spawn_run_finish, channel_send_to_blocked_receiver
+    targets = switch, channel_round_trip, accounting_off, spawn_run_finish, channel_send_to_blocked_receiver
 }
 criterion_main!(benches);

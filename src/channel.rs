@@ -20,6 +20,17 @@
 //! its tasklet twice (a crash found by `tests/fuzz.rs`, pinned by
 //! `timed_out_receiver_not_yet_run_is_not_served_or_queued_twice`).
 //!
+//! # Hand-off and inlining
+//!
+//! When the preference rule says the waiting receiver (or sender) runs now, the caller passes
+//! it to the scheduler as the switch's *target*: the switch goes straight to the partner's
+//! stack, which never passes through the run queue. The blocking path (`block`, `offer`,
+//! `take`, `hand_over`, `send`, `receive`) is `#[inline(always)]`: a tasklet resumed by a
+//! switch returns through the frames it suspended in, and each return into a frame that the
+//! tasklet switched from did not have costs a return misprediction (~7 ns here); inlined, a
+//! resumed channel operation returns through one frame instead of four
+//! (`channel_round_trip/receiver` 67 → 55 ns).
+//!
 //! # The preference rule (Stackless's implementation, not its documentation)
 //!
 //! The caller's direction `d` is +1 for send and -1 for receive. When a caller finds a partner
@@ -180,10 +191,18 @@ struct Registration<'a, T> {
 }
 
 impl<T> Drop for Registration<'_, T> {
+    #[inline(always)]
     fn drop(&mut self) {
-        if self.node.done.get() {
-            return;
+        if !self.node.done.get() {
+            self.unregister();
         }
+    }
+}
+
+impl<T> Registration<'_, T> {
+    /// The wait ended without a partner or `close`: take the node out of the queue.
+    #[cold]
+    fn unregister(&self) {
         let mut waiters = self.inner.waiters.borrow_mut();
         if let Some(pos) = waiters.iter().position(|w| std::ptr::eq(w.node.as_ptr(), self.node)) {
             waiters.remove(pos);
@@ -198,6 +217,7 @@ impl<T> Inner<T> {
     /// A waiter whose timeout fired is runnable but stays listed until it runs and its
     /// `Registration` removes it; such stale entries are dropped here (without `done`, so the
     /// waiter reports its timeout), never served: waking it again would queue it twice.
+    #[inline(always)]
     fn pop_waiter(&self, direction_of_waiters: isize) -> Option<Waiter<T>> {
         loop {
             let waiter = self.waiters.borrow_mut().pop_front()?;
@@ -211,6 +231,7 @@ impl<T> Inner<T> {
 
     /// Gives `value` to a waiting receiver, if there is one (the rendezvous of a send that
     /// does not block); otherwise gives it back.
+    #[inline(always)]
     fn offer(&self, value: T) -> Result<(), T> {
         if self.balance.get() >= 0 {
             return Err(value);
@@ -227,6 +248,7 @@ impl<T> Inner<T> {
 
     /// Takes the value of a waiting sender, if there is one (the rendezvous of a receive that
     /// does not block).
+    #[inline(always)]
     fn take(&self) -> Option<T> {
         if self.balance.get() <= 0 {
             return None;
@@ -238,6 +260,7 @@ impl<T> Inner<T> {
     }
 
     /// Completes a rendezvous with `partner` by the preference rule.
+    #[inline(always)]
     fn hand_over(&self, partner: Rc<Task>, direction: isize) {
         let sched = scheduler();
         if self.preference.get() as isize == -direction {
@@ -250,6 +273,7 @@ impl<T> Inner<T> {
     /// Blocks the current tasklet on this channel with `node` until a partner or `close`
     /// completes the wait (`node.done`), the deadline passes, or nothing can complete it.
     /// Returns why the wait ended when the node is not done.
+    #[inline(always)]
     fn block(&self, node: &WaitNode<T>, direction: isize, deadline: Option<Instant>) -> Failure {
         let sched = scheduler();
         let me = sched.current_rc();
@@ -275,6 +299,7 @@ impl<T> Inner<T> {
     }
 
     /// A send that blocks until `deadline` at most.
+    #[inline(always)]
     fn send(&self, value: T, deadline: Option<Instant>) -> Result<(), (Failure, T)> {
         let value = match self.offer(value) {
             Ok(()) => return Ok(()),
@@ -292,6 +317,7 @@ impl<T> Inner<T> {
     }
 
     /// A receive that blocks until `deadline` at most.
+    #[inline(always)]
     fn receive(&self, deadline: Option<Instant>) -> Result<T, Failure> {
         if let Some(value) = self.take() {
             return Ok(value);
@@ -339,6 +365,7 @@ impl<T> Channel<T> {
     /// [`SendError::Closed`] if the channel is closing and no receiver is waiting;
     /// [`SendError::Deadlock`] if the main tasklet would block with nothing else runnable.
     /// Both give the value back.
+    #[inline(always)]
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
         self.inner.send(value, None).map_err(|(failure, value)| match failure {
             Failure::Deadlock => SendError::Deadlock(value),
@@ -377,6 +404,7 @@ impl<T> Channel<T> {
     /// [`RecvError::Closed`] if the channel is closing and no sender is waiting, or it was
     /// closed while this receiver waited; [`RecvError::Deadlock`] if the main tasklet would block
     /// with nothing else runnable.
+    #[inline(always)]
     pub fn receive(&self) -> Result<T, RecvError> {
         self.inner.receive(None).map_err(|failure| match failure {
             Failure::Deadlock => RecvError::Deadlock,
@@ -580,6 +608,7 @@ pub struct Iter<'a, T> {
 impl<T> Iterator for Iter<'_, T> {
     type Item = T;
 
+    #[inline]
     fn next(&mut self) -> Option<T> {
         self.channel.receive().ok()
     }
@@ -594,6 +623,7 @@ pub struct IntoIter<T> {
 impl<T> Iterator for IntoIter<T> {
     type Item = T;
 
+    #[inline]
     fn next(&mut self) -> Option<T> {
         self.channel.receive().ok()
     }

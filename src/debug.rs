@@ -132,7 +132,8 @@ pub struct TaskletInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct SchedulerStats {
-    /// Tasklets resumed by the dispatcher since the scheduler was created.
+    /// Times a tasklet other than main gave up the CPU (yielded, blocked or finished) since the
+    /// scheduler was created.
     pub switches: u64,
     /// Tasklets woken from a wait (channel, I/O, timer, join, unblock).
     pub wakeups: u64,

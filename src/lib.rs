@@ -80,6 +80,7 @@
 mod blocking;
 mod channel;
 mod clock;
+mod context;
 mod debug;
 pub mod io;
 pub mod net;

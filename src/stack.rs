@@ -9,7 +9,7 @@
 //!
 //! ```text
 //!   region:  | guard | stack 0 ...... top | guard | stack 1 ...... top | ...
-//!            ^limit                      ^base (corosensei's names)
+//!            ^limit                      ^top
 //! ```
 //!
 //! **Guards without mappings.** A guard made with `mprotect(PROT_NONE)` splits the mapping, so
@@ -42,7 +42,7 @@
 //! starts; the scheduler adds one to threads that have none) and chains to the previous handler
 //! for every other fault, so std's own main-thread overflow message and debuggers keep working.
 //!
-//! Rejected: one `mmap` per stack (corosensei's `DefaultStack`): 2–4 µs per spawn and two
+//! Rejected: one `mmap` per stack (as corosensei's `DefaultStack` did): 2–4 µs per spawn and two
 //! mappings per stack. Lazily growing (split or copied) stacks: Rust code holds pointers into
 //! its stack, so a stack can never move.
 
@@ -115,7 +115,7 @@ pub(crate) fn usable_size(requested: usize) -> io::Result<usize> {
 /// A stack slot lent to one tasklet. Returned to the pool with [`StackPool::release`].
 #[derive(Debug)]
 pub(crate) struct Stack {
-    /// Top of the stack (one past the highest usable byte); corosensei reads it at every resume.
+    /// Top of the stack (one past the highest usable byte), page aligned.
     top: usize,
     /// Usable bytes above the guard page.
     size: usize,
@@ -131,8 +131,8 @@ impl Stack {
         self.top - self.size - page_size()
     }
 
-    /// Top of the stack (one past the highest usable byte).
-    #[cfg(test)]
+    /// Top of the stack (one past the highest usable byte), page aligned: a new tasklet's
+    /// closure and first frame go right below it.
     pub(crate) fn top(&self) -> usize {
         self.top
     }
@@ -146,21 +146,6 @@ impl Stack {
     /// Usable bytes.
     pub(crate) fn size(&self) -> usize {
         self.size
-    }
-}
-
-// SAFETY: `base()` is the top of a slot of `size` usable bytes that this `Stack` owns exclusively
-// until it is released; below it lies a guard page (installed before the slot was handed out)
-// and `limit()` includes that guard page. Both are page aligned, hence aligned to
-// STACK_ALIGNMENT, and `size >= MIN_STACK_SIZE > corosensei::stack::MIN_STACK_SIZE`.
-unsafe impl corosensei::stack::Stack for Stack {
-    #[inline]
-    fn base(&self) -> corosensei::stack::StackPointer {
-        corosensei::stack::StackPointer::new(self.top).expect("stack top is never null")
-    }
-
-    fn limit(&self) -> corosensei::stack::StackPointer {
-        corosensei::stack::StackPointer::new(Stack::limit(self)).expect("stack limit is never null")
     }
 }
 

@@ -621,7 +621,7 @@ fn try_clone_one_tasklet_reads_another_writes() {
             let msg = payload(i as u64, 64 + i * 11);
             sum = sum.wrapping_add(checksum(&msg));
             (&writer_half).write_all(&msg).unwrap();
-            if i % 7 == 0 {
+            if i.is_multiple_of(7) {
                 tasklet::schedule();
             }
         }

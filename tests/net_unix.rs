@@ -162,7 +162,7 @@ fn pair_with_read_line_and_io_copy() {
             let line = format!("line {i} {}\n", "x".repeat(i % 97));
             a.write_all(line.as_bytes()).unwrap();
             total += line.len() as u64;
-            if i % 100 == 0 {
+            if i.is_multiple_of(100) {
                 tasklet::schedule();
             }
         }

@@ -977,7 +977,7 @@ fn busy_program() -> Vec<String> {
         handles.push(tasklet::spawn(move || {
             for i in 0..5u32 {
                 let ch = &chans[((w + i) % 3) as usize];
-                if (w + i) % 2 == 0 {
+                if (w + i).is_multiple_of(2) {
                     ch.send(w * 100 + i).unwrap();
                     log.push(format!("w{w} sent {i}"));
                 } else {

@@ -83,7 +83,7 @@ pub fn may(n: usize) {
                     may::coroutine::park();
                 }));
                 counter.store(i + 1, Ordering::Relaxed);
-                if (i + 1) % 1000 == 0 {
+                if (i + 1).is_multiple_of(1000) {
                     eprintln!("PROGRESS spawned={} maps={}", i + 1, mappings());
                 }
             }

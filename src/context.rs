@@ -1,0 +1,318 @@
+//! The stack switch: the only assembly of the crate, for x86_64 Linux (System V ABI).
+//!
+//! # Design
+//!
+//! A suspended tasklet is nothing but its saved stack pointer, a [`Context`]. Everything else
+//! it needs to resume is on its own stack: [`switch`] pushes the six callee-saved registers of
+//! the SysV ABI (rbp, rbx, r12–r15) on the current stack, stores rsp in `from`, loads `to`'s
+//! rsp, pops the same six registers from there and returns, into the code that called
+//! `switch` on that stack long ago. The caller-saved registers need no saving: the compiler
+//! assumes every call clobbers them. A switch is symmetric: any context switches straight to
+//! any other, so the scheduler hops from one tasklet to the next in one switch, without going
+//! through a dispatcher.
+//!
+//! Frame of a suspended context (lowest address first; the [`Context`] holds its address):
+//!
+//! ```text
+//!   sp -> r15 r14 r13 r12 rbx rbp return-address
+//! ```
+//!
+//! A fresh context ([`Context::init`]) is the same frame at the top of a new stack, with the
+//! return address pointing into [`trampoline`] (past a `nop`, so that a debugger looking up
+//! `return address - 1` finds the trampoline's CFI), rbx = the entry function, r12 = its
+//! argument and rbp = 0, laid out so that rsp is 16-byte aligned when the trampoline starts
+//! (its own `call` then pushes the return address, as the ABI expects). The trampoline calls
+//! `entry(arg)`, which must never return: a tasklet's last act is [`exit_to`], a switch that
+//! saves nothing, since its stack is never resumed.
+//!
+//! **Unwinding never crosses a switch.** `switch` is `extern "C"` and has no unwind tables
+//! beyond its CFI; every tasklet body runs inside `catch_unwind` at its root (see
+//! `scheduler::entry`), and the root itself is `extern "C"`, so a panic that escaped it would
+//! abort rather than unwind into the trampoline.
+//!
+//! **Debuggers and backtraces.** `switch` carries CFI for its pushes and pops, so a debugger
+//! stopped inside it unwinds correctly on either stack (both hold the same frame). The
+//! trampoline marks itself as the outermost frame with `.cfi_undefined rip` (as glibc's
+//! `clone` and `_start` do) and the fresh frame's rbp is 0: DWARF unwinders (gdb, and the
+//! libgcc unwinder behind std's `Backtrace` and panic backtraces) and frame-pointer walks stop
+//! cleanly there instead of wandering into whatever lies above the stack top.
+//!
+//! # Decisions and rejected alternatives
+//!
+//! - **Our own switch instead of corosensei.** Corosensei's coroutines are asymmetric (resume /
+//!   suspend back to the resumer), so a tasklet-to-tasklet hop had to suspend to a dispatcher
+//!   on the main stack and be resumed from there: two switches plus dispatcher bookkeeping.
+//!   Measured here (criterion, `benches/core.rs`): 36 ns per tasklet-to-tasklet switch, where a
+//!   bare symmetric switch costs ~9 ns; corosensei's suspend from a non-inlined function, as
+//!   in real use, alone cost 28 ns per hop. Keeping corosensei and its dispatcher was rejected
+//!   for that reason; what it gave besides (a portable switch) we do not use, since the crate
+//!   is Linux-only and x86_64-only in practice.
+//! - **MXCSR and the x87 control word are not saved.** The SysV ABI makes their control bits
+//!   callee-saved, and boost.context saves them; here that costs 2 ns per bare switch (10.6
+//!   against 8.5 ns: `stmxcsr`/`ldmxcsr` and `fnstcw`/`fldcw` serialise), and up to ~6 ns in
+//!   earlier measurements. Corosensei does not save them either, and Rust code does
+//!   not change rounding modes or exception masks: a tasklet that does (through `asm!` or C)
+//!   must restore them before it gives up the CPU. So a switch inherits the floating-point
+//!   environment of the tasklet that switched, exactly as before.
+//! - **Other architectures.** One switch (aarch64, riscv64) would be ~30 lines each, but
+//!   untested code that swaps stacks is worse than none: any target other than x86_64 Linux
+//!   is a compile error that names the supported target, rather than a silent fallback.
+//! - **No CET shadow stacks.** A switch returns on another stack than it was called on, which a
+//!   hardware shadow stack would reject; Rust does not enable them by default, and supporting
+//!   them would need a shadow stack per tasklet.
+//! - **`ret` rather than `pop; jmp`.** The CPU predicts a `ret` from its return-stack buffer,
+//!   which holds the address after the `call` that entered `switch` on the *old* stack. The
+//!   scheduler makes every ordinary hop from one call site, so that is also the right address
+//!   on the new stack and the switch's own `ret` is predicted (the first return into code that
+//!   differs between the two tasklets is not). `pop rcx; jmp rcx` would use the indirect
+//!   predictor instead and leave the return-stack buffer unbalanced; the prototype measured no
+//!   difference for a bare switch, and `ret` keeps the CFI simple.
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+compile_error!(
+    "tasklet supports only x86_64 Linux (x86_64-unknown-linux-gnu or -musl, System V ABI): \
+     src/context.rs holds its stack switch, written for that target alone"
+);
+
+use std::arch::naked_asm;
+use std::cell::Cell;
+
+/// Entry function of a fresh context, called by the trampoline with the argument given to
+/// [`Context::init`]. It must never return: it ends by switching away for the last time
+/// ([`exit_to`]).
+pub(crate) type Entry = unsafe extern "C" fn(arg: *mut u8) -> !;
+
+/// Bytes of a fresh context's first frame: seven words, below a 16-aligned stack top.
+pub(crate) const INIT_FRAME: usize = 7 * 8;
+
+/// A suspended execution context: its saved stack pointer (the registers are on its stack).
+///
+/// `0` while no context was saved (a running context's `Context` holds a stale value).
+#[derive(Debug, Default)]
+pub(crate) struct Context {
+    sp: Cell<usize>,
+}
+
+impl Context {
+    /// An empty context, to be filled by [`switch`] (the thread's own stack) or by [`init`].
+    ///
+    /// [`init`]: Context::init
+    pub(crate) const fn new() -> Context {
+        Context { sp: Cell::new(0) }
+    }
+
+    /// Prepares a fresh context on the stack whose top is `top`: the first [`switch`] to it
+    /// enters the trampoline, which calls `entry(arg)` with rsp 16-byte aligned below `top`.
+    ///
+    /// # Safety
+    /// `top` is 16-byte aligned and the [`INIT_FRAME`] bytes below it are writable memory of a
+    /// stack that nothing else uses, and that stays mapped until `entry` has switched away for
+    /// the last time. `arg` must be what `entry` expects.
+    pub(crate) unsafe fn init(&self, top: usize, entry: Entry, arg: *mut u8) {
+        debug_assert_eq!(top % 16, 0, "a stack top is 16-byte aligned");
+        let frame: [usize; 7] = [
+            0,                                    // r15
+            0,                                    // r14
+            0,                                    // r13
+            arg as usize,                         // r12: the trampoline's argument
+            entry as usize,                       // rbx: the trampoline's callee
+            0,                                    // rbp: ends frame-pointer walks
+            trampoline as *const () as usize + 1, // return address (past the `nop`): rsp = top
+        ];
+        let sp = top - INIT_FRAME;
+        // SAFETY: per this function's contract the INIT_FRAME bytes below `top` are ours to
+        // write; `sp` is 8-byte aligned since `top` is 16-byte aligned.
+        unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), sp as *mut usize, frame.len()) };
+        self.sp.set(sp);
+    }
+}
+
+/// Saves the running context into `from` and resumes `to`. Returns when a later switch resumes
+/// `from`.
+///
+/// # Safety
+/// - `to` holds a context of this thread saved by [`switch`] or made by [`Context::init`], not
+///   resumed since, whose stack is still mapped; `to` is not `from`.
+/// - `from` stays alive (and is not moved) until it is resumed, or forever if it never is.
+/// - The caller holds no borrow that a resumed context could invalidate (nothing in the
+///   compiler's view of the call says that other code runs meanwhile, except that it is an
+///   opaque call: `Cell`/`RefCell` state is reloaded after it, plain references are not).
+#[inline(always)]
+pub(crate) unsafe fn switch(from: &Context, to: &Context) {
+    debug_assert!(!std::ptr::eq(from, to), "a context never switches to itself");
+    debug_assert_ne!(to.sp.get(), 0, "switch to a context that was never saved");
+    // SAFETY: per this function's contract `to.sp` is a frame laid out by `switch_raw` or
+    // `init`, and `from.sp` is writable until resumed.
+    unsafe { switch_raw(from.sp.as_ptr(), to.sp.get()) }
+}
+
+/// Resumes `to` and abandons the running context, whose stack is never used again: the last
+/// switch of a finished tasklet.
+///
+/// # Safety
+/// As [`switch`] for `to`. The running stack must hold nothing that needs dropping: the frames
+/// on it are abandoned without unwinding.
+#[inline(always)]
+pub(crate) unsafe fn exit_to(to: &Context) -> ! {
+    debug_assert_ne!(to.sp.get(), 0, "switch to a context that was never saved");
+    // SAFETY: per this function's contract `to.sp` is a frame laid out by `switch_raw` or
+    // `init`.
+    unsafe { exit_raw(to.sp.get()) }
+}
+
+/// `switch` itself: `rdi` = where to store the current rsp, `rsi` = the rsp to load.
+///
+/// # Safety
+/// See [`switch`].
+#[unsafe(naked)]
+unsafe extern "C" fn switch_raw(from: *mut usize, to: usize) {
+    naked_asm!(
+        ".cfi_startproc",
+        // On entry the CFA is rsp + 8 (the return address is at rsp); each push moves it.
+        "push rbp",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset rbp, 0",
+        "push rbx",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset rbx, 0",
+        "push r12",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset r12, 0",
+        "push r13",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset r13, 0",
+        "push r14",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset r14, 0",
+        "push r15",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset r15, 0",
+        // From here to the pops the CFI (CFA = rsp + 56, registers saved below it) describes
+        // whichever stack rsp is on: both hold the same seven-word frame.
+        "mov [rdi], rsp",
+        "mov rsp, rsi",
+        "pop r15",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore r15",
+        "pop r14",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore r14",
+        "pop r13",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore r13",
+        "pop r12",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore r12",
+        "pop rbx",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore rbx",
+        "pop rbp",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore rbp",
+        "ret",
+        ".cfi_endproc",
+    )
+}
+
+/// `exit_to` itself: `rdi` = the rsp to load; nothing is saved.
+///
+/// # Safety
+/// See [`exit_to`].
+#[unsafe(naked)]
+unsafe extern "C" fn exit_raw(to: usize) -> ! {
+    naked_asm!(
+        ".cfi_startproc",
+        "mov rsp, rdi",
+        // The frame being popped is `switch_raw`'s: CFA = rsp + 56.
+        ".cfi_adjust_cfa_offset 48",
+        ".cfi_rel_offset r15, 0",
+        ".cfi_rel_offset r14, 8",
+        ".cfi_rel_offset r13, 16",
+        ".cfi_rel_offset r12, 24",
+        ".cfi_rel_offset rbx, 32",
+        ".cfi_rel_offset rbp, 40",
+        "pop r15",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore r15",
+        "pop r14",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore r14",
+        "pop r13",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore r13",
+        "pop r12",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore r12",
+        "pop rbx",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore rbx",
+        "pop rbp",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore rbp",
+        "ret",
+        ".cfi_endproc",
+    )
+}
+
+/// The first code of every fresh context, entered (one byte in) by the `ret` of a switch with
+/// rsp 16-byte aligned, rbx = entry, r12 = argument, rbp = 0. Calls `entry(arg)`, which never
+/// returns.
+///
+/// `.cfi_undefined rip` makes this the outermost frame for DWARF unwinders (gdb, std's
+/// backtraces), as glibc's `clone` and `_start` do; rbp = 0 ends frame-pointer walks.
+///
+/// # Safety
+/// Never called from Rust: only entered through a frame made by [`Context::init`].
+#[unsafe(naked)]
+unsafe extern "C" fn trampoline() -> ! {
+    naked_asm!(
+        ".cfi_startproc",
+        ".cfi_undefined rip",
+        // Never executed: the first frame returns to the next instruction, so that an unwinder
+        // looking up `return address - 1` (as they do for callers) lands inside this function.
+        "nop",
+        "mov rdi, r12",
+        "call rbx",
+        // `entry` never returns; trap if it somehow does.
+        "ud2",
+        ".cfi_endproc",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    thread_local! {
+        static MAIN: Context = const { Context::new() };
+        static OTHER: Context = const { Context::new() };
+        static LOG: Cell<u32> = const { Cell::new(0) };
+    }
+
+    unsafe extern "C" fn ping(arg: *mut u8) -> ! {
+        let step = arg as usize as u32 - 6;
+        for i in 0..3 {
+            LOG.with(|l| l.set(l.get() * 10 + step + i));
+            // SAFETY: both contexts are thread-locals of this thread; MAIN was saved by the
+            // switch that started us.
+            MAIN.with(|main| OTHER.with(|other| unsafe { switch(other, main) }));
+        }
+        // SAFETY: as above; this stack is abandoned, and nothing on it needs dropping.
+        MAIN.with(|main| unsafe { exit_to(main) })
+    }
+
+    #[test]
+    fn switches_back_and_forth_and_exits() {
+        let mut stack = vec![0u128; 4096];
+        let top = stack.as_mut_ptr() as usize + stack.len() * 16;
+        // SAFETY: `stack` is ours, 16-aligned at both ends, and outlives the context (we switch
+        // to it until it exits, below).
+        OTHER.with(|other| unsafe { other.init(top, ping, 7 as *mut u8) });
+        for _ in 0..4 {
+            // SAFETY: OTHER is fresh or suspended in `ping`; MAIN is this thread's context.
+            MAIN.with(|main| OTHER.with(|other| unsafe { switch(main, other) }));
+        }
+        assert_eq!(LOG.with(Cell::get), 123);
+        drop(stack);
+    }
+}
