@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::reactor::Direction;
+use crate::runqueue::Priority;
 use crate::scheduler::{scheduler, BlockedOn, Describe, State};
 use crate::sys::{raw, syscall};
 
@@ -114,6 +115,8 @@ pub struct TaskletInfo {
     pub name: Option<String>,
     /// Whether it is the thread's main tasklet.
     pub is_main: bool,
+    /// Its priority level.
+    pub priority: Priority,
     /// What it is doing.
     pub state: TaskletState,
     /// What it waits for, when blocked.
@@ -207,6 +210,7 @@ pub fn snapshot() -> Snapshot {
                 id: task.id(),
                 name: task.name().map(str::to_owned),
                 is_main: task.is_main(),
+                priority: task.priority(),
                 state,
                 waiting_on,
                 deadline: task.timer().map(|(deadline, _)| deadline),
@@ -374,7 +378,10 @@ impl fmt::Display for Snapshot {
                     (None, _) => String::new(),
                 };
                 [
-                    Describe(t.id, t.name.as_deref()).to_string(),
+                    match t.priority {
+                        Priority::Normal => Describe(t.id, t.name.as_deref()).to_string(),
+                        other => format!("{} [{other}]", Describe(t.id, t.name.as_deref())),
+                    },
                     format!("{:?}", t.state).to_lowercase(),
                     waiting,
                     t.since_last_ran.map_or_else(|| "-".to_owned(), |d| format!("{d:.1?}")),

@@ -85,6 +85,7 @@ mod debug;
 pub mod io;
 pub mod net;
 mod reactor;
+mod runqueue;
 mod scheduler;
 mod stack;
 mod sys;
@@ -101,6 +102,7 @@ pub use debug::{
     dump, dump_on_signal, set_accounting, set_stall_threshold, snapshot, SchedulerStats, Snapshot,
     TaskletInfo, TaskletState, WaitingOn,
 };
+pub use runqueue::{Priority, STARVATION_LIMIT};
 pub use scheduler::{
     run, run_watchdog, runcount, schedule, schedule_remove, set_default_stack_size, DeadlockError,
     TaskletExit, DEFAULT_STALL_THRESHOLD,

@@ -124,7 +124,6 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell, RefMut, UnsafeCell};
-use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::mem;
@@ -137,6 +136,7 @@ use std::time::{Duration, Instant};
 use crate::clock;
 use crate::context::{self, Context};
 use crate::reactor::{Direction, Reactor};
+use crate::runqueue::{Priority, RunQueue};
 use crate::stack::{self, OverflowInfo, Stack, StackPool};
 use crate::timer::{TimerKey, Timers};
 
@@ -267,6 +267,8 @@ pub(crate) struct Task {
     switches: Cell<u64>,
     cpu: Cell<u64>,
     last_ran: Cell<u64>,
+    /// Its level in the run queue (see `runqueue`).
+    priority: Cell<Priority>,
 }
 
 impl Task {
@@ -276,6 +278,10 @@ impl Task {
 
     pub(crate) fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    pub(crate) fn priority(&self) -> Priority {
+        self.priority.get()
     }
 
     pub(crate) fn state(&self) -> State {
@@ -412,7 +418,7 @@ pub(crate) struct Scheduler {
     resume: Cell<Resume>,
     /// Runnable tasklets other than the current one, in order. Only touched through the
     /// one-operation methods `push_back`, `push_front`, `pop_front`, `unqueue`, `queued`.
-    queue: UnsafeCell<VecDeque<Rc<Task>>>,
+    queue: UnsafeCell<RunQueue<Rc<Task>>>,
     /// Every tasklet that has not finished (the main tasklet excluded), indexed by `Task::slot`.
     tasks: RefCell<Registry>,
     pool: RefCell<StackPool>,
@@ -594,13 +600,14 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         switches: Cell::new(0),
         cpu: Cell::new(0),
         last_ran: Cell::new(0),
+        priority: Cell::new(Priority::Normal),
     });
     let sched = Box::new(Scheduler {
         current: Cell::new(Rc::into_raw(main.clone())),
         main,
         zombie: Cell::new(None),
         resume: Cell::new(Resume::Run),
-        queue: UnsafeCell::new(VecDeque::new()),
+        queue: UnsafeCell::new(RunQueue::new()),
         tasks: RefCell::new(Registry::default()),
         pool: RefCell::new(StackPool::default()),
         spare: RefCell::new(Vec::new()),
@@ -737,6 +744,7 @@ impl Scheduler {
             switches: Cell::new(0),
             cpu: Cell::new(0),
             last_ran: Cell::new(0),
+            priority: Cell::new(Priority::Normal),
         };
         self.created.set(self.created.get() + 1);
         let spare = self.spare.borrow_mut().pop();
@@ -755,31 +763,34 @@ impl Scheduler {
     ///
     /// # Safety
     /// The returned reference must die before anything else can reach the queue: use it for a
-    /// single `VecDeque` call and return any removed `Rc` to the caller before dropping it (a
+    /// single `RunQueue` call and return any removed `Rc` to the caller before dropping it (a
     /// `Task`'s drop may log, and a logger could call back into the runtime).
     #[inline]
     #[allow(clippy::mut_from_ref)]
-    unsafe fn queue(&self) -> &mut VecDeque<Rc<Task>> {
+    unsafe fn queue(&self) -> &mut RunQueue<Rc<Task>> {
         // SAFETY: the scheduler is confined to its thread (it is neither Send nor Sync), and per
         // this function's contract no other reference to the queue is alive.
         unsafe { &mut *self.queue.get() }
     }
 
-    /// Appends a runnable tasklet to the run queue.
+    /// Appends a runnable tasklet to the back of its level of the run queue.
     #[inline]
     pub(crate) fn push_back(&self, task: Rc<Task>) {
         task.state.set(State::Runnable);
+        let priority = task.priority.get();
         // SAFETY: one queue operation (see `queue`).
-        unsafe { self.queue() }.push_back(task);
+        unsafe { self.queue() }.push_back(task, priority);
     }
 
-    /// Puts a runnable tasklet first in the run queue.
+    /// Puts a runnable tasklet first in its level of the run queue.
     fn push_front(&self, task: Rc<Task>) {
         task.state.set(State::Runnable);
+        let priority = task.priority.get();
         // SAFETY: one queue operation (see `queue`).
-        unsafe { self.queue() }.push_front(task);
+        unsafe { self.queue() }.push_front(task, priority);
     }
 
+    /// The next tasklet to run (see `runqueue` for the rule across priority levels).
     #[inline]
     fn pop_front(&self) -> Option<Rc<Task>> {
         // SAFETY: one queue operation (see `queue`); the popped `Rc` goes to the caller.
@@ -797,9 +808,18 @@ impl Scheduler {
     fn unqueue(&self, task: &Task) -> Option<Rc<Task>> {
         // SAFETY: one queue operation (see `queue`): the search and the removal touch only the
         // queue, and the removed `Rc` is returned to the caller.
-        let queue = unsafe { self.queue() };
-        let pos = queue.iter().position(|t| ptr::eq(&**t, task))?;
-        queue.remove(pos)
+        unsafe { self.queue() }.remove_first(|t| ptr::eq(&**t, task))
+    }
+
+    /// Sets a tasklet's priority. A tasklet waiting in the run queue moves to the back of its
+    /// new level; the running one and blocked or paused ones only keep it for later.
+    pub(crate) fn set_priority(&self, task: &Task, priority: Priority) {
+        if task.priority.replace(priority) == priority {
+            return;
+        }
+        if let Some(queued) = self.unqueue(task) {
+            self.push_back(queued);
+        }
     }
 
     /// Wakes a blocked tasklet: it becomes runnable at the end of the run queue.

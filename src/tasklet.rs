@@ -12,6 +12,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
+use crate::runqueue::Priority;
 use crate::scheduler::{panic_message, scheduler, BlockedOn, Describe, Outcome, State, Task, Wake};
 use crate::stack;
 
@@ -63,6 +64,43 @@ impl<T: ?Sized> Tasklet<T> {
     /// The name given with [`Builder::name`]; the main tasklet is called `"main"`.
     pub fn name(&self) -> Option<&str> {
         self.task.name()
+    }
+
+    /// The tasklet's [`Priority`] (`Normal` unless set with [`Builder::priority`] or
+    /// [`set_priority`](Tasklet::set_priority)).
+    pub fn priority(&self) -> Priority {
+        self.task.priority()
+    }
+
+    /// Changes the tasklet's [`Priority`], the main tasklet's included. A tasklet waiting in
+    /// the run queue moves to the back of its new level at once; a running, blocked or paused
+    /// one uses it the next time it becomes runnable. Setting the priority it already has
+    /// changes nothing (not even its place in the queue).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tasklet::Priority;
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    ///
+    /// let turns = Rc::new(Cell::new(0));
+    /// let counter = turns.clone();
+    /// let background = tasklet::spawn(move || loop {
+    ///     counter.set(counter.get() + 1);
+    ///     tasklet::schedule();
+    /// });
+    /// background.set_priority(Priority::Low);
+    /// assert_eq!(background.priority(), Priority::Low);
+    /// // Main, at `Normal`, yields 90 times; the low tasklet still gets its bounded share.
+    /// for _ in 0..90 {
+    ///     tasklet::schedule();
+    /// }
+    /// assert!(turns.get() >= 90 / (tasklet::STARVATION_LIMIT as usize + 1));
+    /// background.kill();
+    /// ```
+    pub fn set_priority(&self, priority: Priority) {
+        scheduler().set_priority(&self.task, priority);
     }
 
     /// Whether the tasklet has not finished (it is runnable, blocked or paused).
@@ -413,6 +451,7 @@ impl std::error::Error for JoinError {}
 pub struct Builder {
     name: Option<String>,
     stack_size: Option<usize>,
+    priority: Priority,
 }
 
 impl Builder {
@@ -433,6 +472,13 @@ impl Builder {
     /// [`DEFAULT_STACK_SIZE`](crate::DEFAULT_STACK_SIZE).
     pub fn stack_size(mut self, size: usize) -> Builder {
         self.stack_size = Some(size);
+        self
+    }
+
+    /// The tasklet's [`Priority`]; `Normal` by default (priorities are not inherited from the
+    /// spawning tasklet).
+    pub fn priority(mut self, priority: Priority) -> Builder {
+        self.priority = priority;
         self
     }
 
@@ -466,6 +512,7 @@ impl Builder {
         let sched = scheduler();
         let size = stack::usable_size(self.stack_size.unwrap_or_else(|| sched.default_stack_size()))?;
         let task = sched.create(f, self.name, size)?;
+        sched.set_priority(&task, self.priority); // not queued yet: only records it
         Ok(Tasklet::from_task(task))
     }
 }
