@@ -26,7 +26,8 @@
 //!
 //! With every tasklet at `Normal` (nobody called `Builder::priority` or
 //! `Tasklet::set_priority`), only the `Normal` level is ever used: the order is exactly plain
-//! Stackless round robin, and `pop_front` takes a fast path that checks one length.
+//! Stackless round robin, and `pop_front` takes a fast path that checks one counter (items at
+//! other levels) and pops the `Normal` FIFO.
 //!
 //! # Rejected alternatives
 //!
@@ -102,37 +103,45 @@ const NORMAL: usize = 1;
 /// The run queue of one scheduler: one FIFO per priority level (see the module design).
 pub(crate) struct RunQueue<T> {
     levels: [VecDeque<T>; LEVELS],
-    /// Times each level was passed over while non-empty since it last ran (index 0 unused).
+    /// Items queued at `High` or `Low`: while zero, `pop_front` is the `Normal` FIFO's.
+    others: usize,
+    /// Times each level was passed over while non-empty since it last ran.
     skipped: [u32; LEVELS],
 }
 
 impl<T> RunQueue<T> {
     pub(crate) fn new() -> RunQueue<T> {
-        RunQueue { levels: Default::default(), skipped: [0; LEVELS] }
+        RunQueue { levels: Default::default(), others: 0, skipped: [0; LEVELS] }
     }
 
     /// Appends `item` to the back of its level.
     #[inline]
     pub(crate) fn push_back(&mut self, item: T, priority: Priority) {
-        self.levels[priority.level()].push_back(item);
+        let level = priority.level();
+        if level != NORMAL {
+            self.add_other();
+        }
+        self.levels[level].push_back(item);
     }
 
     /// Puts `item` at the front of its level.
     #[inline]
     pub(crate) fn push_front(&mut self, item: T, priority: Priority) {
-        self.levels[priority.level()].push_front(item);
+        let level = priority.level();
+        if level != NORMAL {
+            self.add_other();
+        }
+        self.levels[level].push_front(item);
     }
 
-    /// Whether only the `Normal` level holds tasklets (or none does).
-    #[inline]
-    fn only_normal(&self) -> bool {
-        self.levels[0].is_empty() && self.levels[2].is_empty()
+    fn add_other(&mut self) {
+        self.others += 1;
     }
 
     /// Takes the next tasklet to run (see the rule in the module design).
     #[inline]
     pub(crate) fn pop_front(&mut self) -> Option<T> {
-        if self.only_normal() {
+        if self.others == 0 {
             self.skipped[NORMAL] = 0; // picked (or empty): its count starts again
             return self.levels[NORMAL].pop_front();
         }
@@ -147,6 +156,9 @@ impl<T> RunQueue<T> {
             .find(|&l| !self.levels[l].is_empty() && self.skipped[l] >= STARVATION_LIMIT)
             .unwrap_or(highest);
         let item = self.levels[chosen].pop_front();
+        if chosen != NORMAL {
+            self.others -= 1;
+        }
         for level in 0..LEVELS {
             self.skipped[level] = if level == chosen || self.levels[level].is_empty() {
                 0
@@ -160,14 +172,21 @@ impl<T> RunQueue<T> {
     /// Runnable tasklets queued, over all levels.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.levels.iter().map(VecDeque::len).sum()
+        self.levels[NORMAL].len() + self.others
     }
 
     /// Removes and returns the first queued item for which `matches` holds.
     pub(crate) fn remove_first(&mut self, mut matches: impl FnMut(&T) -> bool) -> Option<T> {
-        for level in &mut self.levels {
-            if let Some(pos) = level.iter().position(&mut matches) {
-                return level.remove(pos);
+        for (level, queue) in self.levels.iter_mut().enumerate() {
+            if let Some(pos) = queue.iter().position(&mut matches) {
+                let item = queue.remove(pos);
+                if level != NORMAL {
+                    self.others -= 1;
+                }
+                if queue.is_empty() {
+                    self.skipped[level] = 0;
+                }
+                return item;
             }
         }
         None
