@@ -91,7 +91,7 @@ impl Machine {
         let thp = read("/sys/kernel/mm/transparent_hugepage/enabled");
         let thp = thp.split_whitespace().find(|w| w.starts_with('[')).unwrap_or("?").trim_matches(['[', ']']);
         let rustc = command("rustc", &["--version"]).unwrap_or_else(|| "?".into());
-        let versions = locked_versions(&["may", "tokio", "polling", "corosensei"])
+        let versions = locked_versions(&["may", "tokio", "polling"])
             .into_iter()
             .map(|(n, v)| format!("{n} {v}"))
             .collect::<Vec<_>>()
