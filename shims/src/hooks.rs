@@ -1,0 +1,1003 @@
+//! The hooks: `#[no_mangle]` definitions of libc's blocking calls, which the linker prefers to
+//! libc's own for every caller in the process (std, other crates, C code).
+//!
+//! Each hook has the same shape: if the cooperative path does not apply (not installed, a
+//! thread without a scheduler, not a socket, fd 0-2, a non-blocking request), forward the call
+//! as a raw system call, untouched; otherwise run the cooperative version from `coop`. Every
+//! hook is `unsafe extern "C"` with the C function's contract: the pointers it receives must be
+//! valid as the C function requires; every `unsafe` block inside relies on exactly that.
+
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use libc::{
+    c_int, c_long, c_uint, c_ulong, c_void, msghdr, nfds_t, pollfd, size_t, sockaddr, socklen_t, ssize_t,
+    timespec, timeval,
+};
+use tasklet::io::Interest;
+
+use crate::coop::{self, Waited};
+use crate::fdtable;
+use crate::sys::{self, raw};
+
+// ---------------------------------------------------------------------------------------------
+// Data transfer on sockets.
+
+/// The cooperative receive: `recvfrom` with `MSG_DONTWAIT` until data, end of file or an
+/// error, parking on `EAGAIN`. `MSG_WAITALL` keeps receiving until `len` bytes, as a blocking
+/// socket does.
+///
+/// # Safety
+/// As `recvfrom(2)`.
+unsafe fn recv_coop(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> c_long {
+    let attempt = |at: usize, flags: c_int| {
+        move || {
+            // SAFETY: `buf[at..len]` is part of the caller's buffer; the rest per the caller.
+            unsafe {
+                let rest = buf.cast::<u8>().add(at);
+                raw!(libc::SYS_recvfrom, fd, rest, len - at, flags | libc::MSG_DONTWAIT, addr, addrlen)
+            }
+        }
+    };
+    if flags & libc::MSG_WAITALL == 0 || flags & libc::MSG_PEEK != 0 {
+        return coop::io_loop(fd, Interest::Readable, attempt(0, flags));
+    }
+    let saved = sys::errno();
+    let mut got = 0;
+    while got < len {
+        match coop::io_loop(fd, Interest::Readable, attempt(got, flags & !libc::MSG_WAITALL)) {
+            r if r < 0 && got == 0 => return r,
+            r if r <= 0 => break,
+            r => got += r as usize,
+        }
+    }
+    sys::set_errno(saved);
+    got as c_long
+}
+
+/// The cooperative send: `sendto` with `MSG_DONTWAIT`, parking on `EAGAIN`, until every byte
+/// is queued (a blocking stream socket sends everything unless a timeout or error cuts it
+/// short, and then reports the bytes it did send).
+///
+/// # Safety
+/// As `sendto(2)`.
+unsafe fn send_coop(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    addrlen: socklen_t,
+) -> c_long {
+    let saved = sys::errno();
+    let mut sent = 0;
+    loop {
+        let r = coop::io_loop(fd, Interest::Writable, || {
+            // SAFETY: `buf[sent..len]` is part of the caller's buffer; the rest per the caller.
+            unsafe {
+                raw!(
+                    libc::SYS_sendto,
+                    fd,
+                    buf.cast::<u8>().add(sent),
+                    len - sent,
+                    flags | libc::MSG_DONTWAIT,
+                    addr,
+                    addrlen
+                )
+            }
+        });
+        match r {
+            r if r < 0 && sent == 0 => return r,
+            r if r <= 0 => break,
+            r => sent += r as usize,
+        }
+        if sent >= len {
+            break;
+        }
+    }
+    sys::set_errno(saved);
+    sent as c_long
+}
+
+/// `recv(2)`.
+///
+/// # Safety
+/// As `recv(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    if flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd) {
+        // SAFETY: the caller's arguments, forwarded.
+        return unsafe { raw!(libc::SYS_recvfrom, fd, buf, len, flags, 0, 0) } as ssize_t;
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { recv_coop(fd, buf, len, flags, ptr::null_mut(), ptr::null_mut()) as ssize_t }
+}
+
+/// `recvfrom(2)`.
+///
+/// # Safety
+/// As `recvfrom(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    if flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd) {
+        // SAFETY: the caller's arguments, forwarded.
+        return unsafe { raw!(libc::SYS_recvfrom, fd, buf, len, flags, addr, addrlen) } as ssize_t;
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { recv_coop(fd, buf, len, flags, addr, addrlen) as ssize_t }
+}
+
+/// `send(2)`.
+///
+/// # Safety
+/// As `send(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    if flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd) {
+        // SAFETY: the caller's arguments, forwarded.
+        return unsafe { raw!(libc::SYS_sendto, fd, buf, len, flags, 0, 0) } as ssize_t;
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { send_coop(fd, buf, len, flags, ptr::null(), 0) as ssize_t }
+}
+
+/// `sendto(2)`.
+///
+/// # Safety
+/// As `sendto(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    addrlen: socklen_t,
+) -> ssize_t {
+    if flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd) {
+        // SAFETY: the caller's arguments, forwarded.
+        return unsafe { raw!(libc::SYS_sendto, fd, buf, len, flags, addr, addrlen) } as ssize_t;
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { send_coop(fd, buf, len, flags, addr, addrlen) as ssize_t }
+}
+
+/// `recvmsg(2)`.
+///
+/// # Safety
+/// As `recvmsg(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd) {
+        // SAFETY: the caller's arguments, forwarded.
+        return unsafe { raw!(libc::SYS_recvmsg, fd, msg, flags) } as ssize_t;
+    }
+    coop::io_loop(fd, Interest::Readable, || {
+        // SAFETY: the caller's arguments.
+        unsafe { raw!(libc::SYS_recvmsg, fd, msg, flags | libc::MSG_DONTWAIT) }
+    }) as ssize_t
+}
+
+/// `sendmsg(2)`. A partial send of a stream socket is returned as such (callers of `sendmsg`
+/// handle short counts; the iovec is not re-sliced here).
+///
+/// # Safety
+/// As `sendmsg(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    if flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd) {
+        // SAFETY: the caller's arguments, forwarded.
+        return unsafe { raw!(libc::SYS_sendmsg, fd, msg, flags) } as ssize_t;
+    }
+    coop::io_loop(fd, Interest::Writable, || {
+        // SAFETY: the caller's arguments.
+        unsafe { raw!(libc::SYS_sendmsg, fd, msg, flags | libc::MSG_DONTWAIT) }
+    }) as ssize_t
+}
+
+/// A socket call made through `read`/`write`/`readv`/`writev` on what the table thought was a
+/// socket failed with `ENOTSOCK` (the number was reused behind libc's back): reclassify and
+/// let the caller make the real call, with `errno` as it was on entry.
+fn not_a_socket_after_all(fd: c_int, r: c_long, saved: c_int) -> bool {
+    if r < 0 && sys::errno() == libc::ENOTSOCK {
+        fdtable::set_not_socket(fd);
+        sys::set_errno(saved);
+        return true;
+    }
+    false
+}
+
+/// `read(2)`: on a socket in a tasklet, `recv` (identical for sockets) made cooperative.
+///
+/// # Safety
+/// As `read(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    if coop::fd_is_cooperative(fd) {
+        let saved = sys::errno();
+        // SAFETY: the caller's arguments.
+        let r = unsafe { recv_coop(fd, buf, count, 0, ptr::null_mut(), ptr::null_mut()) };
+        if !not_a_socket_after_all(fd, r, saved) {
+            return r as ssize_t;
+        }
+    }
+    // SAFETY: the caller's arguments, forwarded.
+    unsafe { raw!(libc::SYS_read, fd, buf, count) as ssize_t }
+}
+
+/// `write(2)`: on a socket in a tasklet, `send` (identical for sockets) made cooperative.
+///
+/// # Safety
+/// As `write(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    if coop::fd_is_cooperative(fd) {
+        let saved = sys::errno();
+        // SAFETY: the caller's arguments.
+        let r = unsafe { send_coop(fd, buf, count, 0, ptr::null(), 0) };
+        if !not_a_socket_after_all(fd, r, saved) {
+            return r as ssize_t;
+        }
+    }
+    // SAFETY: the caller's arguments, forwarded.
+    unsafe { raw!(libc::SYS_write, fd, buf, count) as ssize_t }
+}
+
+/// A `msghdr` carrying only an iovec (what `readv`/`writev` are as `recvmsg`/`sendmsg`).
+fn iov_msg(iov: *const libc::iovec, iovcnt: c_int) -> msghdr {
+    // SAFETY: `msghdr` is plain data; all zeroes is a valid (empty) value.
+    let mut msg: msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.cast_mut();
+    msg.msg_iovlen = iovcnt as usize;
+    msg
+}
+
+/// `readv(2)`: on a socket in a tasklet, `recvmsg` with the same iovec, made cooperative.
+///
+/// # Safety
+/// As `readv(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, iovcnt: c_int) -> ssize_t {
+    if iovcnt >= 0 && coop::fd_is_cooperative(fd) {
+        let saved = sys::errno();
+        let mut msg = iov_msg(iov, iovcnt);
+        let r = coop::io_loop(fd, Interest::Readable, || {
+            // SAFETY: `msg` points to the caller's iovec, valid per the caller.
+            unsafe { raw!(libc::SYS_recvmsg, fd, &mut msg as *mut msghdr, libc::MSG_DONTWAIT) }
+        });
+        if !not_a_socket_after_all(fd, r, saved) {
+            return r as ssize_t;
+        }
+    }
+    // SAFETY: the caller's arguments, forwarded.
+    unsafe { raw!(libc::SYS_readv, fd, iov, iovcnt) as ssize_t }
+}
+
+/// `writev(2)`: on a socket in a tasklet, `sendmsg` with the same iovec, made cooperative.
+///
+/// # Safety
+/// As `writev(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, iovcnt: c_int) -> ssize_t {
+    if iovcnt >= 0 && coop::fd_is_cooperative(fd) {
+        let saved = sys::errno();
+        let msg = iov_msg(iov, iovcnt);
+        let r = coop::io_loop(fd, Interest::Writable, || {
+            // SAFETY: `msg` points to the caller's iovec, valid per the caller.
+            unsafe { raw!(libc::SYS_sendmsg, fd, &msg as *const msghdr, libc::MSG_DONTWAIT) }
+        });
+        if !not_a_socket_after_all(fd, r, saved) {
+            return r as ssize_t;
+        }
+    }
+    // SAFETY: the caller's arguments, forwarded.
+    unsafe { raw!(libc::SYS_writev, fd, iov, iovcnt) as ssize_t }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections.
+
+/// `accept(2)`.
+///
+/// # Safety
+/// As `accept(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, addrlen: *mut socklen_t) -> c_int {
+    // SAFETY: the caller's arguments.
+    unsafe { accept4(fd, addr, addrlen, 0) }
+}
+
+/// `accept4(2)`. There is no per-call "don't wait" for accept, so the cooperative path asks
+/// `poll` first and calls the real `accept4` only when a connection (or an error) is pending.
+///
+/// # Safety
+/// As `accept4(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    let real = || {
+        // SAFETY: the caller's arguments, forwarded.
+        let r = unsafe { raw!(libc::SYS_accept4, fd, addr, addrlen, flags) } as c_int;
+        if r >= 0 {
+            fdtable::set_socket(r);
+        }
+        r
+    };
+    if !coop::fd_is_cooperative(fd) {
+        return real();
+    }
+    let saved = sys::errno();
+    let mut deadline = None;
+    loop {
+        match sys::poll_now(fd, libc::POLLIN) {
+            Some(0) if !coop::user_nonblocking(fd) => {}
+            _ => {
+                // A connection or an error is pending, or the user wants EAGAIN: the real call
+                // returns at once.
+                sys::set_errno(saved);
+                return real();
+            }
+        }
+        let deadline = *deadline.get_or_insert_with(|| coop::deadline_for(fd, Interest::Readable));
+        if let Err(err) = coop::park(fd, Interest::Readable, deadline) {
+            return sys::fail(err) as c_int;
+        }
+    }
+}
+
+/// `connect(2)`. On a blocking socket in a tasklet: connect with `O_NONBLOCK` set for the
+/// duration of the call only, park until writable (`SO_SNDTIMEO` as the deadline, reported as
+/// `EINPROGRESS` like the kernel does), then report the outcome from `SO_ERROR`.
+///
+/// # Safety
+/// As `connect(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, addrlen: socklen_t) -> c_int {
+    let real = || {
+        // SAFETY: the caller's arguments, forwarded.
+        unsafe { raw!(libc::SYS_connect, fd, addr, addrlen) as c_int }
+    };
+    if !coop::fd_is_cooperative(fd) {
+        return real();
+    }
+    let saved = sys::errno();
+    let flags = sys::getfl(fd);
+    if flags < 0 || flags & libc::O_NONBLOCK as c_long != 0 {
+        sys::set_errno(saved);
+        return real();
+    }
+    let deadline = coop::deadline_for(fd, Interest::Writable);
+    loop {
+        sys::setfl(fd, flags | libc::O_NONBLOCK as c_long);
+        let r = real();
+        let err = sys::errno();
+        sys::setfl(fd, flags);
+        if r == 0 {
+            sys::set_errno(saved);
+            return 0;
+        }
+        match err {
+            libc::EINPROGRESS => break,
+            // A Unix socket whose listener's backlog is full: a blocking connect would wait
+            // for room, which has no readiness to park on. Retry shortly.
+            libc::EAGAIN if deadline.is_none_or(|d| Instant::now() < d) => {
+                let soon = Instant::now() + Duration::from_millis(1);
+                match coop::park(fd, Interest::Writable, Some(soon.min(deadline.unwrap_or(soon)))) {
+                    Ok(()) | Err(libc::EAGAIN) => {}
+                    Err(err) => return sys::fail(err) as c_int,
+                }
+            }
+            err => return sys::fail(err) as c_int,
+        }
+    }
+    loop {
+        match coop::park(fd, Interest::Writable, deadline) {
+            Ok(()) => {}
+            Err(libc::EAGAIN) => return sys::fail(libc::EINPROGRESS) as c_int,
+            Err(err) => return sys::fail(err) as c_int,
+        }
+        match sys::poll_now(fd, libc::POLLOUT) {
+            Some(0) => continue, // spurious wake-up
+            None => return -1,
+            Some(_) => {}
+        }
+        return match sys::socket_error(fd) {
+            Some(0) => {
+                sys::set_errno(saved);
+                0
+            }
+            Some(err) => sys::fail(err) as c_int,
+            None => -1,
+        };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multiplexing.
+
+/// `poll(2)`. In a tasklet with a non-zero timeout: a zero-timeout poll first; if nothing is
+/// ready, park (one socket waiting for one direction: on its own registration; otherwise on a
+/// temporary epoll instance holding all the fds), then poll again with timeout zero for the
+/// results.
+///
+/// # Safety
+/// As `poll(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
+    let real = |timeout: c_int| {
+        // SAFETY: the caller's arguments, forwarded.
+        unsafe { raw!(libc::SYS_poll, fds, nfds, timeout) as c_int }
+    };
+    if timeout == 0 || !coop::thread_is_cooperative() {
+        return real(timeout);
+    }
+    let saved = sys::errno();
+    let r = real(0);
+    if r != 0 {
+        return r;
+    }
+    let deadline =
+        u64::try_from(timeout).ok().and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
+    let fds_slice: &[pollfd] = if nfds == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller passes `nfds` valid pollfds.
+        unsafe { std::slice::from_raw_parts(fds, nfds as usize) }
+    };
+    let mut single = match fds_slice {
+        [one] if coop::fd_is_cooperative(one.fd) => {
+            let read = libc::POLLIN | libc::POLLRDNORM;
+            let write = libc::POLLOUT | libc::POLLWRNORM;
+            match one.events {
+                e if e != 0 && e & !read == 0 => Some((one.fd, Interest::Readable)),
+                e if e != 0 && e & !write == 0 => Some((one.fd, Interest::Writable)),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    loop {
+        let waited = match single {
+            Some((fd, interest)) => match coop::park(fd, interest, deadline) {
+                Ok(()) => Waited::Ready,
+                Err(libc::EAGAIN) => Waited::TimedOut,
+                Err(libc::ENOTSOCK) => {
+                    single = None; // not a socket after all: wait through epoll instead
+                    continue;
+                }
+                Err(err) => Waited::Failed(err),
+            },
+            None => coop::wait_many(deadline, |epfd| {
+                for pfd in fds_slice.iter().filter(|pfd| pfd.fd >= 0 && pfd.events != 0) {
+                    coop::epoll_add(epfd, pfd.fd, pfd.events as u16 as u32)?;
+                }
+                Ok(())
+            }),
+        };
+        match waited {
+            Waited::Ready => {}
+            Waited::TimedOut => break,
+            Waited::Failed(libc::ECANCELED) => return sys::fail(libc::ECANCELED) as c_int,
+            Waited::Failed(_) => {
+                // The poller cannot help (out of fds, ...): block the thread as poll would.
+                let left =
+                    coop::remaining(deadline).map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as c_int);
+                sys::set_errno(saved);
+                return real(left);
+            }
+        }
+        let r = real(0);
+        if r != 0 {
+            if r > 0 {
+                sys::set_errno(saved);
+            }
+            return r;
+        }
+    }
+    let r = real(0);
+    if r >= 0 {
+        sys::set_errno(saved);
+    }
+    r
+}
+
+/// `select(2)`. In a tasklet with a non-zero timeout: like `poll`, with the fd sets turned into
+/// a temporary epoll instance. As on Linux, `timeout` is updated to the time not slept.
+///
+/// # Safety
+/// As `select(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn select(
+    nfds: c_int,
+    readfds: *mut libc::fd_set,
+    writefds: *mut libc::fd_set,
+    exceptfds: *mut libc::fd_set,
+    timeout: *mut timeval,
+) -> c_int {
+    let real = |timeout: *mut timeval| {
+        // SAFETY: the caller's arguments, forwarded.
+        unsafe { raw!(libc::SYS_select, nfds, readfds, writefds, exceptfds, timeout) as c_int }
+    };
+    // SAFETY: a non-null `timeout` is valid per the caller.
+    let limit = unsafe { timeout.as_ref() }.copied();
+    let valid_limit = limit.is_none_or(|tv| tv.tv_sec >= 0 && (0..1_000_000).contains(&tv.tv_usec));
+    let zero = limit.is_some_and(|tv| tv.tv_sec == 0 && tv.tv_usec == 0);
+    if zero
+        || !valid_limit
+        || !(0..=libc::FD_SETSIZE as c_int).contains(&nfds)
+        || !coop::thread_is_cooperative()
+    {
+        return real(timeout);
+    }
+    let saved = sys::errno();
+    // SAFETY: non-null sets are valid per the caller; `fd_set` is plain data.
+    let original =
+        unsafe { [readfds.as_ref().copied(), writefds.as_ref().copied(), exceptfds.as_ref().copied()] };
+    let check_now = || {
+        for (set, copy) in [readfds, writefds, exceptfds].into_iter().zip(original) {
+            if let Some(copy) = copy {
+                // SAFETY: `set` is non-null (it had a copy) and valid per the caller.
+                unsafe { *set = copy };
+            }
+        }
+        let mut zero = timeval { tv_sec: 0, tv_usec: 0 };
+        real(&mut zero)
+    };
+    let r = check_now();
+    if r != 0 {
+        return r;
+    }
+    let deadline = limit.and_then(|tv| {
+        Instant::now().checked_add(Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000))
+    });
+    let report_left = || {
+        if let (Some(tv), Some(left)) = (
+            // SAFETY: a non-null `timeout` is valid per the caller.
+            unsafe { timeout.as_mut() },
+            coop::remaining(deadline),
+        ) {
+            tv.tv_sec = left.as_secs() as libc::time_t;
+            tv.tv_usec = left.subsec_micros() as libc::suseconds_t;
+        }
+    };
+    loop {
+        let waited = coop::wait_many(deadline, |epfd| {
+            for fd in 0..nfds {
+                let mut events = 0;
+                for (copy, bits) in original.iter().zip([libc::EPOLLIN, libc::EPOLLOUT, libc::EPOLLPRI]) {
+                    // SAFETY: `fd` is below FD_SETSIZE (nfds was checked).
+                    if copy.as_ref().is_some_and(|set| unsafe { libc::FD_ISSET(fd, set) }) {
+                        events |= bits as u32;
+                    }
+                }
+                if events != 0 {
+                    coop::epoll_add(epfd, fd, events)?;
+                }
+            }
+            Ok(())
+        });
+        match waited {
+            Waited::Ready | Waited::TimedOut => {
+                let r = check_now();
+                if r != 0 || matches!(waited, Waited::TimedOut) {
+                    report_left();
+                    if r >= 0 {
+                        sys::set_errno(saved);
+                    }
+                    return r;
+                }
+            }
+            Waited::Failed(libc::ECANCELED) => return sys::fail(libc::ECANCELED) as c_int,
+            Waited::Failed(_) => {
+                report_left();
+                sys::set_errno(saved);
+                return real(timeout);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sleeping. A kill during a cooperative sleep ends it as completed, never with EINTR: std's
+// `thread::sleep` retries EINTR with the time left, which would spin while the kill is pending.
+
+/// A valid `timespec` as a `Duration` (`None` if out of range, which the real call rejects).
+fn duration_of(ts: &timespec) -> Option<Duration> {
+    (ts.tv_sec >= 0 && (0..1_000_000_000).contains(&ts.tv_nsec))
+        .then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+/// `clock_nanosleep(2)` (returns the error number, leaves `errno` alone). Cooperative for
+/// `CLOCK_MONOTONIC` and `CLOCK_REALTIME`, relative or `TIMER_ABSTIME` (an absolute deadline
+/// is turned into a duration once: a later jump of the real-time clock is not followed).
+///
+/// # Safety
+/// As `clock_nanosleep(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn clock_nanosleep(
+    clock: libc::clockid_t,
+    flags: c_int,
+    req: *const timespec,
+    rem: *mut timespec,
+) -> c_int {
+    let real = || {
+        let saved = sys::errno();
+        // SAFETY: the caller's arguments, forwarded.
+        let r = unsafe { raw!(libc::SYS_clock_nanosleep, clock, flags, req, rem) };
+        let err = if r < 0 { sys::errno() } else { 0 };
+        sys::set_errno(saved);
+        err
+    };
+    // SAFETY: a non-null `req` is valid per the caller.
+    let Some(req_ts) = (unsafe { req.as_ref() }) else { return real() };
+    let clock_ok = clock == libc::CLOCK_MONOTONIC || clock == libc::CLOCK_REALTIME;
+    if !clock_ok || !coop::thread_is_cooperative() {
+        return real();
+    }
+    let Some(mut dur) = duration_of(req_ts) else { return real() };
+    if flags & libc::TIMER_ABSTIME != 0 {
+        let mut now = timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `now` is a valid timespec (clock_gettime is a vDSO call, not hooked).
+        if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+            return real();
+        }
+        let Some(now) = duration_of(&now) else { return real() };
+        dur = dur.saturating_sub(now);
+    }
+    coop::sleep(dur);
+    0
+}
+
+/// `nanosleep(2)`.
+///
+/// # Safety
+/// As `nanosleep(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int {
+    if coop::thread_is_cooperative() {
+        // SAFETY: a non-null `req` is valid per the caller.
+        if let Some(dur) = unsafe { req.as_ref() }.and_then(duration_of) {
+            coop::sleep(dur);
+            return 0;
+        }
+    }
+    // SAFETY: the caller's arguments, forwarded.
+    unsafe { raw!(libc::SYS_nanosleep, req, rem) as c_int }
+}
+
+/// `usleep(3)`.
+///
+/// # Safety
+/// None beyond the C function's (it takes no pointers); `unsafe` as every hook.
+#[no_mangle]
+pub unsafe extern "C" fn usleep(usec: libc::useconds_t) -> c_int {
+    let dur = Duration::from_micros(usec.into());
+    if coop::thread_is_cooperative() {
+        coop::sleep(dur);
+        return 0;
+    }
+    let req = timespec { tv_sec: dur.as_secs() as libc::time_t, tv_nsec: dur.subsec_nanos() as c_long };
+    // SAFETY: `req` is a valid timespec; no remainder is asked for.
+    unsafe { raw!(libc::SYS_nanosleep, &req as *const timespec, 0) as c_int }
+}
+
+/// `sleep(3)`: returns the seconds not slept (0 unless interrupted by a signal handler).
+///
+/// # Safety
+/// None beyond the C function's (it takes no pointers); `unsafe` as every hook.
+#[no_mangle]
+pub unsafe extern "C" fn sleep(seconds: c_uint) -> c_uint {
+    if coop::thread_is_cooperative() {
+        coop::sleep(Duration::from_secs(seconds.into()));
+        return 0;
+    }
+    let saved = sys::errno();
+    let req = timespec { tv_sec: seconds as libc::time_t, tv_nsec: 0 };
+    let mut rem = timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `req` and `rem` are valid timespecs.
+    let r = unsafe { raw!(libc::SYS_nanosleep, &req as *const timespec, &mut rem as *mut timespec) };
+    sys::set_errno(saved);
+    if r < 0 {
+        rem.tv_sec as c_uint + c_uint::from(rem.tv_nsec >= 500_000_000)
+    } else {
+        0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Descriptor bookkeeping: these only keep the fd table in step and forward.
+
+/// `close(2)`: deletes the fd's poller registration (while the number still names the file),
+/// then closes.
+///
+/// # Safety
+/// As `close(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    fdtable::closing(fd);
+    // SAFETY: the caller's argument, forwarded.
+    unsafe { raw!(libc::SYS_close, fd) as c_int }
+}
+
+/// `socket(2)`.
+///
+/// # Safety
+/// As `socket(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    // SAFETY: the caller's arguments, forwarded (no pointers).
+    let fd = unsafe { raw!(libc::SYS_socket, domain, ty, protocol) as c_int };
+    if fd >= 0 {
+        fdtable::set_socket(fd);
+    }
+    fd
+}
+
+/// `socketpair(2)`.
+///
+/// # Safety
+/// As `socketpair(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -> c_int {
+    // SAFETY: the caller's arguments, forwarded.
+    let r = unsafe { raw!(libc::SYS_socketpair, domain, ty, protocol, sv) as c_int };
+    if r == 0 {
+        // SAFETY: on success the kernel wrote two fds to `sv`, valid per the caller.
+        let (a, b) = unsafe { (*sv, *sv.add(1)) };
+        fdtable::set_socket(a);
+        fdtable::set_socket(b);
+    }
+    r
+}
+
+/// `dup(2)`.
+///
+/// # Safety
+/// As `dup(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn dup(old: c_int) -> c_int {
+    // SAFETY: the caller's argument, forwarded.
+    let new = unsafe { raw!(libc::SYS_dup, old) as c_int };
+    if new >= 0 {
+        fdtable::duplicated(old, new);
+    }
+    new
+}
+
+/// `dup2(2)`: an open `new` is closed by the kernel, so its registration goes first.
+///
+/// # Safety
+/// As `dup2(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if old != new && sys::getfl(old) >= 0 {
+        fdtable::closing(new);
+    }
+    // SAFETY: the caller's arguments, forwarded.
+    let r = unsafe { raw!(libc::SYS_dup2, old, new) as c_int };
+    if r >= 0 && old != new {
+        fdtable::duplicated(old, new);
+    }
+    r
+}
+
+/// `dup3(2)`.
+///
+/// # Safety
+/// As `dup3(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    if old != new && sys::getfl(old) >= 0 {
+        fdtable::closing(new);
+    }
+    // SAFETY: the caller's arguments, forwarded.
+    let r = unsafe { raw!(libc::SYS_dup3, old, new, flags) as c_int };
+    if r >= 0 {
+        fdtable::duplicated(old, new);
+    }
+    r
+}
+
+/// `fcntl(2)`, declared with one fixed word for the variadic argument (ABI-compatible on x86_64
+/// SysV, where variadic integer and pointer arguments travel in the same registers). Only
+/// `F_DUPFD`/`F_DUPFD_CLOEXEC` concern the shims; everything else, including `F_SETFL` and
+/// `F_GETFL`, goes to the kernel as is: the shims never change a file's flags, so `F_GETFL`
+/// shows exactly what the user set.
+///
+/// # Safety
+/// As `fcntl(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: the caller's arguments, forwarded.
+    let r = unsafe { raw!(libc::SYS_fcntl, fd, cmd, arg) as c_int };
+    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
+        fdtable::duplicated(fd, r);
+    }
+    r
+}
+
+/// `fcntl64`: what C code built with `_FILE_OFFSET_BITS=64` calls; the same as `fcntl` on
+/// x86_64.
+///
+/// # Safety
+/// As `fcntl(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: the caller's arguments.
+    unsafe { fcntl(fd, cmd, arg) }
+}
+
+/// `ioctl(2)`, with a fixed third word (see `fcntl`). `FIONBIO` goes to the kernel like every
+/// request: the non-blocking flag the user sets is the one the cooperative path reads.
+///
+/// # Safety
+/// As `ioctl(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> c_int {
+    // SAFETY: the caller's arguments, forwarded.
+    unsafe { raw!(libc::SYS_ioctl, fd, request, arg) as c_int }
+}
+
+/// `setsockopt(2)`: forwarded; the kernel keeps `SO_RCVTIMEO`/`SO_SNDTIMEO`, and the
+/// cooperative path reads them from there when it is about to park.
+///
+/// # Safety
+/// As `setsockopt(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    // SAFETY: the caller's arguments, forwarded.
+    unsafe { raw!(libc::SYS_setsockopt, fd, level, name, value, len) as c_int }
+}
+
+/// `getsockopt(2)`: forwarded (the kernel's values are the user's: the shims set none).
+///
+/// # Safety
+/// As `getsockopt(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    // SAFETY: the caller's arguments, forwarded.
+    unsafe { raw!(libc::SYS_getsockopt, fd, level, name, value, len) as c_int }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Name resolution: no readiness to wait for (glibc's resolver makes its own internal calls,
+// which never reach the hooks), so in a tasklet the real function runs on the `unblock` pool.
+
+/// Raw pointers moved to the pool thread. The caller's frame, which owns what they point to,
+/// stays parked (or blocked) until the pool's job has finished, so they stay valid.
+struct SendPtrs<T>(T);
+// SAFETY: see the type's comment: the pointees outlive the job, and the caller does not touch
+// them while the job runs.
+unsafe impl<T> Send for SendPtrs<T> {}
+
+impl<T> SendPtrs<T> {
+    /// Unwraps the pointers (a method, so a closure captures the whole wrapper, not its
+    /// non-`Send` field).
+    fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+type GetaddrinfoFn = unsafe extern "C" fn(
+    *const libc::c_char,
+    *const libc::c_char,
+    *const libc::addrinfo,
+    *mut *mut libc::addrinfo,
+) -> c_int;
+
+type GetnameinfoFn = unsafe extern "C" fn(
+    *const sockaddr,
+    socklen_t,
+    *mut libc::c_char,
+    socklen_t,
+    *mut libc::c_char,
+    socklen_t,
+    c_int,
+) -> c_int;
+
+static REAL_GETADDRINFO: sys::NextSymbol = sys::NextSymbol::new(c"getaddrinfo");
+static REAL_GETNAMEINFO: sys::NextSymbol = sys::NextSymbol::new(c"getnameinfo");
+
+/// Runs `f` on the `unblock` pool (kills deferred) and hands its `errno` back.
+fn on_pool(f: impl FnOnce() -> c_int + Send + 'static) -> c_int {
+    let saved = sys::errno();
+    let (r, err) = tasklet::io::with_kills_deferred(|| {
+        tasklet::unblock(move || {
+            let r = f();
+            (r, sys::errno())
+        })
+    });
+    sys::set_errno(if r == libc::EAI_SYSTEM { err } else { saved });
+    r
+}
+
+/// `getaddrinfo(3)`: on the `unblock` pool when called in a tasklet.
+///
+/// # Safety
+/// As `getaddrinfo(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn getaddrinfo(
+    node: *const libc::c_char,
+    service: *const libc::c_char,
+    hints: *const libc::addrinfo,
+    res: *mut *mut libc::addrinfo,
+) -> c_int {
+    let Some(addr) = REAL_GETADDRINFO.get() else {
+        sys::set_errno(libc::ENOSYS);
+        return libc::EAI_SYSTEM;
+    };
+    // SAFETY: `addr` is libc's `getaddrinfo`, whose type this is.
+    let real: GetaddrinfoFn = unsafe { std::mem::transmute::<usize, GetaddrinfoFn>(addr) };
+    if !coop::thread_is_cooperative() {
+        // SAFETY: the caller's arguments, forwarded.
+        return unsafe { real(node, service, hints, res) };
+    }
+    let args = SendPtrs((node, service, hints, res));
+    on_pool(move || {
+        let (node, service, hints, res) = args.into_inner();
+        // SAFETY: the caller's arguments, valid until the job ends (see `SendPtrs`).
+        unsafe { real(node, service, hints, res) }
+    })
+}
+
+/// `getnameinfo(3)`: on the `unblock` pool when called in a tasklet.
+///
+/// # Safety
+/// As `getnameinfo(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn getnameinfo(
+    sa: *const sockaddr,
+    salen: socklen_t,
+    host: *mut libc::c_char,
+    hostlen: socklen_t,
+    serv: *mut libc::c_char,
+    servlen: socklen_t,
+    flags: c_int,
+) -> c_int {
+    let Some(addr) = REAL_GETNAMEINFO.get() else {
+        sys::set_errno(libc::ENOSYS);
+        return libc::EAI_SYSTEM;
+    };
+    // SAFETY: `addr` is libc's `getnameinfo`, whose type this is.
+    let real: GetnameinfoFn = unsafe { std::mem::transmute::<usize, GetnameinfoFn>(addr) };
+    if !coop::thread_is_cooperative() {
+        // SAFETY: the caller's arguments, forwarded.
+        return unsafe { real(sa, salen, host, hostlen, serv, servlen, flags) };
+    }
+    let args = SendPtrs((sa, host, serv));
+    on_pool(move || {
+        let (sa, host, serv) = args.into_inner();
+        // SAFETY: the caller's arguments, valid until the job ends (see `SendPtrs`).
+        unsafe { real(sa, salen, host, hostlen, serv, servlen, flags) }
+    })
+}

@@ -1,0 +1,167 @@
+//! The shims' one door to the kernel: raw system calls, `errno`, and the two libc functions
+//! that are not system calls (`getaddrinfo`, `getnameinfo`), found with `dlsym(RTLD_NEXT)`.
+//!
+//! Forwarding a hooked call with `libc::recv(..)` would call the hook itself (the symbol is
+//! ours), so every forward is a raw system call through [`syscall`] (glibc's `syscall(2)`
+//! wrapper, which is not hooked and sets `errno` like the real functions do). Raw calls need no
+//! initialisation, never allocate and never recurse, which is what hooks running before `main`,
+//! inside the allocator or on threads the runtime never saw require.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use libc::{c_int, c_long};
+
+/// Makes a raw system call (`nr` with up to six word arguments; unused ones are ignored by the
+/// kernel). Returns the kernel's result, or `-1` with `errno` set, like the libc wrappers.
+///
+/// # Safety
+///
+/// The arguments must be valid for system call `nr` (pointers valid for the sizes the call
+/// reads or writes), exactly as for the libc function of the same name.
+#[inline]
+pub(crate) unsafe fn syscall(nr: c_long, args: [c_long; 6]) -> c_long {
+    // SAFETY: forwarded to the caller's contract.
+    unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]) }
+}
+
+/// Builds the argument array of [`syscall`] from up to six word-sized values (integers or
+/// pointers), and calls it. Expands to an unsafe call: the caller writes the `// SAFETY:`.
+macro_rules! raw {
+    ($nr:expr $(, $arg:expr)* $(,)?) => {{
+        #[allow(clippy::cast_lossless, trivial_numeric_casts)]
+        let args = $crate::sys::args(&[$($arg as libc::c_long),*]);
+        $crate::sys::syscall($nr, args)
+    }};
+}
+pub(crate) use raw;
+
+/// Pads up to six arguments to the six words [`syscall`] takes.
+#[inline]
+pub(crate) fn args(given: &[c_long]) -> [c_long; 6] {
+    let mut all = [0; 6];
+    all[..given.len()].copy_from_slice(given);
+    all
+}
+
+/// The calling thread's `errno`.
+#[inline]
+pub(crate) fn errno() -> c_int {
+    // SAFETY: `__errno_location` returns the calling thread's errno slot, valid for the
+    // thread's lifetime.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the calling thread's `errno`.
+#[inline]
+pub(crate) fn set_errno(value: c_int) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = value }
+}
+
+/// Returns `-1` with `errno` set to `err`: the C convention for a failed call.
+#[inline]
+pub(crate) fn fail(err: c_int) -> c_long {
+    set_errno(err);
+    -1
+}
+
+/// `fstat` of `fd`, or `None` (with `errno` set) if it fails.
+pub(crate) fn fstat(fd: c_int) -> Option<libc::stat> {
+    // SAFETY: `libc::stat` is plain data; all zeroes is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable `struct stat`.
+    let r = unsafe { raw!(libc::SYS_fstat, fd, &mut st as *mut libc::stat) };
+    (r == 0).then_some(st)
+}
+
+/// `fcntl(fd, F_GETFL)`: the file status flags (`O_NONBLOCK`, ...), or `-1`.
+pub(crate) fn getfl(fd: c_int) -> c_long {
+    // SAFETY: F_GETFL takes no argument and touches no memory.
+    unsafe { raw!(libc::SYS_fcntl, fd, libc::F_GETFL) }
+}
+
+/// `fcntl(fd, F_SETFL, flags)`.
+pub(crate) fn setfl(fd: c_int, flags: c_long) -> c_long {
+    // SAFETY: F_SETFL takes an integer and touches no memory.
+    unsafe { raw!(libc::SYS_fcntl, fd, libc::F_SETFL, flags) }
+}
+
+/// `poll` of one fd for `events` with timeout 0: the returned events (0 if none), or `None`
+/// (with `errno` set) if the call fails.
+pub(crate) fn poll_now(fd: c_int, events: libc::c_short) -> Option<libc::c_short> {
+    let mut pfd = libc::pollfd { fd, events, revents: 0 };
+    // SAFETY: `pfd` is one valid pollfd.
+    let r = unsafe { raw!(libc::SYS_poll, &mut pfd as *mut libc::pollfd, 1, 0) };
+    (r >= 0).then_some(pfd.revents)
+}
+
+/// `getsockopt(fd, SOL_SOCKET, opt)` for a `timeval` option (`SO_RCVTIMEO`, `SO_SNDTIMEO`).
+pub(crate) fn socket_timeout(fd: c_int, opt: c_int) -> Option<std::time::Duration> {
+    let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: `tv` and `len` are valid and `len` is the size of `tv`.
+    let r = unsafe {
+        raw!(
+            libc::SYS_getsockopt,
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            &mut tv as *mut libc::timeval,
+            &mut len as *mut libc::socklen_t
+        )
+    };
+    if r != 0 || (tv.tv_sec == 0 && tv.tv_usec == 0) || tv.tv_sec < 0 || tv.tv_usec < 0 {
+        return None;
+    }
+    Some(std::time::Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000))
+}
+
+/// The pending error of a socket (`SO_ERROR`), `Some(0)` if none; `None` if the call fails.
+pub(crate) fn socket_error(fd: c_int) -> Option<c_int> {
+    let mut err: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: `err` and `len` are valid and `len` is the size of `err`.
+    let r = unsafe {
+        raw!(
+            libc::SYS_getsockopt,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut err as *mut c_int,
+            &mut len as *mut libc::socklen_t
+        )
+    };
+    (r == 0).then_some(err)
+}
+
+/// Closes an fd the shims made themselves (a temporary epoll fd), bypassing the `close` hook.
+pub(crate) fn close_own(fd: c_int) {
+    // SAFETY: closing an fd this crate owns.
+    unsafe { raw!(libc::SYS_close, fd) };
+}
+
+/// A libc function looked up once with `dlsym(RTLD_NEXT, name)` and cached (0: not looked up
+/// yet; 1: not found). Only for the resolver functions, which are not system calls; they
+/// allocate themselves, so a look-up that may allocate costs nothing new.
+pub(crate) struct NextSymbol {
+    name: &'static std::ffi::CStr,
+    addr: AtomicUsize,
+}
+
+impl NextSymbol {
+    pub(crate) const fn new(name: &'static std::ffi::CStr) -> NextSymbol {
+        NextSymbol { name, addr: AtomicUsize::new(0) }
+    }
+
+    /// The address of the next definition of the symbol after this object's, if any.
+    pub(crate) fn get(&self) -> Option<usize> {
+        let mut addr = self.addr.load(Ordering::Acquire);
+        if addr == 0 {
+            // SAFETY: `name` is a valid C string; RTLD_NEXT is a valid pseudo-handle.
+            let found = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) } as usize;
+            addr = if found == 0 { 1 } else { found };
+            self.addr.store(addr, Ordering::Release);
+        }
+        (addr != 1).then_some(addr)
+    }
+}
