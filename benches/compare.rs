@@ -176,12 +176,12 @@ fn plan(cases: &[&str], s: &Settings) -> Vec<Job> {
     for &case in cases {
         match case {
             "switch" => {
-                for imp in ["tasklet", "may", "tokio", "threads"] {
+                for imp in ["tasklet", "tasklet-noacct", "may", "tokio", "threads"] {
                     jobs.push(sampling(Job::new("switch", imp, "0")));
                 }
             }
             "channel" => {
-                for imp in ["tasklet", "may", "tokio", "threads-1cpu"] {
+                for imp in ["tasklet", "tasklet-noacct", "may", "tokio", "threads-1cpu"] {
                     jobs.push(sampling(Job::new("channel", imp, "0")));
                 }
                 jobs.push(sampling(Job::new("channel", "threads-2cpu", "0,1")));
@@ -274,6 +274,10 @@ fn child(args: &[String]) -> ExitCode {
         "switch" => {
             let per_op = match imp {
                 "tasklet" => measure(micro::switch_tasklet, 1000, sample(), samples()),
+                "tasklet-noacct" => {
+                    tasklet::set_accounting(false);
+                    measure(micro::switch_tasklet, 1000, sample(), samples())
+                }
                 "may" => measure(micro::switch_may, 1000, sample(), samples()),
                 "tokio" => {
                     let rt = micro::tokio_runtime();
@@ -287,6 +291,10 @@ fn child(args: &[String]) -> ExitCode {
         "channel" => {
             let per_op = match imp {
                 "tasklet" => measure(micro::channel_tasklet, 1000, sample(), samples()),
+                "tasklet-noacct" => {
+                    tasklet::set_accounting(false);
+                    measure(micro::channel_tasklet, 1000, sample(), samples())
+                }
                 "may" => measure(micro::channel_may, 1000, sample(), samples()),
                 "tokio" => {
                     let rt = micro::tokio_runtime();

@@ -242,6 +242,9 @@ fn md_escape(s: &str) -> String {
 fn label(case: &str, imp: &str) -> (&'static str, &'static str) {
     match (case, imp) {
         ("switch", "tasklet") => ("tasklet: two tasklets, `schedule()`", "tasklet: schedule()"),
+        ("switch", "tasklet-noacct") => {
+            ("tasklet, per-tasklet CPU accounting off (`set_accounting(false)`)", "tasklet, accounting off")
+        }
         ("switch", "may") => ("may: two coroutines, `coroutine::yield_now()`", "may: yield_now()"),
         ("switch", "tokio") => {
             ("tokio: two `spawn_local` tasks, `task::yield_now().await`", "tokio: yield_now().await")
@@ -251,6 +254,10 @@ fn label(case: &str, imp: &str) -> (&'static str, &'static str) {
             "OS threads (1 CPU): yield_now()",
         ),
         ("channel", "tasklet") => ("tasklet: `Channel` (rendezvous)", "tasklet: Channel"),
+        ("channel", "tasklet-noacct") => (
+            "tasklet: `Channel`, per-tasklet CPU accounting off (`set_accounting(false)`)",
+            "tasklet: Channel, accounting off",
+        ),
         ("channel", "may") => ("may: `sync::mpsc::channel`", "may: mpsc"),
         ("channel", "tokio") => ("tokio: `sync::mpsc::channel(1)`", "tokio: mpsc::channel(1)"),
         ("channel", "threads-1cpu") => {
@@ -353,10 +360,22 @@ impl Report {
             shown: "may ÷ tasklet".into(),
         });
         t.push(Target {
+            name: "(companion) switch, per-tasklet CPU accounting off: ≥ 4× faster than may".into(),
+            values: self.ratios("switch", "may", "", ("tasklet-noacct", ""), "cpu_ns"),
+            met: at_least(4.0),
+            shown: "may ÷ tasklet (accounting off)".into(),
+        });
+        t.push(Target {
             name: "channel round trip: ≥ 8× faster than may mpsc".into(),
             values: self.ratios("channel", "may", "", ("tasklet", ""), "cpu_ns"),
             met: at_least(8.0),
             shown: "may ÷ tasklet".into(),
+        });
+        t.push(Target {
+            name: "(companion) channel round trip, accounting off: ≥ 8× faster than may mpsc".into(),
+            values: self.ratios("channel", "may", "", ("tasklet-noacct", ""), "cpu_ns"),
+            met: at_least(8.0),
+            shown: "may ÷ tasklet (accounting off)".into(),
         });
         for batch in [s.spawn_batch, s.spawn_batch_small] {
             let p = format!("batch={batch}");
@@ -685,8 +704,10 @@ impl Report {
              turn with `std::thread::yield_now()` (so every hand-over is a `sched_yield` into the other thread; \
              chosen over a condvar hand-off, which adds a futex wake and sleep per switch).\n\n",
         );
-        let imps: Vec<(&str, String)> =
-            ["tasklet", "may", "tokio", "threads"].iter().map(|i| (*i, String::new())).collect();
+        let imps: Vec<(&str, String)> = ["tasklet", "tasklet-noacct", "may", "tokio", "threads"]
+            .iter()
+            .map(|i| (*i, String::new()))
+            .collect();
         md.push_str(&self.micro_table("switch", &imps, ("tasklet", "")));
         md.push_str(&self.failures("switch"));
         md.push_str(
@@ -694,10 +715,11 @@ impl Report {
              each way. tasklet channels are rendezvous (the default preference, `Receiver`); the peers' channels \
              are queues.\n\n",
         );
-        let imps: Vec<(&str, String)> = ["tasklet", "may", "tokio", "threads-1cpu", "threads-2cpu"]
-            .iter()
-            .map(|i| (*i, String::new()))
-            .collect();
+        let imps: Vec<(&str, String)> =
+            ["tasklet", "tasklet-noacct", "may", "tokio", "threads-1cpu", "threads-2cpu"]
+                .iter()
+                .map(|i| (*i, String::new()))
+                .collect();
         md.push_str(&self.micro_table("channel", &imps, ("tasklet", "")));
         md.push_str(&self.failures("channel"));
         let _ = write!(
@@ -1022,7 +1044,7 @@ impl Report {
             title: "1. Switch between two runnable tasks (CPU per switch)".into(),
             unit: "ns".into(),
             log: true,
-            bars: ["tasklet", "may", "tokio", "threads"]
+            bars: ["tasklet", "tasklet-noacct", "may", "tokio", "threads"]
                 .iter()
                 .map(|i| bar("switch", i, "", "cpu_ns", "ns", base()))
                 .collect(),
@@ -1031,7 +1053,7 @@ impl Report {
             title: "2. Channel round trip (CPU per round trip)".into(),
             unit: "ns".into(),
             log: true,
-            bars: ["tasklet", "may", "tokio", "threads-1cpu", "threads-2cpu"]
+            bars: ["tasklet", "tasklet-noacct", "may", "tokio", "threads-1cpu", "threads-2cpu"]
                 .iter()
                 .map(|i| bar("channel", i, "", "cpu_ns", "ns", base()))
                 .collect(),
