@@ -160,6 +160,22 @@ pub(crate) unsafe fn exit_to(to: &Context) -> ! {
     unsafe { exit_raw(to.sp.get()) }
 }
 
+/// The end of both switches: pops the six callee-saved registers of a suspended context's
+/// frame (pushed by `switch_raw`), with the CFI of each pop, and returns into it.
+macro_rules! pop_frame_and_return {
+    () => {
+        concat!(
+            "pop r15\n.cfi_adjust_cfa_offset -8\n.cfi_restore r15\n",
+            "pop r14\n.cfi_adjust_cfa_offset -8\n.cfi_restore r14\n",
+            "pop r13\n.cfi_adjust_cfa_offset -8\n.cfi_restore r13\n",
+            "pop r12\n.cfi_adjust_cfa_offset -8\n.cfi_restore r12\n",
+            "pop rbx\n.cfi_adjust_cfa_offset -8\n.cfi_restore rbx\n",
+            "pop rbp\n.cfi_adjust_cfa_offset -8\n.cfi_restore rbp\n",
+            "ret",
+        )
+    };
+}
+
 /// `switch` itself: `rdi` = where to store the current rsp, `rsi` = the rsp to load.
 ///
 /// # Safety
@@ -191,25 +207,7 @@ unsafe extern "C" fn switch_raw(from: *mut usize, to: usize) {
         // whichever stack rsp is on: both hold the same seven-word frame.
         "mov [rdi], rsp",
         "mov rsp, rsi",
-        "pop r15",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore r15",
-        "pop r14",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore r14",
-        "pop r13",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore r13",
-        "pop r12",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore r12",
-        "pop rbx",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore rbx",
-        "pop rbp",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore rbp",
-        "ret",
+        pop_frame_and_return!(),
         ".cfi_endproc",
     )
 }
@@ -231,25 +229,7 @@ unsafe extern "C" fn exit_raw(to: usize) -> ! {
         ".cfi_rel_offset r12, 24",
         ".cfi_rel_offset rbx, 32",
         ".cfi_rel_offset rbp, 40",
-        "pop r15",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore r15",
-        "pop r14",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore r14",
-        "pop r13",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore r13",
-        "pop r12",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore r12",
-        "pop rbx",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore rbx",
-        "pop rbp",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore rbp",
-        "ret",
+        pop_frame_and_return!(),
         ".cfi_endproc",
     )
 }

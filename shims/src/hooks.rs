@@ -112,7 +112,7 @@ unsafe fn send_coop(
 /// As `recv(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    if flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd) {
+    if forwarded_as_is(fd, flags) {
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(libc::SYS_recvfrom, fd, buf, len, flags, 0, 0) } as ssize_t;
     }
@@ -133,7 +133,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
-    if flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd) {
+    if forwarded_as_is(fd, flags) {
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(libc::SYS_recvfrom, fd, buf, len, flags, addr, addrlen) } as ssize_t;
     }
@@ -147,7 +147,7 @@ pub unsafe extern "C" fn recvfrom(
 /// As `send(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    if flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd) {
+    if forwarded_as_is(fd, flags) {
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(libc::SYS_sendto, fd, buf, len, flags, 0, 0) } as ssize_t;
     }
@@ -168,7 +168,7 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     addrlen: socklen_t,
 ) -> ssize_t {
-    if flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd) {
+    if forwarded_as_is(fd, flags) {
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(libc::SYS_sendto, fd, buf, len, flags, addr, addrlen) } as ssize_t;
     }
@@ -182,14 +182,8 @@ pub unsafe extern "C" fn sendto(
 /// As `recvmsg(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd) {
-        // SAFETY: the caller's arguments, forwarded.
-        return unsafe { raw!(libc::SYS_recvmsg, fd, msg, flags) } as ssize_t;
-    }
-    coop::io_loop(fd, Interest::Readable, || {
-        // SAFETY: the caller's arguments.
-        unsafe { raw!(libc::SYS_recvmsg, fd, msg, flags | libc::MSG_DONTWAIT) }
-    }) as ssize_t
+    // SAFETY: the caller's arguments.
+    unsafe { msg_call(libc::SYS_recvmsg, Interest::Readable, fd, msg, flags) }
 }
 
 /// `sendmsg(2)`. A partial send of a stream socket is returned as such (callers of `sendmsg`
@@ -199,14 +193,30 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 /// As `sendmsg(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    if flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd) {
+    // SAFETY: the caller's arguments.
+    unsafe { msg_call(libc::SYS_sendmsg, Interest::Writable, fd, msg.cast_mut(), flags) }
+}
+
+/// `recvmsg`/`sendmsg` (`sysno`): forwarded as is, or tried with `MSG_DONTWAIT` and parked
+/// for `interest` on `EAGAIN`.
+///
+/// # Safety
+/// As the system call `sysno` with these arguments.
+unsafe fn msg_call(sysno: c_long, interest: Interest, fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if forwarded_as_is(fd, flags) {
         // SAFETY: the caller's arguments, forwarded.
-        return unsafe { raw!(libc::SYS_sendmsg, fd, msg, flags) } as ssize_t;
+        return unsafe { raw!(sysno, fd, msg, flags) } as ssize_t;
     }
-    coop::io_loop(fd, Interest::Writable, || {
+    coop::io_loop(fd, interest, || {
         // SAFETY: the caller's arguments.
-        unsafe { raw!(libc::SYS_sendmsg, fd, msg, flags | libc::MSG_DONTWAIT) }
+        unsafe { raw!(sysno, fd, msg, flags | libc::MSG_DONTWAIT) }
     }) as ssize_t
+}
+
+/// Whether a socket call goes straight to the kernel: the caller asked for `MSG_DONTWAIT`
+/// itself, or the fd does not cooperate (see `coop::fd_is_cooperative`).
+fn forwarded_as_is(fd: c_int, flags: c_int) -> bool {
+    flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd)
 }
 
 /// A socket call made through `read`/`write`/`readv`/`writev` on what the table thought was a

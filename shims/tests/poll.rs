@@ -38,9 +38,12 @@ fn ticker(running: Rc<Cell<bool>>) -> tasklet::Tasklet<usize> {
     })
 }
 
-#[test]
-fn poll_on_one_socket_parks_until_it_is_readable() {
-    install();
+/// A socket pair whose other end a tasklet writes `x` to after 30 ms (with unmodified
+/// `std::thread::sleep`), and a running ticker: the end to wait on, the ticker's switch and
+/// handle, and the writer (which returns the other end, kept open).
+#[allow(clippy::type_complexity)]
+fn socket_written_later(
+) -> (UnixStream, Rc<Cell<bool>>, tasklet::Tasklet<usize>, tasklet::Tasklet<UnixStream>) {
     let (a, mut b) = UnixStream::pair().unwrap();
     let running = Rc::new(Cell::new(true));
     let ticks = ticker(running.clone());
@@ -49,6 +52,13 @@ fn poll_on_one_socket_parks_until_it_is_readable() {
         b.write_all(b"x").unwrap();
         b
     });
+    (a, running, ticks, writer)
+}
+
+#[test]
+fn poll_on_one_socket_parks_until_it_is_readable() {
+    install();
+    let (a, running, ticks, writer) = socket_written_later();
     let mut fds = [libc::pollfd { fd: a.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
     let start = Instant::now();
     assert_eq!(poll(&mut fds, 5000), 1);
@@ -110,14 +120,7 @@ fn poll_times_out_with_zero_and_lets_others_run() {
 #[test]
 fn select_parks_until_ready_and_updates_the_timeout() {
     install();
-    let (a, mut b) = UnixStream::pair().unwrap();
-    let running = Rc::new(Cell::new(true));
-    let ticks = ticker(running.clone());
-    let writer = tasklet::spawn(move || {
-        std::thread::sleep(ms(30));
-        b.write_all(b"x").unwrap();
-        b
-    });
+    let (a, running, ticks, writer) = socket_written_later();
     let fd = a.as_raw_fd();
     // SAFETY: fd_set is plain data; FD_ZERO/FD_SET/FD_ISSET on a valid set with fd < FD_SETSIZE.
     let (r, ready, left) = unsafe {
