@@ -59,6 +59,48 @@
 //! - When the main tasklet would block with nothing runnable, the operation returns a
 //!   *deadlock* error instead of hanging.
 //! - When the thread exits, the tasklets still alive are killed: their destructors run.
+//! - Every tasklet has a [`Priority`] (`Normal` by default, which is exactly the rules above);
+//!   higher levels run first, within a bound that keeps lower levels from starving.
+//!
+//! ## Blocking I/O, cooperatively
+//!
+//! [`net`] and [`time`] mirror `std::net` and `std::thread::sleep` name for name. A call is
+//! tried first; when it would block, the tasklet parks on the thread's readiness poller and the
+//! others run. [`unblock`] runs a blocking function on a small thread pool while the tasklet
+//! waits, and [`io::Registration`] parks on any other file descriptor.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use tasklet::net::{TcpListener, TcpStream};
+//!
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let addr = listener.local_addr()?;
+//! let server = tasklet::spawn(move || -> std::io::Result<()> {
+//!     let (mut conn, _) = listener.accept()?; // parks until the client connects
+//!     let mut buf = [0; 5];
+//!     conn.read_exact(&mut buf)?;
+//!     conn.write_all(&buf)
+//! });
+//! let mut client = TcpStream::connect(addr)?; // main parks too; the server tasklet runs
+//! client.write_all(b"hello")?;
+//! let mut echoed = [0; 5];
+//! client.read_exact(&mut echoed)?;
+//! assert_eq!(&echoed, b"hello");
+//! server.join().unwrap()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! Unmodified blocking code (std's own `std::net`, synchronous crates, C libraries) becomes
+//! cooperative too with the companion crate `tasklet-shims` (`shims/` in the repository),
+//! which interposes libc's blocking calls, as Stackless's `stacklesssocket.install()` did.
+//!
+//! ## Seeing and steering
+//!
+//! [`snapshot`] and [`dump`] list every tasklet of the thread: state, what it waits on, when it
+//! last ran, its switches and CPU time. [`dump_on_signal`] prints that for every thread on
+//! `kill -QUIT`, as Go does. A tasklet that holds the thread longer than the stall threshold is
+//! named in a `log::warn!`; [`run_watchdog`] is Stackless's `run(timeout)`; deadlock errors
+//! name the blocked tasklets. `docs/debugging.md` shows them at work.
 //!
 //! ## Stacks and memory
 //!

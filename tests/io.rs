@@ -77,7 +77,7 @@ fn a_writable_socket_wakes_at_once() {
     let (a, _b) = pair();
     // SAFETY: `a` outlives the registration.
     let registration = unsafe { Registration::new(a.as_raw_fd()) };
-    // The main tasklet waits too (the dispatcher polls for it).
+    // The main tasklet waits too (main idles in the poller for it).
     registration.wait(Interest::Writable, Some(Instant::now() + Duration::from_secs(5))).unwrap();
 }
 

@@ -375,7 +375,7 @@ fn busy_main_does_not_starve_a_sleeper() {
 
 #[test]
 fn two_busy_tasklets_do_not_starve_a_sleeper() {
-    // With another runnable tasklet, schedule() really switches and the dispatch loop checks
+    // With another runnable tasklet, schedule() really switches and the switch checks
     // the timers once per pass over the run queue.
     const BOUND: u64 = 50_000_000;
     let flag = Rc::new(Cell::new(false));
