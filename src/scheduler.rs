@@ -860,6 +860,11 @@ impl Scheduler {
         if task.priority.replace(priority) == priority {
             return;
         }
+        // Only a runnable tasklet other than the current one is in the queue: skip the search
+        // for the others (a tasklet spawned with a priority is still paused here).
+        if task.state.get() != State::Runnable || self.is_current(task) {
+            return;
+        }
         if let Some(queued) = self.unqueue(task) {
             self.push_back(queued);
         }
