@@ -275,7 +275,7 @@ fn child(args: &[String]) -> ExitCode {
             let per_op = match imp {
                 "tasklet" => measure(micro::switch_tasklet, 1000, sample(), samples()),
                 "tasklet-noacct" => {
-                    tasklet::set_accounting(false);
+                    tasklets::set_accounting(false);
                     measure(micro::switch_tasklet, 1000, sample(), samples())
                 }
                 "may" => measure(micro::switch_may, 1000, sample(), samples()),
@@ -292,7 +292,7 @@ fn child(args: &[String]) -> ExitCode {
             let per_op = match imp {
                 "tasklet" => measure(micro::channel_tasklet, 1000, sample(), samples()),
                 "tasklet-noacct" => {
-                    tasklet::set_accounting(false);
+                    tasklets::set_accounting(false);
                     measure(micro::channel_tasklet, 1000, sample(), samples())
                 }
                 "may" => measure(micro::channel_may, 1000, sample(), samples()),

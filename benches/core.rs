@@ -20,14 +20,14 @@
 //! - `channel_send_to_blocked_receiver/{receiver,neither,sender}`: a tasklet sends a stream of
 //!   values to a tasklet that receives them in a loop; time per message, by preference.
 //! - `accounting_off/*`: `switch/*` and `channel_round_trip/receiver` again with per-tasklet CPU
-//!   accounting off (`tasklet::set_accounting(false)`): every other benchmark runs with the
+//!   accounting off (`tasklets::set_accounting(false)`): every other benchmark runs with the
 //!   default, accounting on, which reads the TSC once per switch (~5 ns on this VM).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tasklet::{Channel, Preference};
+use tasklets::{Channel, Preference};
 
 /// Scales `elapsed`, measured for `done` operations, to `wanted` operations.
 fn scale(elapsed: Duration, done: u64, wanted: u64) -> Duration {
@@ -43,14 +43,14 @@ fn two_tasklets(iters: u64) -> Duration {
     // Each tasklet calls schedule() n times: 2n switches between them.
     let n = iters.div_ceil(2).max(1);
     for _ in 0..2 {
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             for _ in 0..n {
-                tasklet::schedule();
+                tasklets::schedule();
             }
         });
     }
     let start = Instant::now();
-    tasklet::run();
+    tasklets::run();
     scale(start.elapsed(), 2 * n, iters)
 }
 
@@ -58,17 +58,17 @@ fn two_tasklets(iters: u64) -> Duration {
 fn main_and_tasklet(iters: u64) -> Duration {
     // main -> tasklet -> main is two switches; n rounds.
     let n = iters.div_ceil(2).max(1);
-    let t = tasklet::spawn(move || {
+    let t = tasklets::spawn(move || {
         for _ in 0..n {
-            tasklet::schedule();
+            tasklets::schedule();
         }
     });
     let start = Instant::now();
     for _ in 0..n {
-        tasklet::schedule();
+        tasklets::schedule();
     }
     let elapsed = start.elapsed();
-    tasklet::run();
+    tasklets::run();
     assert!(!t.is_alive());
     scale(elapsed, 2 * n, iters)
 }
@@ -89,12 +89,12 @@ fn round_trips(n: u64, preference: Preference) -> Duration {
     pong.set_preference(preference);
     let (rx, tx) = (ping.clone(), pong.clone());
     // The echo tasklet runs first and blocks receiving; it ends when `ping` closes.
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         for v in &rx {
             tx.send(v).unwrap();
         }
     });
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         for i in 0..n {
             ping.send(i).unwrap();
             black_box(pong.receive().unwrap());
@@ -102,7 +102,7 @@ fn round_trips(n: u64, preference: Preference) -> Duration {
         ping.close();
     });
     let start = Instant::now();
-    tasklet::run();
+    tasklets::run();
     start.elapsed()
 }
 
@@ -118,9 +118,9 @@ fn channel_round_trip(c: &mut Criterion) {
 /// Without per-tasklet CPU accounting (the thread's setting is restored for every iteration).
 fn accounting_off(c: &mut Criterion) {
     fn off<R>(f: impl FnOnce() -> R) -> R {
-        tasklet::set_accounting(false);
+        tasklets::set_accounting(false);
         let r = f();
-        tasklet::set_accounting(true);
+        tasklets::set_accounting(true);
         r
     }
     let mut group = c.benchmark_group("accounting_off");
@@ -146,9 +146,9 @@ fn spawn_run_finish(c: &mut Criterion) {
                 let start = Instant::now();
                 for _ in 0..batches {
                     for _ in 0..batch {
-                        tasklet::spawn(|| {});
+                        tasklets::spawn(|| {});
                     }
-                    tasklet::run();
+                    tasklets::run();
                 }
                 scale(start.elapsed(), batches * batch, iters)
             })
@@ -173,19 +173,19 @@ fn channel_send_to_blocked_receiver(c: &mut Criterion) {
                 ch.set_preference(preference);
                 let rx = ch.clone();
                 // Spawned first: it is blocked in receive when the first value comes.
-                tasklet::spawn(move || {
+                tasklets::spawn(move || {
                     for v in &rx {
                         black_box(v);
                     }
                 });
-                tasklet::spawn(move || {
+                tasklets::spawn(move || {
                     for i in 0..n {
                         ch.send(i).unwrap();
                     }
                     ch.close();
                 });
                 let start = Instant::now();
-                tasklet::run();
+                tasklets::run();
                 scale(start.elapsed(), n, iters)
             })
         });

@@ -1,5 +1,5 @@
 //! Echo round trips over loopback on ONE thread: a server tasklet per connection and client
-//! tasklets, all on the same scheduler, talking through `tasklet::net`.
+//! tasklets, all on the same scheduler, talking through `tasklets::net`.
 //!
 //! ```sh
 //! cargo bench --bench echo                      # 100 connections x 2,000 round trips of 64 B
@@ -13,7 +13,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use tasklet::net::{TcpListener, TcpStream};
+use tasklets::net::{TcpListener, TcpStream};
 
 fn cpu_time() -> (Duration, Duration) {
     // SAFETY: getrusage fills the zeroed struct we pass.
@@ -36,11 +36,11 @@ fn main() {
     };
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("local_addr");
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         for _ in 0..conns {
             let (mut stream, _) = listener.accept().expect("accept");
             stream.set_nodelay(true).expect("nodelay");
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let mut buf = vec![0u8; size];
                 loop {
                     match stream.read(&mut buf) {
@@ -57,7 +57,7 @@ fn main() {
     });
     let clients: Vec<_> = (0..conns)
         .map(|i| {
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let mut stream = TcpStream::connect(addr).expect("connect");
                 stream.set_nodelay(true).expect("nodelay");
                 let msg: Vec<u8> = (0..size).map(|j| (i + j) as u8).collect();
@@ -72,7 +72,7 @@ fn main() {
         .collect();
     let (u0, s0) = cpu_time();
     let start = Instant::now();
-    tasklet::run();
+    tasklets::run();
     let elapsed = start.elapsed();
     let (u1, s1) = cpu_time();
     for c in clients {

@@ -25,7 +25,7 @@
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use tasklet::Channel;
+use tasklets::Channel;
 
 const DEFAULT_COUNTS: [usize; 3] = [10_000, 100_000, 1_000_000];
 const SMOKE_COUNT: usize = 1_000;
@@ -103,8 +103,8 @@ fn child(n: usize) -> bool {
     let ch = Channel::<u64>::new();
     // Warm up: create the scheduler, the first stack region and the allocator's arenas, so the
     // baseline includes the fixed costs.
-    tasklet::spawn(|| ()).join().expect("warm-up tasklet");
-    tasklet::run();
+    tasklets::spawn(|| ()).join().expect("warm-up tasklet");
+    tasklets::run();
 
     let rss_before = rss_kib();
     let pte_before = page_tables_kib();
@@ -114,12 +114,12 @@ fn child(n: usize) -> bool {
     let start = Instant::now();
     for _ in 0..n {
         let rx = ch.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let _ = rx.receive();
         });
     }
     let spawned = start.elapsed();
-    tasklet::run();
+    tasklets::run();
     let parked = start.elapsed();
     let blocked = usize::try_from(-ch.balance()).unwrap_or(0);
     let (user_parked, sys_parked, faults_parked) = cpu();
@@ -165,7 +165,7 @@ fn child(n: usize) -> bool {
 
     let start = Instant::now();
     ch.close();
-    tasklet::run();
+    tasklets::run();
     let finished = start.elapsed();
     let rss_finished = rss_kib();
     println!(
@@ -178,7 +178,7 @@ fn child(n: usize) -> bool {
     );
     let mut rss_idle = rss_finished;
     for i in 1..=IDLE_RUNS {
-        tasklet::run();
+        tasklets::run();
         rss_idle = rss_kib();
         println!("  RSS after idle run() #{i}: {:.1} MiB", mib(rss_idle));
     }

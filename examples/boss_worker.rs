@@ -5,8 +5,8 @@
 //!   **worker** tasklets over channels; each worker asks the boss for work and hands in the
 //!   report of its last job at the same rendezvous, so the boss accounts for every job.
 //! - A worker talks to its client with plain `read_line`/`write_all` on
-//!   `tasklet::net::TcpStream`: `SUM` it computes itself, `HASH` (CPU-heavy) it runs on the
-//!   `tasklet::unblock` pool, `SLEEP` it serves with `tasklet::time::sleep`, `RAND` is a long
+//!   `tasklets::net::TcpStream`: `SUM` it computes itself, `HASH` (CPU-heavy) it runs on the
+//!   `tasklets::unblock` pool, `SLEEP` it serves with `tasklets::time::sleep`, `RAND` is a long
 //!   answer written as it is generated. Each of these parks only the worker's tasklet.
 //! - The clients are tasklets too: each opens connections one after the other and checks every
 //!   answer.
@@ -31,7 +31,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tasklet::net::TcpListener;
+use tasklets::net::TcpListener;
 
 #[path = "shared/boss_worker.rs"]
 mod server;
@@ -47,7 +47,7 @@ struct Args {
     requests: usize,
     per_connection: usize,
     idle_timeout: Duration,
-    /// Print a snapshot of every tasklet (`tasklet::dump`) this long into the run.
+    /// Print a snapshot of every tasklet (`tasklets::dump`) this long into the run.
     dump_after: Option<Duration>,
 }
 
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
     };
     if args.serve.is_some() {
         // `kill -QUIT <pid>` prints every tasklet (docs/debugging.md).
-        if let Err(err) = tasklet::dump_on_signal(libc::SIGQUIT) {
+        if let Err(err) = tasklets::dump_on_signal(libc::SIGQUIT) {
             eprintln!("boss_worker: no dump on SIGQUIT: {err}");
         }
         println!("boss_worker: serving on {} with {} workers", server.local_addr(), args.workers);
@@ -199,7 +199,7 @@ fn demo(server: Server, args: &Args) -> ExitCode {
         .map(|id| {
             let (workload, totals) = (workload.clone(), totals.clone());
             let (requests, per_connection) = (args.requests, args.per_connection);
-            tasklet::Builder::new()
+            tasklets::Builder::new()
                 .name(format!("client {id}"))
                 .spawn(move || client(addr, id, requests, per_connection, &workload, &totals))
                 .expect("a stack for a client tasklet")
@@ -207,15 +207,15 @@ fn demo(server: Server, args: &Args) -> ExitCode {
         .collect();
     let progress = {
         let totals = totals.clone();
-        tasklet::spawn(move || progress(&totals, total_requests, start))
+        tasklets::spawn(move || progress(&totals, total_requests, start))
     };
     if let Some(after) = args.dump_after {
         // A debug tasklet: the whole constellation, as seen from inside, once.
-        tasklet::Builder::new()
+        tasklets::Builder::new()
             .name("dumper")
             .spawn(move || {
-                tasklet::time::sleep(after);
-                tasklet::dump();
+                tasklets::time::sleep(after);
+                tasklets::dump();
             })
             .expect("a stack for the dump tasklet");
     }
@@ -299,7 +299,7 @@ fn progress(totals: &RefCell<Totals>, total: u64, start: Instant) {
     let period = if terminal { Duration::from_millis(200) } else { Duration::from_secs(1) };
     let mut shown = 0usize;
     loop {
-        tasklet::time::sleep(period);
+        tasklets::time::sleep(period);
         let (done, errors) = {
             let totals = totals.borrow();
             (totals.requests, totals.errors)

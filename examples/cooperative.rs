@@ -7,7 +7,7 @@
 //!
 //! Run it with `cargo run --release --example cooperative`.
 
-use tasklet::Channel;
+use tasklets::Channel;
 
 fn receiving_tasklet(channel: Channel<String>) {
     println!("Receiving tasklet started");
@@ -28,8 +28,8 @@ fn another_tasklet() {
 fn main() {
     let channel = Channel::new();
     let receiver = channel.clone();
-    tasklet::spawn(move || receiving_tasklet(receiver));
-    tasklet::spawn(move || sending_tasklet(channel));
-    tasklet::spawn(another_tasklet);
-    tasklet::run();
+    tasklets::spawn(move || receiving_tasklet(receiver));
+    tasklets::spawn(move || sending_tasklet(channel));
+    tasklets::spawn(another_tasklet);
+    tasklets::run();
 }

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tasklet::net::TcpStream;
+use tasklets::net::TcpStream;
 
 #[path = "shared/echo.rs"]
 mod echo;
@@ -111,7 +111,7 @@ fn main() -> ExitCode {
         .map(|conn| {
             let totals = totals.clone();
             let (round_trips, size, timeout) = (args.round_trips, args.size, args.timeout);
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 if let Err(err) = client(addr, conn, round_trips, size, timeout, &totals) {
                     log::warn!("connection {conn}: {err}");
                     totals.borrow_mut().errors += 1;

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tasklet::net::TcpListener;
+use tasklets::net::TcpListener;
 
 #[path = "shared/echo.rs"]
 mod echo;
@@ -82,8 +82,8 @@ fn main() -> ExitCode {
     let addr = listener.local_addr().expect("a bound listener has an address");
     println!("echo_server: listening on {addr}");
     let idle_timeout = args.idle_timeout;
-    tasklet::spawn(move || accept_loop(listener, idle_timeout));
-    tasklet::run(); // never returns: the acceptor always waits for the next connection
+    tasklets::spawn(move || accept_loop(listener, idle_timeout));
+    tasklets::run(); // never returns: the acceptor always waits for the next connection
     ExitCode::SUCCESS
 }
 
@@ -92,12 +92,12 @@ fn accept_loop(listener: TcpListener, idle_timeout: Duration) {
         match listener.accept() {
             Ok((stream, peer)) => {
                 log::debug!("{peer}: connected");
-                tasklet::spawn(move || finish(peer, echo::serve_connection(stream, Some(idle_timeout))));
+                tasklets::spawn(move || finish(peer, echo::serve_connection(stream, Some(idle_timeout))));
             }
             Err(err) => {
                 // Out of file descriptors, typically: the connection stays queued; try later.
                 log::warn!("accept failed: {err}");
-                tasklet::time::sleep(Duration::from_millis(10));
+                tasklets::time::sleep(Duration::from_millis(10));
             }
         }
     }

@@ -7,13 +7,13 @@
 
 fn f() {
     println!("1");
-    tasklet::schedule();
+    tasklets::schedule();
     println!("2");
 }
 
 fn main() {
-    let f_task = tasklet::spawn(f);
-    tasklet::schedule(); // main goes to the end of the run queue: f prints 1 and schedules back
-    tasklet::schedule(); // f resumes, prints 2 and finishes
+    let f_task = tasklets::spawn(f);
+    tasklets::schedule(); // main goes to the end of the run queue: f prints 1 and schedules back
+    tasklets::schedule(); // f resumes, prints 2 and finishes
     assert!(!f_task.is_alive());
 }

@@ -6,12 +6,12 @@
 
 fn f(c: &str) {
     println!("{c} before");
-    tasklet::schedule();
+    tasklets::schedule();
     println!("{c} after");
 }
 
 fn main() {
-    tasklet::spawn(|| f("a"));
-    tasklet::spawn(|| f("b"));
-    tasklet::run(); // returns when no tasklet is runnable any more
+    tasklets::spawn(|| f("a"));
+    tasklets::spawn(|| f("b"));
+    tasklets::run(); // returns when no tasklet is runnable any more
 }

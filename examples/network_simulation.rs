@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use tasklet::{Channel, Tasklet};
+use tasklets::{Channel, Tasklet};
 
 const HUBS: [&str; 2] = ["hub-a", "hub-b"];
 const NODES: [&str; 5] = ["alice", "bob", "carol", "dave", "erin"];
@@ -92,7 +92,7 @@ trait Actor: 'static {
 /// Starts the actor's tasklet, which handles packets until its input channel is closed and
 /// then returns the actor.
 fn start<A: Actor>(mut actor: A) -> Tasklet<A> {
-    tasklet::Builder::new()
+    tasklets::Builder::new()
         .name(actor.name())
         .spawn(move || {
             while let Ok(packet) = actor.in_channel().receive() {
@@ -209,7 +209,7 @@ impl Actor for Hub {
                     if self.in_channel.balance() > 0 {
                         self.pending.push_back(self.in_channel.receive().expect("a sender is waiting"));
                     }
-                    tasklet::schedule();
+                    tasklets::schedule();
                 }
             }
         }
@@ -221,12 +221,12 @@ fn main() {
         HUBS.iter().chain(&NODES).map(|&name| (name, Channel::new())).collect();
     let hubs: Vec<Tasklet<Hub>> = HUBS.iter().map(|&name| start(Hub::new(name, &channels))).collect();
     let nodes: Vec<Tasklet<Node>> = NODES.iter().map(|&name| start(Node::new(name, &channels))).collect();
-    tasklet::run(); // every element starts and waits on its input channel
+    tasklets::run(); // every element starts and waits on its input channel
 
     for packet in PACKETS {
         println!("packet {}: {} -> {} {:?}", packet.id, packet.from, packet.to, packet.payload);
         channels[packet.from].send(packet).expect("the source node is listening");
-        tasklet::run(); // until every element waits again
+        tasklets::run(); // until every element waits again
     }
 
     // A burst: the next packet arrives while the previous ones are still on their way, so the
@@ -236,13 +236,13 @@ fn main() {
         let packet = Packet { id, from: "alice", to: "erin", payload, via: None };
         channels[packet.from].send(packet).expect("alice takes every packet");
     }
-    tasklet::run();
+    tasklets::run();
 
     println!("shutting down");
     for channel in channels.values() {
         channel.close(); // wakes the element waiting on it with `Closed`
     }
-    tasklet::run();
+    tasklets::run();
     for hub in hubs {
         let hub = hub.join().expect("the hub stopped");
         println!("{} forwarded {} packet(s)", hub.name, hub.forwarded);

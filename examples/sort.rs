@@ -12,7 +12,7 @@
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tasklet::Channel;
+use tasklets::Channel;
 
 /// xorshift64* (Vigna): small, fast and good enough to shuffle a demo's input.
 struct XorShift64Star {
@@ -69,7 +69,7 @@ fn parse_seed(args: impl IntoIterator<Item = String>) -> Result<Option<u64>, Str
 
 fn counter(n: u32, ch: Channel<u32>) {
     for _ in 0..n {
-        tasklet::schedule();
+        tasklets::schedule();
     }
     ch.send(n).expect("main receives every number");
 }
@@ -97,9 +97,9 @@ fn main() -> ExitCode {
     let ch = Channel::new();
     for &n in &numbers {
         let ch = ch.clone();
-        tasklet::spawn(move || counter(n, ch));
+        tasklets::spawn(move || counter(n, ch));
     }
-    tasklet::run(); // every counter ends up blocked in send, smallest number first
+    tasklets::run(); // every counter ends up blocked in send, smallest number first
     let mut rlist = Vec::new();
     while ch.balance() != 0 {
         rlist.push(ch.receive().expect("a sender is waiting"));

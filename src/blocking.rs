@@ -128,12 +128,12 @@ struct Slot<R> {
 ///
 /// ```
 /// use std::time::Duration;
-/// let slow = tasklet::spawn(|| tasklet::unblock(|| {
+/// let slow = tasklets::spawn(|| tasklets::unblock(|| {
 ///     std::thread::sleep(Duration::from_millis(20)); // blocks a pool thread, not this one
 ///     6 * 7
 /// }));
-/// let ticks = tasklet::spawn(|| (0..3).map(|_| tasklet::time::sleep(Duration::from_millis(1))).count());
-/// tasklet::run();
+/// let ticks = tasklets::spawn(|| (0..3).map(|_| tasklets::time::sleep(Duration::from_millis(1))).count());
+/// tasklets::run();
 /// assert_eq!(slow.join().unwrap(), 42);
 /// assert_eq!(ticks.join().unwrap(), 3);
 /// ```

@@ -103,13 +103,13 @@ static NEXT_CHANNEL_ID: AtomicU64 = AtomicU64::new(1);
 /// that made them and are neither `Send` nor `Sync`:
 ///
 /// ```compile_fail
-/// let ch = tasklet::Channel::<i32>::new();
+/// let ch = tasklets::Channel::<i32>::new();
 /// std::thread::spawn(move || ch.send(1)); // error: `Rc<..>` cannot be sent between threads
 /// ```
 ///
 /// ```compile_fail
 /// fn assert_sync<T: Sync>(_: &T) {}
-/// assert_sync(&tasklet::Channel::<i32>::new()); // error: channels are not `Sync` either
+/// assert_sync(&tasklets::Channel::<i32>::new()); // error: channels are not `Sync` either
 /// ```
 ///
 /// # Examples
@@ -119,23 +119,23 @@ static NEXT_CHANNEL_ID: AtomicU64 = AtomicU64::new(1);
 /// ```
 /// use std::{cell::RefCell, rc::Rc};
 /// let out = Rc::new(RefCell::new(Vec::<String>::new()));
-/// let ch = tasklet::Channel::new();
+/// let ch = tasklets::Channel::new();
 /// let (o, c) = (out.clone(), ch.clone());
-/// tasklet::spawn(move || {
+/// tasklets::spawn(move || {
 ///     o.borrow_mut().push("Receiving tasklet started".into());
 ///     let v: String = c.receive().unwrap();
 ///     o.borrow_mut().push(v);
 ///     o.borrow_mut().push("Receiving tasklet finished".into());
 /// });
 /// let (o, c) = (out.clone(), ch.clone());
-/// tasklet::spawn(move || {
+/// tasklets::spawn(move || {
 ///     o.borrow_mut().push("Sending tasklet started".into());
 ///     c.send("send from sending_tasklet".to_string()).unwrap();
 ///     o.borrow_mut().push("sending tasklet finished".into());
 /// });
 /// let o = out.clone();
-/// tasklet::spawn(move || o.borrow_mut().push("Just another tasklet in the scheduler".into()));
-/// tasklet::run();
+/// tasklets::spawn(move || o.borrow_mut().push("Just another tasklet in the scheduler".into()));
+/// tasklets::run();
 /// assert_eq!(*out.borrow(), [
 ///     "Receiving tasklet started",
 ///     "Sending tasklet started",
@@ -384,7 +384,7 @@ impl<T> Channel<T> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let ch = tasklet::Channel::new();
+    /// let ch = tasklets::Channel::new();
     /// let err = ch.send_timeout(5, Duration::from_millis(10)).unwrap_err();
     /// assert!(err.is_timeout());
     /// assert_eq!(err.into_inner(), 5);
@@ -423,11 +423,11 @@ impl<T> Channel<T> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tasklet::{Channel, RecvTimeoutError};
+    /// use tasklets::{Channel, RecvTimeoutError};
     /// let ch = Channel::new();
     /// let tx = ch.clone();
-    /// tasklet::spawn(move || {
-    ///     tasklet::time::sleep(Duration::from_millis(5));
+    /// tasklets::spawn(move || {
+    ///     tasklets::time::sleep(Duration::from_millis(5));
     ///     tx.send("late but in time").unwrap();
     /// });
     /// assert_eq!(ch.receive_timeout(Duration::from_secs(10)), Ok("late but in time"));
@@ -494,12 +494,12 @@ impl<T> Channel<T> {
     /// # Examples
     ///
     /// ```
-    /// let ch = tasklet::Channel::new();
+    /// let ch = tasklets::Channel::new();
     /// for i in 0..3 {
     ///     let ch = ch.clone();
-    ///     tasklet::spawn(move || ch.send(i));
+    ///     tasklets::spawn(move || ch.send(i));
     /// }
-    /// tasklet::run();
+    /// tasklets::run();
     /// assert_eq!(ch.balance(), 3);
     /// assert_eq!(ch.receive(), Ok(0)); // blocked senders are served first come, first served
     /// assert_eq!(ch.balance(), 2);
@@ -554,9 +554,9 @@ impl<T> Channel<T> {
     /// # Examples
     ///
     /// ```
-    /// let ch = tasklet::Channel::new();
+    /// let ch = tasklets::Channel::new();
     /// let tx = ch.clone();
-    /// tasklet::spawn(move || {
+    /// tasklets::spawn(move || {
     ///     tx.send_sequence(1..=3).unwrap();
     ///     tx.close();
     /// });

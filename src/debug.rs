@@ -159,14 +159,14 @@ pub struct SchedulerStats {
 /// # Examples
 ///
 /// ```
-/// let ch = tasklet::Channel::<u8>::new();
+/// let ch = tasklets::Channel::<u8>::new();
 /// let rx = ch.clone();
-/// tasklet::Builder::new().name("waiter").spawn(move || rx.receive())?;
-/// tasklet::run();
-/// let snap = tasklet::snapshot();
+/// tasklets::Builder::new().name("waiter").spawn(move || rx.receive())?;
+/// tasklets::run();
+/// let snap = tasklets::snapshot();
 /// let waiter = snap.tasklets.iter().find(|t| t.name.as_deref() == Some("waiter")).unwrap();
-/// assert_eq!(waiter.state, tasklet::TaskletState::Blocked);
-/// assert!(matches!(waiter.waiting_on, Some(tasklet::WaitingOn::Receive { .. })));
+/// assert_eq!(waiter.state, tasklets::TaskletState::Blocked);
+/// assert!(matches!(waiter.waiting_on, Some(tasklets::WaitingOn::Receive { .. })));
 /// println!("{snap}");
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -269,7 +269,7 @@ static INSTALL: Mutex<()> = Mutex::new(());
 ///
 /// ```no_run
 /// // `kill -QUIT <pid>` now prints the tasklets of every thread to stderr.
-/// tasklet::dump_on_signal(libc::SIGQUIT)?;
+/// tasklets::dump_on_signal(libc::SIGQUIT)?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn dump_on_signal(signal: libc::c_int) -> io::Result<()> {

@@ -1,8 +1,8 @@
-//! Parking on raw file descriptors: the I/O bridge for fds that `tasklet::net` does not own.
+//! Parking on raw file descriptors: the I/O bridge for fds that `tasklets::net` does not own.
 //!
-//! [`tasklet::net`](crate::net) covers sockets end to end. This module is the layer beneath it,
+//! [`tasklets::net`](crate::net) covers sockets end to end. This module is the layer beneath it,
 //! for everything else that speaks readiness: a pipe, an `inotify` or `signalfd` descriptor, a
-//! socket made by another library, or the `tasklet-shims` crate, which hooks libc's blocking
+//! socket made by another library, or the `tasklets-shims` crate, which hooks libc's blocking
 //! calls. The discipline is the one `net` follows (after Go's netpoller):
 //!
 //! - **Try first.** Make the fd non-blocking (`O_NONBLOCK`) yourself, attempt the operation,
@@ -23,18 +23,18 @@
 //! use std::io::{Read, Write};
 //! use std::os::fd::AsRawFd;
 //! use std::os::unix::net::UnixStream;
-//! use tasklet::io::{Interest, Registration};
+//! use tasklets::io::{Interest, Registration};
 //!
 //! let (mut a, mut b) = UnixStream::pair().unwrap();
 //! a.set_nonblocking(true).unwrap();
-//! let reader = tasklet::spawn(move || {
+//! let reader = tasklets::spawn(move || {
 //!     // SAFETY: `a` outlives `registration` (locals drop before the captured `a`).
 //!     let registration = unsafe { Registration::new(a.as_raw_fd()) };
 //!     let mut buf = [0; 16];
 //!     let n = registration.io(Interest::Readable, None, || a.read(&mut buf)).unwrap();
 //!     buf[..n].to_vec()
 //! });
-//! tasklet::spawn(move || b.write_all(b"hello").unwrap());
+//! tasklets::spawn(move || b.write_all(b"hello").unwrap());
 //! assert_eq!(reader.join().unwrap(), b"hello");
 //! ```
 
@@ -169,9 +169,9 @@ impl fmt::Debug for Registration {
 ///
 /// ```
 /// std::thread::spawn(|| {
-///     assert!(!tasklet::io::is_cooperative());
-///     tasklet::spawn(|| {}).join().unwrap();
-///     assert!(tasklet::io::is_cooperative());
+///     assert!(!tasklets::io::is_cooperative());
+///     tasklets::spawn(|| {}).join().unwrap();
+///     assert!(tasklets::io::is_cooperative());
 /// })
 /// .join()
 /// .unwrap();
@@ -196,15 +196,15 @@ pub fn is_cooperative() -> bool {
 ///
 /// ```
 /// use std::time::Duration;
-/// let sleeper = tasklet::spawn(|| {
-///     tasklet::io::with_kills_deferred(|| tasklet::time::sleep(Duration::from_secs(3600)));
+/// let sleeper = tasklets::spawn(|| {
+///     tasklets::io::with_kills_deferred(|| tasklets::time::sleep(Duration::from_secs(3600)));
 ///     // The sleep returned early; the kill is delivered at the next switch point.
-///     tasklet::schedule();
+///     tasklets::schedule();
 ///     unreachable!();
 /// });
-/// tasklet::schedule(); // the sleeper starts and parks
+/// tasklets::schedule(); // the sleeper starts and parks
 /// sleeper.kill();
-/// assert!(matches!(sleeper.join(), Err(tasklet::JoinError::Killed)));
+/// assert!(matches!(sleeper.join(), Err(tasklets::JoinError::Killed)));
 /// ```
 pub fn with_kills_deferred<R>(f: impl FnOnce() -> R) -> R {
     match existing_scheduler() {

@@ -1,4 +1,4 @@
-//! # tasklet
+//! # tasklets
 //!
 //! Stackless Python's programming model for Rust: **tasklets** (stackful microthreads on small
 //! guarded stacks), a deterministic cooperative round-robin **scheduler** per OS thread, and
@@ -10,19 +10,19 @@
 //! interleaving is the same on every run.
 //!
 //! ```
-//! use tasklet::Channel;
+//! use tasklets::Channel;
 //!
 //! let jobs = Channel::new();
 //! let results = Channel::new();
 //! for worker in 0..3 {
 //!     let (jobs, results) = (jobs.clone(), results.clone());
-//!     tasklet::spawn(move || {
+//!     tasklets::spawn(move || {
 //!         for n in &jobs {                      // ends when `jobs` is closed and drained
 //!             results.send((worker, n * n)).unwrap();
 //!         }
 //!     });
 //! }
-//! let boss = tasklet::spawn({
+//! let boss = tasklets::spawn({
 //!     let jobs = jobs.clone();
 //!     move || {
 //!         jobs.send_sequence(1..=6).unwrap();    // each send waits for a worker
@@ -71,11 +71,11 @@
 //!
 //! ```
 //! use std::io::{Read, Write};
-//! use tasklet::net::{TcpListener, TcpStream};
+//! use tasklets::net::{TcpListener, TcpStream};
 //!
 //! let listener = TcpListener::bind("127.0.0.1:0")?;
 //! let addr = listener.local_addr()?;
-//! let server = tasklet::spawn(move || -> std::io::Result<()> {
+//! let server = tasklets::spawn(move || -> std::io::Result<()> {
 //!     let (mut conn, _) = listener.accept()?; // parks until the client connects
 //!     let mut buf = [0; 5];
 //!     conn.read_exact(&mut buf)?;
@@ -91,7 +91,7 @@
 //! ```
 //!
 //! Unmodified blocking code (std's own `std::net`, synchronous crates, C libraries) becomes
-//! cooperative too with the companion crate `tasklet-shims` (`shims/` in the repository),
+//! cooperative too with the companion crate `tasklets-shims` (`shims/` in the repository),
 //! which interposes libc's blocking calls, as Stackless's `stacklesssocket.install()` did.
 //!
 //! ## Seeing and steering

@@ -52,7 +52,7 @@ use std::fmt;
 /// # Examples
 ///
 /// ```
-/// use tasklet::{Builder, Priority};
+/// use tasklets::{Builder, Priority};
 /// use std::cell::RefCell;
 /// use std::rc::Rc;
 ///
@@ -61,7 +61,7 @@ use std::fmt;
 ///     let order = order.clone();
 ///     Builder::new().priority(priority).spawn(move || order.borrow_mut().push(name))?;
 /// }
-/// tasklet::run();
+/// tasklets::run();
 /// assert_eq!(*order.borrow(), ["high", "normal", "low"]);
 /// # Ok::<(), std::io::Error>(())
 /// ```

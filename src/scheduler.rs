@@ -85,7 +85,7 @@
 //!
 //! ## Deferred kills
 //!
-//! Code called through a C ABI frame (the `tasklet-shims` hooks, reached from std's
+//! Code called through a C ABI frame (the `tasklets-shims` hooks, reached from std's
 //! `extern "C"` call to `recv`) must not unwind: unwinding into a frame that was compiled as
 //! a non-unwinding call aborts the process. Such code runs its waits inside
 //! [`crate::io::with_kills_deferred`], which counts on the task (`defer_kills`). A kill that
@@ -1372,7 +1372,7 @@ impl Scheduler {
     pub(crate) fn run(&self) {
         assert!(
             self.current().is_main(),
-            "tasklet::run must be called from the main tasklet (tasklets use schedule())"
+            "tasklets::run must be called from the main tasklet (tasklets use schedule())"
         );
         self.main.state.set(State::Paused);
         let _ = self.run_others();
@@ -1465,7 +1465,7 @@ impl Scheduler {
         if task.state.get() == State::Finished {
             return;
         }
-        assert!(!task.is_main(), "tasklet::Tasklet::kill: the main tasklet cannot be killed");
+        assert!(!task.is_main(), "tasklets::Tasklet::kill: the main tasklet cannot be killed");
         if self.is_current(task) {
             panic::resume_unwind(Box::new(TaskletExit));
         }
@@ -1569,13 +1569,13 @@ impl std::error::Error for DeadlockError {}
 /// let out = Rc::new(RefCell::new(Vec::new()));
 /// for c in ["a", "b"] {
 ///     let out = out.clone();
-///     tasklet::spawn(move || {
+///     tasklets::spawn(move || {
 ///         out.borrow_mut().push(format!("{c} before"));
-///         tasklet::schedule();
+///         tasklets::schedule();
 ///         out.borrow_mut().push(format!("{c} after"));
 ///     });
 /// }
-/// tasklet::run();
+/// tasklets::run();
 /// assert_eq!(*out.borrow(), ["a before", "b before", "a after", "b after"]);
 /// ```
 pub fn schedule() {
@@ -1594,10 +1594,10 @@ pub fn schedule() {
 /// # Examples
 ///
 /// ```
-/// let main = tasklet::current();
-/// tasklet::spawn(move || main.insert().unwrap());
-/// tasklet::schedule_remove().unwrap(); // the tasklet inserts main again
-/// assert!(tasklet::schedule_remove().is_err()); // now nobody would
+/// let main = tasklets::current();
+/// tasklets::spawn(move || main.insert().unwrap());
+/// tasklets::schedule_remove().unwrap(); // the tasklet inserts main again
+/// assert!(tasklets::schedule_remove().is_err()); // now nobody would
 /// ```
 pub fn schedule_remove() -> Result<(), DeadlockError> {
     match scheduler().schedule_remove() {
@@ -1624,10 +1624,10 @@ pub fn schedule_remove() -> Result<(), DeadlockError> {
 /// # Examples
 ///
 /// ```
-/// let t = tasklet::spawn(|| tasklet::schedule());
-/// tasklet::run();
+/// let t = tasklets::spawn(|| tasklets::schedule());
+/// tasklets::run();
 /// assert!(!t.is_alive());
-/// assert_eq!(tasklet::runcount(), 1);
+/// assert_eq!(tasklets::runcount(), 1);
 /// ```
 pub fn run() {
     scheduler().run()
@@ -1650,12 +1650,12 @@ pub fn run() {
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// let hog = tasklet::spawn(|| loop {
+/// let hog = tasklets::spawn(|| loop {
 ///     let start = Instant::now();
 ///     while start.elapsed() < Duration::from_millis(5) {} // computes without yielding
-///     tasklet::schedule();
+///     tasklets::schedule();
 /// });
-/// let caught = tasklet::run_watchdog(Duration::from_millis(1)).expect("the hog overran");
+/// let caught = tasklets::run_watchdog(Duration::from_millis(1)).expect("the hog overran");
 /// assert_eq!(caught, hog);
 /// assert!(hog.is_paused());
 /// hog.kill();

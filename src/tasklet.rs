@@ -25,24 +25,24 @@ use crate::stack;
 /// Tasklets never leave the thread that created them, so handles are neither `Send` nor `Sync`:
 ///
 /// ```compile_fail
-/// let t = tasklet::spawn(|| 1);
+/// let t = tasklets::spawn(|| 1);
 /// std::thread::spawn(move || t.join()); // error: `Rc<..>` cannot be sent between threads
 /// ```
 ///
 /// ```compile_fail
 /// fn assert_sync<T: Sync>(_: &T) {}
-/// assert_sync(&tasklet::current()); // error: handles are not `Sync` either
+/// assert_sync(&tasklets::current()); // error: handles are not `Sync` either
 /// ```
 ///
 /// # Examples
 ///
 /// ```
-/// let t = tasklet::spawn(|| {
-///     tasklet::schedule();
+/// let t = tasklets::spawn(|| {
+///     tasklets::schedule();
 ///     6 * 7
 /// });
 /// assert!(t.is_scheduled() && !t.is_current());
-/// tasklet::run();
+/// tasklets::run();
 /// assert!(!t.is_alive());
 /// assert_eq!(t.join().unwrap(), 42);
 /// ```
@@ -80,23 +80,23 @@ impl<T: ?Sized> Tasklet<T> {
     /// # Examples
     ///
     /// ```
-    /// use tasklet::Priority;
+    /// use tasklets::Priority;
     /// use std::cell::Cell;
     /// use std::rc::Rc;
     ///
     /// let turns = Rc::new(Cell::new(0));
     /// let counter = turns.clone();
-    /// let background = tasklet::spawn(move || loop {
+    /// let background = tasklets::spawn(move || loop {
     ///     counter.set(counter.get() + 1);
-    ///     tasklet::schedule();
+    ///     tasklets::schedule();
     /// });
     /// background.set_priority(Priority::Low);
     /// assert_eq!(background.priority(), Priority::Low);
     /// // Main, at `Normal`, yields 90 times; the low tasklet still gets its bounded share.
     /// for _ in 0..90 {
-    ///     tasklet::schedule();
+    ///     tasklets::schedule();
     /// }
-    /// assert!(turns.get() >= 90 / (tasklet::STARVATION_LIMIT as usize + 1));
+    /// assert!(turns.get() >= 90 / (tasklets::STARVATION_LIMIT as usize + 1));
     /// background.kill();
     /// ```
     pub fn set_priority(&self, priority: Priority) {
@@ -170,11 +170,11 @@ impl<T: ?Sized> Tasklet<T> {
     /// use std::{cell::RefCell, rc::Rc};
     /// let log = Rc::new(RefCell::new(Vec::new()));
     /// let (l1, l2) = (log.clone(), log.clone());
-    /// tasklet::spawn(move || l1.borrow_mut().push("first in queue"));
-    /// let t = tasklet::spawn(move || l2.borrow_mut().push("run now"));
+    /// tasklets::spawn(move || l1.borrow_mut().push("first in queue"));
+    /// let t = tasklets::spawn(move || l2.borrow_mut().push("run now"));
     /// t.run().unwrap();
     /// log.borrow_mut().push("caller");
-    /// tasklet::run();
+    /// tasklets::run();
     /// assert_eq!(*log.borrow(), ["run now", "caller", "first in queue"]);
     /// ```
     pub fn run(&self) -> Result<(), StateError> {
@@ -197,10 +197,10 @@ impl<T: ?Sized> Tasklet<T> {
     /// # Examples
     ///
     /// ```
-    /// let ch = tasklet::Channel::<i32>::new();
+    /// let ch = tasklets::Channel::<i32>::new();
     /// let rx = ch.clone();
-    /// let t = tasklet::spawn(move || rx.receive());
-    /// tasklet::run(); // t blocks in receive
+    /// let t = tasklets::spawn(move || rx.receive());
+    /// tasklets::run(); // t blocks in receive
     /// assert_eq!(ch.balance(), -1);
     /// t.kill();
     /// assert_eq!(ch.balance(), 0);
@@ -276,7 +276,7 @@ impl<T: ?Sized + Joinable> Tasklet<T> {
     /// # Examples
     ///
     /// ```
-    /// let t = tasklet::spawn(|| panic!("boom"));
+    /// let t = tasklets::spawn(|| panic!("boom"));
     /// let err = t.join().unwrap_err();
     /// assert!(err.is_panic());
     /// assert_eq!(err.to_string(), "tasklet panicked: boom");
@@ -436,13 +436,13 @@ impl std::error::Error for JoinError {}
 /// # Examples
 ///
 /// ```
-/// let t = tasklet::Builder::new()
+/// let t = tasklets::Builder::new()
 ///     .name("worker")
 ///     .stack_size(64 * 1024)
 ///     .bind(|| "bound, not scheduled")?;
 /// assert!(t.is_paused() && t.is_alive());
 /// t.insert().unwrap();
-/// tasklet::run();
+/// tasklets::run();
 /// assert_eq!(t.join().unwrap(), "bound, not scheduled");
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -528,8 +528,8 @@ impl Builder {
 /// # Examples
 ///
 /// ```
-/// let t = tasklet::spawn(|| "hello from a tasklet".len());
-/// tasklet::run();
+/// let t = tasklets::spawn(|| "hello from a tasklet".len());
+/// tasklets::run();
 /// assert_eq!(t.join().unwrap(), 20);
 /// ```
 pub fn spawn<F, T>(f: F) -> Tasklet<T>
@@ -548,10 +548,10 @@ where
 /// # Examples
 ///
 /// ```
-/// let main = tasklet::current();
+/// let main = tasklets::current();
 /// assert!(main.is_main() && main.is_current());
-/// let t = tasklet::spawn(|| tasklet::current().is_main());
-/// tasklet::run();
+/// let t = tasklets::spawn(|| tasklets::current().is_main());
+/// tasklets::run();
 /// assert_eq!(t.join().unwrap(), false);
 /// ```
 pub fn current() -> Tasklet {

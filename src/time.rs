@@ -7,14 +7,14 @@
 //! never used the runtime it is `std::thread::sleep`. Porting is a `use` line:
 //!
 //! ```
-//! use tasklet::time::sleep; // was: use std::thread::sleep;
+//! use tasklets::time::sleep; // was: use std::thread::sleep;
 //! use std::time::{Duration, Instant};
 //!
 //! let start = Instant::now();
 //! for _ in 0..1000 {
-//!     tasklet::spawn(|| sleep(Duration::from_millis(50)));
+//!     tasklets::spawn(|| sleep(Duration::from_millis(50)));
 //! }
-//! tasklet::run(); // returns once all have slept: together, not one after another
+//! tasklets::run(); // returns once all have slept: together, not one after another
 //! assert!(start.elapsed() < Duration::from_secs(5));
 //! ```
 
@@ -46,8 +46,8 @@ pub fn sleep(dur: Duration) {
 /// ```
 /// use std::time::{Duration, Instant};
 /// let deadline = Instant::now() + Duration::from_millis(20);
-/// let t = tasklet::spawn(move || {
-///     tasklet::time::sleep_until(deadline);
+/// let t = tasklets::spawn(move || {
+///     tasklets::time::sleep_until(deadline);
 ///     Instant::now() >= deadline
 /// });
 /// assert!(t.join().unwrap());

@@ -1,4 +1,4 @@
-//! `tasklet::unblock`: truly blocking calls on the worker pool while the tasklet is parked.
+//! `tasklets::unblock`: truly blocking calls on the worker pool while the tasklet is parked.
 
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
@@ -8,13 +8,13 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tasklet::Channel;
+use tasklets::Channel;
 
 #[test]
 fn unblock_returns_the_value_computed_on_another_thread() {
     let here = thread::current().id();
-    let t = tasklet::spawn(move || tasklet::unblock(move || (thread::current().id() != here, 6 * 7)));
-    tasklet::run();
+    let t = tasklets::spawn(move || tasklets::unblock(move || (thread::current().id() != here, 6 * 7)));
+    tasklets::run();
     assert_eq!(t.join().unwrap(), (true, 42));
 }
 
@@ -23,30 +23,30 @@ fn other_tasklets_run_while_one_waits_for_the_pool() {
     let ticks = Rc::new(Cell::new(0u32));
     let done = Rc::new(Cell::new(false));
     let (d, t2) = (done.clone(), ticks.clone());
-    tasklet::spawn(move || {
-        tasklet::unblock(|| thread::sleep(Duration::from_millis(50)));
+    tasklets::spawn(move || {
+        tasklets::unblock(|| thread::sleep(Duration::from_millis(50)));
         d.set(true);
     });
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         while !done.get() {
             t2.set(t2.get() + 1);
-            tasklet::time::sleep(Duration::from_millis(1));
+            tasklets::time::sleep(Duration::from_millis(1));
         }
     });
-    tasklet::run();
+    tasklets::run();
     println!("the other tasklet ticked {} times during a 50 ms blocking call", ticks.get());
     assert!(ticks.get() >= 5, "ticked only {} times", ticks.get());
 }
 
 #[test]
 fn a_panic_in_the_pool_is_resumed_in_the_caller() {
-    let t = tasklet::spawn(|| {
+    let t = tasklets::spawn(|| {
         let caught =
-            panic::catch_unwind(AssertUnwindSafe(|| tasklet::unblock(|| -> u8 { panic!("pool boom") })));
+            panic::catch_unwind(AssertUnwindSafe(|| tasklets::unblock(|| -> u8 { panic!("pool boom") })));
         let payload = caught.unwrap_err();
         payload.downcast_ref::<&str>().copied().unwrap_or_default().to_owned()
     });
-    tasklet::run();
+    tasklets::run();
     assert_eq!(t.join().unwrap(), "pool boom");
 }
 
@@ -54,25 +54,25 @@ fn a_panic_in_the_pool_is_resumed_in_the_caller() {
 fn main_tasklet_can_unblock_while_tasklets_run() {
     let counter = Rc::new(Cell::new(0));
     let c = counter.clone();
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         for _ in 0..5 {
             c.set(c.get() + 1);
-            tasklet::time::sleep(Duration::from_millis(2));
+            tasklets::time::sleep(Duration::from_millis(2));
         }
     });
-    let v = tasklet::unblock(|| {
+    let v = tasklets::unblock(|| {
         thread::sleep(Duration::from_millis(40));
         "done"
     });
     assert_eq!(v, "done");
     assert!(counter.get() >= 1, "the tasklet ran while main waited");
-    tasklet::run();
+    tasklets::run();
     assert_eq!(counter.get(), 5);
 }
 
 #[test]
 fn unblock_on_a_plain_thread_behaves_like_a_call() {
-    let v = thread::spawn(|| tasklet::unblock(|| 7 + 8)).join().unwrap();
+    let v = thread::spawn(|| tasklets::unblock(|| 7 + 8)).join().unwrap();
     assert_eq!(v, 15);
 }
 
@@ -82,29 +82,29 @@ fn many_tasklets_unblock_at_once_beyond_the_pool_size() {
     let started = Instant::now();
     let ts: Vec<_> = (0..N)
         .map(|i| {
-            tasklet::spawn(move || {
-                tasklet::unblock(move || {
+            tasklets::spawn(move || {
+                tasklets::unblock(move || {
                     thread::sleep(Duration::from_millis(10));
                     i * 2
                 })
             })
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     let sum: usize = ts.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(sum, N * (N - 1));
     println!(
         "{N} blocking calls of 10 ms through a pool of {} threads: {:?}",
-        tasklet::MAX_THREADS,
+        tasklets::MAX_THREADS,
         started.elapsed()
     );
 }
 
 #[test]
 fn run_waits_for_a_pending_unblock() {
-    let t = tasklet::spawn(|| tasklet::unblock(|| thread::sleep(Duration::from_millis(30))));
+    let t = tasklets::spawn(|| tasklets::unblock(|| thread::sleep(Duration::from_millis(30))));
     let started = Instant::now();
-    tasklet::run();
+    tasklets::run();
     assert!(!t.is_alive(), "run() returned before the unblock finished");
     assert!(started.elapsed() >= Duration::from_millis(30));
 }
@@ -113,8 +113,8 @@ fn run_waits_for_a_pending_unblock() {
 fn main_receive_while_the_sender_waits_for_the_pool_is_not_a_deadlock() {
     let ch = Channel::new();
     let tx = ch.clone();
-    tasklet::spawn(move || {
-        let v = tasklet::unblock(|| {
+    tasklets::spawn(move || {
+        let v = tasklets::unblock(|| {
             thread::sleep(Duration::from_millis(10));
             99
         });
@@ -135,13 +135,13 @@ fn killing_a_tasklet_waiting_for_the_pool_lets_the_job_finish_and_drops_its_resu
     let dropped = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(2));
     let (d, b) = (dropped.clone(), barrier.clone());
-    let t = tasklet::spawn(move || {
-        tasklet::unblock(move || {
+    let t = tasklets::spawn(move || {
+        tasklets::unblock(move || {
             b.wait(); // the job runs until the test lets it finish
             Counted(d)
         })
     });
-    tasklet::schedule(); // t submits its job and parks
+    tasklets::schedule(); // t submits its job and parks
     assert!(t.is_blocked());
     // Let the job finish shortly after the kill starts: the kill waits for it (the job could
     // borrow from the tasklet's frame), then the result is dropped.
@@ -154,7 +154,7 @@ fn killing_a_tasklet_waiting_for_the_pool_lets_the_job_finish_and_drops_its_resu
     assert!(!t.is_alive());
     assert!(t.join().unwrap_err().is_killed());
     assert_eq!(dropped.load(Ordering::SeqCst), 1, "the job's result was dropped exactly once");
-    tasklet::run(); // nothing left pending
+    tasklets::run(); // nothing left pending
 }
 
 #[test]
@@ -164,10 +164,10 @@ fn pool_threads_run_jobs_concurrently() {
     let ts: Vec<_> = (0..2)
         .map(|_| {
             let b = barrier.clone();
-            tasklet::spawn(move || tasklet::unblock(move || b.wait().is_leader()))
+            tasklets::spawn(move || tasklets::unblock(move || b.wait().is_leader()))
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     let leaders = ts.into_iter().map(|t| t.join().unwrap()).filter(|&l| l).count();
     assert_eq!(leaders, 1);
 }

@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use tasklet::{Channel, Preference, RecvError, SendError, Tasklet, TryRecvError, TrySendError};
+use tasklets::{Channel, Preference, RecvError, SendError, Tasklet, TryRecvError, TrySendError};
 
 mod common;
 use common::Log;
@@ -23,14 +23,14 @@ fn preference_trace(preference: Preference, receiver_first: bool) -> Vec<String>
     ch.set_preference(preference);
     let spawn_r = || {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             assert_eq!(ch.receive(), Ok("payload"));
             log.push("R got");
         })
     };
     let spawn_s = || {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             ch.send("payload").unwrap();
             log.push("S after");
         })
@@ -38,13 +38,13 @@ fn preference_trace(preference: Preference, receiver_first: bool) -> Vec<String>
     let (first, second) = if receiver_first { (spawn_r(), spawn_s()) } else { (spawn_s(), spawn_r()) };
     let x = {
         let log = log.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             log.push("X start");
-            tasklet::schedule();
+            tasklets::schedule();
             log.push("X end");
         })
     };
-    tasklet::run();
+    tasklets::run();
     for t in [first, second, x] {
         assert!(!t.is_alive());
         t.join().unwrap();
@@ -123,7 +123,7 @@ fn seed_example_output_order() {
     let ch = Channel::new();
     {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             log.push("Receiving tasklet started");
             let v: String = ch.receive().unwrap();
             log.push(v);
@@ -132,7 +132,7 @@ fn seed_example_output_order() {
     }
     {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             log.push("Sending tasklet started");
             ch.send("send from sending_tasklet".to_string()).unwrap();
             log.push("sending tasklet finished");
@@ -140,9 +140,9 @@ fn seed_example_output_order() {
     }
     {
         let log = log.clone();
-        tasklet::spawn(move || log.push("Just another tasklet in the scheduler"));
+        tasklets::spawn(move || log.push("Just another tasklet in the scheduler"));
     }
-    tasklet::run();
+    tasklets::run();
     assert_eq!(
         log.take(),
         [
@@ -168,10 +168,10 @@ fn balance_counts_blocked_senders() {
     let senders: Vec<Tasklet<Result<(), SendError<usize>>>> = (0..N)
         .map(|i| {
             let ch = ch.clone();
-            tasklet::spawn(move || ch.send(i))
+            tasklets::spawn(move || ch.send(i))
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     assert_eq!(ch.balance(), N as isize);
     assert!(senders.iter().all(Tasklet::is_blocked));
     // Blocked senders are served first come, first served.
@@ -179,7 +179,7 @@ fn balance_counts_blocked_senders() {
         assert_eq!(ch.receive(), Ok(i));
         assert_eq!(ch.balance(), (N - i - 1) as isize);
     }
-    tasklet::run();
+    tasklets::run();
     for t in senders {
         assert!(t.join().unwrap().is_ok());
     }
@@ -193,14 +193,14 @@ fn balance_counts_blocked_receivers_and_serves_them_fifo() {
     let receivers: Vec<Tasklet<usize>> = (0..N)
         .map(|k| {
             let (ch, log) = (ch.clone(), log.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let v = ch.receive().unwrap();
                 log.push(format!("r{k} got {v}"));
                 v
             })
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     assert_eq!(ch.balance(), -(N as isize));
     for (i, value) in (100..100 + N).enumerate() {
         ch.send(value).unwrap(); // receiver preferred: it runs before send returns
@@ -220,14 +220,14 @@ fn blocked_receivers_fifo_with_preference_neither() {
     let log = Log::new();
     for k in 0..4 {
         let (ch, log) = (ch.clone(), log.clone());
-        tasklet::spawn(move || log.push(format!("r{k} got {}", ch.receive().unwrap())));
+        tasklets::spawn(move || log.push(format!("r{k} got {}", ch.receive().unwrap())));
     }
-    tasklet::run();
+    tasklets::run();
     for v in 0..4 {
         ch.send(v).unwrap(); // main continues, receivers are queued in order
     }
     log.push("main sent all");
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["main sent all", "r0 got 0", "r1 got 1", "r2 got 2", "r3 got 3"]);
 }
 
@@ -236,13 +236,13 @@ fn blocked_senders_fifo_between_tasklets() {
     let ch = Channel::<String>::new();
     for name in ["a", "b", "c"] {
         let ch = ch.clone();
-        tasklet::spawn(move || ch.send(name.to_string()).unwrap());
+        tasklets::spawn(move || ch.send(name.to_string()).unwrap());
     }
     let consumer = {
         let ch = ch.clone();
-        tasklet::spawn(move || (0..3).map(|_| ch.receive().unwrap()).collect::<Vec<_>>())
+        tasklets::spawn(move || (0..3).map(|_| ch.receive().unwrap()).collect::<Vec<_>>())
     };
-    tasklet::run();
+    tasklets::run();
     assert_eq!(consumer.join().unwrap(), ["a", "b", "c"]);
     assert_eq!(ch.balance(), 0);
 }
@@ -253,7 +253,7 @@ fn ping_pong_between_two_tasklets() {
     let (ping, pong) = (Channel::<u32>::new(), Channel::<u32>::new());
     let a = {
         let (ping, pong) = (ping.clone(), pong.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let mut last = 0;
             for i in 0..ROUNDS {
                 ping.send(i).unwrap();
@@ -263,7 +263,7 @@ fn ping_pong_between_two_tasklets() {
             last
         })
     };
-    let b = tasklet::spawn(move || {
+    let b = tasklets::spawn(move || {
         let mut n = 0;
         for _ in 0..ROUNDS {
             let v = ping.receive().unwrap();
@@ -272,7 +272,7 @@ fn ping_pong_between_two_tasklets() {
         }
         n
     });
-    tasklet::run();
+    tasklets::run();
     assert_eq!(a.join().unwrap(), ROUNDS);
     assert_eq!(b.join().unwrap(), ROUNDS);
 }
@@ -287,7 +287,7 @@ fn main_blocked_receiver_woken_by_a_tasklet() {
     let ch = Channel::<u32>::new();
     let t = {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             log.push("t sends");
             ch.send(5).unwrap(); // main is a blocked receiver, preferred: main runs now
             log.push("t after");
@@ -297,7 +297,7 @@ fn main_blocked_receiver_woken_by_a_tasklet() {
     log.push(format!("main got {v}"));
     assert!(t.is_alive() && t.is_scheduled(), "t is queued, not finished");
     assert_eq!(ch.balance(), 0);
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["t sends", "main got 5", "t after"]);
 }
 
@@ -308,7 +308,7 @@ fn main_blocked_receiver_woken_by_a_tasklet_pref_neither() {
     ch.set_preference(Preference::Neither);
     let t = {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             ch.send(6).unwrap(); // the sender continues; main is queued
             log.push("t after");
         })
@@ -325,7 +325,7 @@ fn main_blocked_sender_woken_by_a_tasklet() {
     let ch = Channel::<u32>::new();
     let t = {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let v = ch.receive().unwrap(); // receiver preferred: it continues, main is queued
             log.push(format!("t got {v}"));
             v
@@ -345,7 +345,7 @@ fn main_blocked_sender_woken_by_a_tasklet_pref_sender() {
     ch.set_preference(Preference::Sender);
     let t = {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let v = ch.receive().unwrap(); // the sender (main) is preferred: it runs now
             log.push(format!("t got {v}"));
         })
@@ -353,7 +353,7 @@ fn main_blocked_sender_woken_by_a_tasklet_pref_sender() {
     ch.send(8).unwrap();
     log.push("main sent");
     assert!(t.is_alive() && t.is_scheduled());
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["main sent", "t got 8"]);
 }
 
@@ -366,7 +366,7 @@ fn main_receive_with_nothing_runnable_is_a_deadlock() {
     let ch = Channel::<u32>::new();
     assert_eq!(ch.receive(), Err(RecvError::Deadlock));
     assert_eq!(ch.balance(), 0, "the failed wait is undone");
-    assert!(!tasklet::current().is_blocked());
+    assert!(!tasklets::current().is_blocked());
     // Again: still no waiter left behind.
     assert_eq!(ch.receive(), Err(RecvError::Deadlock));
     assert_eq!(ch.balance(), 0);
@@ -394,7 +394,7 @@ fn main_blocked_while_tasklets_block_elsewhere_is_a_deadlock() {
     let blockers: Vec<Tasklet<()>> = (0..3)
         .map(|k| {
             let (other, log) = (other.clone(), log.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 log.push(format!("b{k}"));
                 let _ = other.receive();
             })
@@ -415,8 +415,8 @@ fn main_blocked_when_its_only_hope_finishes_without_serving_is_a_deadlock() {
     let ch = Channel::<u32>::new();
     let t = {
         let ch = ch.clone();
-        tasklet::spawn(move || {
-            tasklet::schedule();
+        tasklets::spawn(move || {
+            tasklets::schedule();
             ch.balance() // sees main waiting, then finishes without serving it
         })
     };
@@ -429,7 +429,7 @@ fn main_blocked_when_its_only_hope_finishes_without_serving_is_a_deadlock() {
 fn main_send_sequence_deadlocks_when_the_receiver_stops() {
     let ch = Channel::<u32>::new();
     let rx = ch.clone();
-    let t = tasklet::spawn(move || (rx.receive().unwrap(), rx.receive().unwrap()));
+    let t = tasklets::spawn(move || (rx.receive().unwrap(), rx.receive().unwrap()));
     let err = ch.send_sequence(1..=5).unwrap_err();
     assert!(matches!(err, SendError::Deadlock(3)), "{err:?}");
     assert_eq!(t.join().unwrap(), (1, 2));
@@ -479,9 +479,9 @@ fn close_empty_channel_is_closed_and_blocking_ops_fail() {
     // The same from inside a tasklet: fails at once, does not block.
     let t = {
         let ch = ch.clone();
-        tasklet::spawn(move || (ch.receive(), ch.send(4).map_err(SendError::into_inner)))
+        tasklets::spawn(move || (ch.receive(), ch.send(4).map_err(SendError::into_inner)))
     };
-    tasklet::run();
+    tasklets::run();
     assert_eq!(t.join().unwrap(), (Err(RecvError::Closed), Err(4)));
 }
 
@@ -491,10 +491,10 @@ fn close_with_blocked_senders_lets_them_be_drained() {
     let senders: Vec<Tasklet<Result<(), SendError<u32>>>> = (0..3)
         .map(|i| {
             let ch = ch.clone();
-            tasklet::spawn(move || ch.send(i))
+            tasklets::spawn(move || ch.send(i))
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     assert_eq!(ch.balance(), 3);
     ch.close();
     assert!(ch.is_closing());
@@ -511,7 +511,7 @@ fn close_with_blocked_senders_lets_them_be_drained() {
     assert_eq!(ch.receive(), Err(RecvError::Closed));
     assert_eq!(ch.try_receive(), Err(TryRecvError::Closed));
 
-    tasklet::run();
+    tasklets::run();
     for t in senders {
         assert!(t.join().unwrap().is_ok(), "the drained senders' sends succeeded");
     }
@@ -524,22 +524,22 @@ fn close_wakes_blocked_receivers_with_closed() {
     let receivers: Vec<Tasklet<Result<u32, RecvError>>> = (0..3)
         .map(|k| {
             let (ch, log) = (ch.clone(), log.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let r = ch.receive();
                 log.push(format!("r{k} {r:?}"));
                 r
             })
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     assert_eq!(ch.balance(), -3);
     ch.close();
     assert_eq!(ch.balance(), 0, "no receiver stays blocked on a closing channel");
     assert!(ch.is_closed());
     assert!(receivers.iter().all(|t| t.is_alive() && !t.is_blocked()));
-    assert_eq!(tasklet::runcount(), 4, "the woken receivers are queued");
+    assert_eq!(tasklets::runcount(), 4, "the woken receivers are queued");
     assert_eq!(log.take(), Vec::<String>::new(), "close itself does not switch");
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["r0 Err(Closed)", "r1 Err(Closed)", "r2 Err(Closed)"]);
     for t in receivers {
         assert_eq!(t.join().unwrap(), Err(RecvError::Closed));
@@ -551,7 +551,7 @@ fn close_from_a_tasklet_wakes_main_blocked_receiving() {
     let ch = Channel::<u32>::new();
     let closer = {
         let ch = ch.clone();
-        tasklet::spawn(move || ch.close())
+        tasklets::spawn(move || ch.close())
     };
     assert_eq!(ch.receive(), Err(RecvError::Closed), "woken by close, not a deadlock");
     assert!(!closer.is_alive());
@@ -565,7 +565,7 @@ fn close_from_a_tasklet_fails_main_blocked_sending_only_if_never_drained() {
     let ch = Channel::<u32>::new();
     let closer = {
         let ch = ch.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             ch.close();
             ch.balance()
         })
@@ -584,16 +584,16 @@ fn open_reopens_a_closed_channel() {
     ch.open();
     assert!(!ch.is_closing() && !ch.is_closed());
     let rx = ch.clone();
-    let t = tasklet::spawn(move || rx.receive());
-    tasklet::run();
+    let t = tasklets::spawn(move || rx.receive());
+    tasklets::run();
     assert_eq!(ch.balance(), -1, "receive blocks again");
     ch.send(12).unwrap();
     assert_eq!(t.join().unwrap(), Ok(12));
 
     // Reopening a closing channel that still has senders keeps them.
     let tx = ch.clone();
-    let s = tasklet::spawn(move || tx.send(13));
-    tasklet::run();
+    let s = tasklets::spawn(move || tx.send(13));
+    tasklets::run();
     ch.close();
     ch.open();
     assert_eq!(ch.balance(), 1);
@@ -609,7 +609,7 @@ fn open_reopens_a_closed_channel() {
 fn iter_ends_when_closed_and_drained() {
     let ch = Channel::new();
     let tx = ch.clone();
-    let producer = tasklet::spawn(move || {
+    let producer = tasklets::spawn(move || {
         let n = tx.send_sequence(1..=5).unwrap();
         tx.close();
         n
@@ -628,9 +628,9 @@ fn iter_drains_senders_blocked_at_close() {
     let ch = Channel::new();
     for i in 0..4 {
         let ch = ch.clone();
-        tasklet::spawn(move || ch.send(i).unwrap());
+        tasklets::spawn(move || ch.send(i).unwrap());
     }
-    tasklet::run();
+    tasklets::run();
     ch.close();
     assert_eq!(ch.iter().collect::<Vec<i32>>(), [0, 1, 2, 3]);
     assert!(ch.is_closed());
@@ -641,7 +641,7 @@ fn into_iter_in_a_consumer_tasklet() {
     let ch = Channel::<u64>::new();
     let consumer = {
         let ch = ch.clone();
-        tasklet::spawn(move || ch.into_iter().map(|x| x * 10).collect::<Vec<_>>())
+        tasklets::spawn(move || ch.into_iter().map(|x| x * 10).collect::<Vec<_>>())
     };
     assert_eq!(ch.send_sequence(1..=4).unwrap(), 4);
     ch.close(); // the consumer, blocked in its next receive, is woken with Closed
@@ -652,7 +652,7 @@ fn into_iter_in_a_consumer_tasklet() {
 fn iter_in_main_ends_on_deadlock() {
     let ch = Channel::new();
     let tx = ch.clone();
-    tasklet::spawn(move || tx.send_sequence(["a", "b"]).unwrap());
+    tasklets::spawn(move || tx.send_sequence(["a", "b"]).unwrap());
     // Not closed: the third receive finds nothing runnable and fails, ending the iteration.
     assert_eq!(ch.iter().collect::<Vec<_>>(), ["a", "b"]);
     assert!(!ch.is_closing());
@@ -672,8 +672,8 @@ fn try_send_full_and_closed_give_the_value_back() {
     }
     // A blocked sender does not make room either.
     let tx = ch.clone();
-    tasklet::spawn(move || tx.send("blocked".into()).unwrap());
-    tasklet::run();
+    tasklets::spawn(move || tx.send("blocked".into()).unwrap());
+    tasklets::run();
     assert_eq!(ch.balance(), 1);
     assert_eq!(ch.try_send("y".into()).unwrap_err().into_inner(), "y");
     assert_eq!(ch.balance(), 1);
@@ -691,9 +691,9 @@ fn try_send_to_a_waiting_receiver_pref_receiver_switches_to_it() {
     let ch = Channel::<u32>::new();
     {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || log.push(format!("r got {}", ch.receive().unwrap())));
+        tasklets::spawn(move || log.push(format!("r got {}", ch.receive().unwrap())));
     }
-    tasklet::run();
+    tasklets::run();
     ch.try_send(5).unwrap();
     log.push("main after");
     assert_eq!(log.take(), ["r got 5", "main after"]);
@@ -707,12 +707,12 @@ fn try_send_to_a_waiting_receiver_pref_neither_continues() {
     ch.set_preference(Preference::Neither);
     {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || log.push(format!("r got {}", ch.receive().unwrap())));
+        tasklets::spawn(move || log.push(format!("r got {}", ch.receive().unwrap())));
     }
-    tasklet::run();
+    tasklets::run();
     ch.try_send(5).unwrap();
     log.push("main after");
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["main after", "r got 5"]);
 }
 
@@ -722,8 +722,8 @@ fn try_receive_empty_closed_and_success() {
     assert_eq!(ch.try_receive(), Err(TryRecvError::Empty));
     // A blocked receiver is no sender.
     let rx = ch.clone();
-    let r = tasklet::spawn(move || rx.receive());
-    tasklet::run();
+    let r = tasklets::spawn(move || rx.receive());
+    tasklets::run();
     assert_eq!(ch.try_receive(), Err(TryRecvError::Empty));
     assert_eq!(ch.balance(), -1);
     ch.send(1).unwrap();
@@ -732,15 +732,15 @@ fn try_receive_empty_closed_and_success() {
     let log = Log::new();
     {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             ch.send(2).unwrap();
             log.push("s after");
         });
     }
-    tasklet::run();
+    tasklets::run();
     assert_eq!(ch.try_receive(), Ok(2)); // default preference: main continues
     log.push("main got 2");
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["main got 2", "s after"]);
 
     ch.close();
@@ -754,12 +754,12 @@ fn try_receive_from_a_waiting_sender_pref_sender_switches_to_it() {
     ch.set_preference(Preference::Sender);
     {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             ch.send(3).unwrap();
             log.push("s after");
         });
     }
-    tasklet::run();
+    tasklets::run();
     let v = ch.try_receive().unwrap();
     log.push(format!("main got {v}"));
     assert_eq!(log.take(), ["s after", "main got 3"]);
@@ -769,7 +769,7 @@ fn try_receive_from_a_waiting_sender_pref_sender_switches_to_it() {
 fn send_sequence_returns_the_count() {
     let ch = Channel::<char>::new();
     let rx = ch.clone();
-    let consumer = tasklet::spawn(move || rx.iter().collect::<String>());
+    let consumer = tasklets::spawn(move || rx.iter().collect::<String>());
     assert_eq!(ch.send_sequence("hello".chars()).unwrap(), 5);
     assert_eq!(ch.send_sequence(std::iter::empty()).unwrap(), 0);
     ch.close();
@@ -804,8 +804,8 @@ fn channel_debug_and_identity() {
     assert!(debug.contains("preference: Neither") && debug.contains("closing: true"), "{debug}");
     let rx = ch.clone();
     ch.open();
-    tasklet::spawn(move || rx.receive());
-    tasklet::run();
+    tasklets::spawn(move || rx.receive());
+    tasklets::run();
     assert!(format!("{ch:?}").contains("balance: -1"), "{ch:?}");
 
     assert_eq!(ch, ch.clone());
@@ -818,7 +818,7 @@ fn channel_debug_and_identity() {
 fn values_are_moved_not_copied_through_the_channel() {
     let ch = Channel::<Box<Vec<u8>>>::new();
     let rx = ch.clone();
-    let t = tasklet::spawn(move || {
+    let t = tasklets::spawn(move || {
         let b = rx.receive().unwrap();
         (b.as_ptr() as usize, b.len())
     });

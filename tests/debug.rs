@@ -3,8 +3,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tasklet::net::UdpSocket;
-use tasklet::{Channel, TaskletState, WaitingOn};
+use tasklets::net::UdpSocket;
+use tasklets::{Channel, TaskletState, WaitingOn};
 
 mod common;
 use common::ms;
@@ -16,7 +16,7 @@ fn busy(d: Duration) {
     }
 }
 
-fn info_of(snap: &tasklet::Snapshot, name: &str) -> tasklet::TaskletInfo {
+fn info_of(snap: &tasklets::Snapshot, name: &str) -> tasklets::TaskletInfo {
     snap.tasklets
         .iter()
         .find(|t| t.name.as_deref() == Some(name))
@@ -29,11 +29,11 @@ fn snapshot_names_what_each_tasklet_waits_on() {
     let ch = Channel::<u8>::new();
     let (rx, tx) = (ch.clone(), Channel::<u8>::new());
     let tx2 = tx.clone();
-    let b = |name: &str| tasklet::Builder::new().name(name);
+    let b = |name: &str| tasklets::Builder::new().name(name);
     let mut alive = vec![
         b("receiver").spawn(move || rx.receive()).unwrap().into_any(),
         b("sender").spawn(move || tx2.send(1)).unwrap().into_any(),
-        b("sleeper").spawn(|| tasklet::time::sleep(Duration::from_secs(3600))).unwrap().into_any(),
+        b("sleeper").spawn(|| tasklets::time::sleep(Duration::from_secs(3600))).unwrap().into_any(),
     ];
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
@@ -42,8 +42,8 @@ fn snapshot_names_what_each_tasklet_waits_on() {
     let t2 = target.clone();
     alive.push(b("joiner").spawn(move || t2.join()).unwrap().into_any());
     b("runnable").bind(|| ()).unwrap().insert().unwrap();
-    tasklet::schedule(); // everyone runs once and blocks; "runnable" finishes
-    let snap = tasklet::snapshot();
+    tasklets::schedule(); // everyone runs once and blocks; "runnable" finishes
+    let snap = tasklets::snapshot();
     println!("{snap}");
 
     let main = &snap.tasklets[0];
@@ -86,49 +86,49 @@ fn channel_id<T>(ch: &Channel<T>) -> u64 {
 
 #[test]
 fn accounting_counts_switches_and_cpu_time_and_can_be_turned_off() {
-    let worker = tasklet::Builder::new()
+    let worker = tasklets::Builder::new()
         .name("worker")
         .spawn(|| {
             for _ in 0..5 {
                 busy(ms(4));
-                tasklet::schedule();
+                tasklets::schedule();
             }
         })
         .unwrap();
-    tasklet::Builder::new()
+    tasklets::Builder::new()
         .name("idler")
         .spawn(|| {
             for _ in 0..5 {
-                tasklet::schedule();
+                tasklets::schedule();
             }
         })
         .unwrap();
     for _ in 0..3 {
-        tasklet::schedule();
+        tasklets::schedule();
     }
-    let snap = tasklet::snapshot();
+    let snap = tasklets::snapshot();
     let w = info_of(&snap, "worker");
     assert!(w.switches >= 3, "{w:?}");
     assert!(w.cpu_time >= ms(10), "ran ~12 ms: {w:?}");
     assert!(info_of(&snap, "idler").cpu_time < w.cpu_time);
     assert!(snap.stats.switches >= 6);
 
-    tasklet::set_accounting(false);
-    tasklet::run();
-    tasklet::set_accounting(true);
+    tasklets::set_accounting(false);
+    tasklets::run();
+    tasklets::set_accounting(true);
     assert!(!worker.is_alive());
 }
 
 #[test]
 fn time_waiting_in_the_poller_is_charged_to_nobody() {
-    let sleeper = tasklet::Builder::new().name("sleeper").spawn(|| tasklet::time::sleep(ms(30))).unwrap();
+    let sleeper = tasklets::Builder::new().name("sleeper").spawn(|| tasklets::time::sleep(ms(30))).unwrap();
     let ch = Channel::<()>::new();
     let rx = ch.clone();
-    tasklet::Builder::new().name("waiter").spawn(move || rx.receive()).unwrap();
-    tasklet::schedule();
-    let before = info_of(&tasklet::snapshot(), "waiter").cpu_time;
+    tasklets::Builder::new().name("waiter").spawn(move || rx.receive()).unwrap();
+    tasklets::schedule();
+    let before = info_of(&tasklets::snapshot(), "waiter").cpu_time;
     sleeper.join().unwrap(); // main waits ~30 ms in the poller
-    let snap = tasklet::snapshot();
+    let snap = tasklets::snapshot();
     assert_eq!(info_of(&snap, "waiter").cpu_time, before, "a blocked tasklet gains no CPU time");
     assert!(
         snap.tasklets[0].cpu_time < ms(25),
@@ -136,7 +136,7 @@ fn time_waiting_in_the_poller_is_charged_to_nobody() {
         snap.tasklets[0]
     );
     ch.close();
-    tasklet::run();
+    tasklets::run();
 }
 
 static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -165,11 +165,11 @@ fn logged(needle: &str) -> bool {
 #[test]
 fn a_tasklet_holding_the_thread_too_long_is_reported_by_name() {
     capture_logs();
-    tasklet::set_stall_threshold(Some(ms(5)));
-    tasklet::Builder::new().name("hog-for-the-stall-test").spawn(|| busy(ms(20))).unwrap();
-    tasklet::Builder::new().name("polite-for-the-stall-test").spawn(|| busy(ms(1))).unwrap();
-    tasklet::run();
-    tasklet::set_stall_threshold(Some(tasklet::DEFAULT_STALL_THRESHOLD));
+    tasklets::set_stall_threshold(Some(ms(5)));
+    tasklets::Builder::new().name("hog-for-the-stall-test").spawn(|| busy(ms(20))).unwrap();
+    tasklets::Builder::new().name("polite-for-the-stall-test").spawn(|| busy(ms(1))).unwrap();
+    tasklets::run();
+    tasklets::set_stall_threshold(Some(tasklets::DEFAULT_STALL_THRESHOLD));
     assert!(logged("'hog-for-the-stall-test' held the thread for"), "{:?}", LOGGED.lock().unwrap());
     assert!(!logged("polite-for-the-stall-test"));
 }
@@ -178,41 +178,41 @@ fn a_tasklet_holding_the_thread_too_long_is_reported_by_name() {
 fn watchdog_pauses_the_tasklet_that_overran_and_run_continues_the_rest() {
     let order = common::Log::new();
     let (o1, o2) = (order.clone(), order.clone());
-    let hog = tasklet::Builder::new()
+    let hog = tasklets::Builder::new()
         .name("hog")
         .spawn(move || {
             o1.push("hog start");
             busy(ms(10));
-            tasklet::schedule();
+            tasklets::schedule();
             o1.push("hog end");
         })
         .unwrap();
-    let nice = tasklet::spawn(move || {
+    let nice = tasklets::spawn(move || {
         for i in 0..3 {
             o2.push(format!("nice {i}"));
-            tasklet::schedule();
+            tasklets::schedule();
         }
     });
-    let caught = tasklet::run_watchdog(ms(2)).expect("the hog overran its budget");
+    let caught = tasklets::run_watchdog(ms(2)).expect("the hog overran its budget");
     assert_eq!(caught, hog);
     assert!(hog.is_paused() && hog.is_alive());
     assert_eq!(order.take(), ["hog start"]);
     // The others are still queued: run continues them; the hog waits to be inserted.
-    assert_eq!(tasklet::run_watchdog(ms(2)), None);
+    assert_eq!(tasklets::run_watchdog(ms(2)), None);
     assert!(!nice.is_alive());
     assert_eq!(order.take(), ["nice 0", "nice 1", "nice 2"]);
     hog.insert().unwrap();
-    tasklet::run();
+    tasklets::run();
     assert_eq!(order.take(), ["hog end"]);
 }
 
 #[test]
 fn watchdog_sees_a_lone_tasklet_that_schedules() {
-    let hog = tasklet::spawn(|| loop {
+    let hog = tasklets::spawn(|| loop {
         busy(ms(3));
-        tasklet::schedule();
+        tasklets::schedule();
     });
-    assert_eq!(tasklet::run_watchdog(ms(1)), Some(hog.clone().into_any()));
+    assert_eq!(tasklets::run_watchdog(ms(1)), Some(hog.clone().into_any()));
     hog.kill();
 }
 
@@ -220,14 +220,14 @@ fn watchdog_sees_a_lone_tasklet_that_schedules() {
 fn deadlock_error_names_the_blocked_tasklets() {
     let ch = Channel::<u8>::new();
     let rx = ch.clone();
-    tasklet::Builder::new().name("stuck-receiver").spawn(move || rx.receive()).unwrap();
-    tasklet::run();
-    let err = tasklet::schedule_remove().unwrap_err();
+    tasklets::Builder::new().name("stuck-receiver").spawn(move || rx.receive()).unwrap();
+    tasklets::run();
+    let err = tasklets::schedule_remove().unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("deadlock"), "{msg}");
     assert!(msg.contains("'stuck-receiver' waits on receive on channel"), "{msg}");
     ch.close();
-    tasklet::run();
+    tasklets::run();
 }
 
 #[test]
@@ -235,19 +235,19 @@ fn channel_deadlock_is_logged_with_the_report() {
     capture_logs();
     let other = Channel::<u8>::new();
     let rx = other.clone();
-    tasklet::Builder::new().name("blocked-elsewhere").spawn(move || rx.receive()).unwrap();
-    tasklet::run();
+    tasklets::Builder::new().name("blocked-elsewhere").spawn(move || rx.receive()).unwrap();
+    tasklets::run();
     let ch = Channel::<u8>::new();
-    assert_eq!(ch.receive(), Err(tasklet::RecvError::Deadlock));
+    assert_eq!(ch.receive(), Err(tasklets::RecvError::Deadlock));
     assert!(logged("'blocked-elsewhere' waits on receive on channel"), "{:?}", LOGGED.lock().unwrap());
     other.close();
-    tasklet::run();
+    tasklets::run();
 }
 
 #[test]
 fn dump_on_signal_refuses_fault_signals() {
     for signal in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
-        let err = tasklet::dump_on_signal(signal).unwrap_err();
+        let err = tasklets::dump_on_signal(signal).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{signal}: {err}");
     }
 }
@@ -262,23 +262,23 @@ fn signal_dumps_every_scheduler_thread() {
     if common::in_child(NAME) {
         use std::io::{BufRead, Read, Write};
         use std::os::fd::FromRawFd;
-        use tasklet::net::unix::UnixStream;
-        tasklet::dump_on_signal(libc::SIGUSR1).unwrap();
-        assert_eq!(tasklet::dump_on_signal(1 << 20).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        use tasklets::net::unix::UnixStream;
+        tasklets::dump_on_signal(libc::SIGUSR1).unwrap();
+        assert_eq!(tasklets::dump_on_signal(1 << 20).unwrap_err().raw_os_error(), Some(libc::EINVAL));
         let (a1, mut a2) = UnixStream::pair().unwrap();
         let (b1, mut b2) = UnixStream::pair().unwrap();
         // Each thread announces from a second tasklet, which runs once its reader has parked.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let reader = |name: &str, mut stream: UnixStream, ready: std::sync::mpsc::Sender<()>| {
             stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap(); // bounds a failure
-            let reader = tasklet::Builder::new()
+            let reader = tasklets::Builder::new()
                 .name(name)
                 .spawn(move || {
                     let mut buf = [0; 1];
                     stream.read(&mut buf).unwrap()
                 })
                 .unwrap();
-            tasklet::spawn(move || ready.send(()).unwrap());
+            tasklets::spawn(move || ready.send(()).unwrap());
             reader
         };
         // stderr goes to a pipe until both dumps were read from it.

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tasklet::{Channel, Preference, Tasklet};
+use tasklets::{Channel, Preference, Tasklet};
 
 struct Rng(u64);
 
@@ -118,7 +118,7 @@ fn step(world: &World, rng: &mut Rng) {
                 world.received.borrow_mut().push(v.id);
             }
         }
-        10 => tasklet::schedule(),
+        10 => tasklets::schedule(),
         11 => {
             // Kill a random tasklet: finished, blocked, paused, runnable, or itself.
             if let Some(victim) = pick(world, rng) {
@@ -145,7 +145,7 @@ fn step(world: &World, rng: &mut Rng) {
                 let _ = target.join();
             }
         }
-        15 => tasklet::time::sleep(Duration::from_micros(rng.below(200))),
+        15 => tasklets::time::sleep(Duration::from_micros(rng.below(200))),
         16 => {
             if let Some(target) = pick(world, rng) {
                 let _ = target.remove();
@@ -205,7 +205,7 @@ fn run_program(seed: u64) {
         let world2 = world.clone();
         let mut trng = Rng(rng.next() | 1);
         let steps = 5 + rng.below(40);
-        let handle = tasklet::Builder::new()
+        let handle = tasklets::Builder::new()
             .name(format!("t{t}"))
             .stack_size(64 * 1024)
             .spawn(move || {
@@ -216,7 +216,7 @@ fn run_program(seed: u64) {
             .unwrap();
         world.tasklets.borrow_mut().push(handle);
     }
-    tasklet::run();
+    tasklets::run();
     // Tasklets paused by `remove()` go back to the run queue until none is paused (their
     // steps are finite, so this ends). A paused tasklet may be in the middle of a completed
     // channel operation, so balances are checked only once none is.
@@ -229,7 +229,7 @@ fn run_program(seed: u64) {
         for t in paused {
             t.insert().unwrap();
         }
-        tasklet::run();
+        tasklets::run();
     }
     check_balances(&world);
 
@@ -242,13 +242,13 @@ fn run_program(seed: u64) {
             world.received.borrow_mut().push(v.id);
         }
     }
-    tasklet::run();
+    tasklets::run();
     let survivors: Vec<Tasklet<()>> =
         world.tasklets.borrow().iter().filter(|t| t.is_alive()).cloned().collect();
     for t in &survivors {
         t.kill();
     }
-    tasklet::run();
+    tasklets::run();
     for t in world.tasklets.borrow().iter() {
         assert!(!t.is_alive(), "every tasklet has finished");
     }
@@ -300,7 +300,7 @@ fn the_same_seed_gives_the_same_interleaving() {
         for t in 0..10u64 {
             let (log, ch) = (log.clone(), ch.clone());
             let ops: Vec<u64> = (0..20).map(|_| rng.below(3)).collect();
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 for op in ops {
                     match op {
                         0 => {
@@ -311,12 +311,12 @@ fn the_same_seed_gives_the_same_interleaving() {
                                 log.borrow_mut().push((t, v));
                             }
                         }
-                        _ => tasklet::schedule(),
+                        _ => tasklets::schedule(),
                     }
                 }
             });
         }
-        tasklet::run();
+        tasklets::run();
         let out = log.borrow().clone();
         out
     };

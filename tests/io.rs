@@ -1,4 +1,4 @@
-//! Integration tests of `tasklet::io`: parking on raw fds, deadlines, kills (unwinding and
+//! Integration tests of `tasklets::io`: parking on raw fds, deadlines, kills (unwinding and
 //! deferred), registrations on several threads, and fds that epoll refuses.
 //!
 //! Every `#[test]` runs on its own thread and therefore has its own scheduler. Pipes and
@@ -12,8 +12,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tasklet::io::{is_cooperative, with_kills_deferred, Interest, Registration};
-use tasklet::JoinError;
+use tasklets::io::{is_cooperative, with_kills_deferred, Interest, Registration};
+use tasklets::JoinError;
 
 mod common;
 use common::{fd_count, in_child, ms, run_in_child};
@@ -40,7 +40,7 @@ fn waits_on_a_pipe_until_the_writer_writes() {
     let (r, w) = pipe();
     let log = Rc::new(Cell::new(0));
     let seen = log.clone();
-    let reader = tasklet::spawn(move || {
+    let reader = tasklets::spawn(move || {
         // SAFETY: `r` outlives the registration (locals drop before captures).
         let registration = unsafe { Registration::new(r.as_raw_fd()) };
         let mut file = std::fs::File::from(r.try_clone().unwrap());
@@ -49,8 +49,8 @@ fn waits_on_a_pipe_until_the_writer_writes() {
         seen.set(1);
         buf[..n].to_vec()
     });
-    tasklet::spawn(move || {
-        tasklet::schedule(); // the reader parks first
+    tasklets::spawn(move || {
+        tasklets::schedule(); // the reader parks first
         assert_eq!(log.get(), 0, "the reader must not return before anything was written");
         std::fs::File::from(w).write_all(b"pipe").unwrap();
     });
@@ -60,7 +60,7 @@ fn waits_on_a_pipe_until_the_writer_writes() {
 #[test]
 fn a_deadline_ends_the_wait_with_timed_out() {
     let (a, _b) = pair();
-    let t = tasklet::spawn(move || {
+    let t = tasklets::spawn(move || {
         // SAFETY: `a` outlives the registration.
         let registration = unsafe { Registration::new(a.as_raw_fd()) };
         let start = Instant::now();
@@ -88,7 +88,7 @@ fn killing_a_tasklet_parked_on_an_fd_unwinds_it_and_leaves_no_waiter() {
     let fd = a.as_raw_fd();
     let dropped = Rc::new(Cell::new(false));
     let flag = dropped.clone();
-    let t = tasklet::spawn(move || {
+    let t = tasklets::spawn(move || {
         struct OnDrop(Rc<Cell<bool>>);
         impl Drop for OnDrop {
             fn drop(&mut self) {
@@ -101,12 +101,12 @@ fn killing_a_tasklet_parked_on_an_fd_unwinds_it_and_leaves_no_waiter() {
         registration.wait(Interest::Readable, None).unwrap();
         unreachable!("nothing is ever written");
     });
-    tasklet::schedule();
-    assert_eq!(tasklet::snapshot().stats.parked_on_io, 1);
+    tasklets::schedule();
+    assert_eq!(tasklets::snapshot().stats.parked_on_io, 1);
     t.kill();
     assert!(matches!(t.join(), Err(JoinError::Killed)));
     assert!(dropped.get());
-    assert_eq!(tasklet::snapshot().stats.parked_on_io, 0);
+    assert_eq!(tasklets::snapshot().stats.parked_on_io, 0);
     drop(a);
 }
 
@@ -116,7 +116,7 @@ fn a_deferred_kill_fails_the_wait_and_is_delivered_at_the_next_switch_point() {
     let fd = a.as_raw_fd();
     let steps = Rc::new(Cell::new(0));
     let seen = steps.clone();
-    let t = tasklet::spawn(move || {
+    let t = tasklets::spawn(move || {
         let _keep = &a;
         // SAFETY: `a` outlives the registration.
         let registration = unsafe { Registration::new(fd) };
@@ -129,15 +129,15 @@ fn a_deferred_kill_fails_the_wait_and_is_delivered_at_the_next_switch_point() {
             assert_eq!(again.kind(), ErrorKind::Other);
             // So does a sleep, which returns early.
             let start = Instant::now();
-            tasklet::time::sleep(Duration::from_secs(3600));
+            tasklets::time::sleep(Duration::from_secs(3600));
             assert!(start.elapsed() < Duration::from_secs(60));
             seen.set(2);
         });
         seen.set(3);
-        tasklet::schedule(); // the first switch point outside the scope
+        tasklets::schedule(); // the first switch point outside the scope
         seen.set(4);
     });
-    tasklet::schedule();
+    tasklets::schedule();
     t.kill();
     assert!(matches!(t.join(), Err(JoinError::Killed)));
     assert_eq!(steps.get(), 3);
@@ -145,26 +145,26 @@ fn a_deferred_kill_fails_the_wait_and_is_delivered_at_the_next_switch_point() {
 
 #[test]
 fn a_tasklet_that_returns_with_a_deferred_kill_pending_ends_killed() {
-    let t = tasklet::spawn(|| {
-        with_kills_deferred(|| tasklet::time::sleep(Duration::from_secs(3600)));
+    let t = tasklets::spawn(|| {
+        with_kills_deferred(|| tasklets::time::sleep(Duration::from_secs(3600)));
         42
     });
-    tasklet::schedule();
+    tasklets::schedule();
     t.kill();
     assert!(matches!(t.join(), Err(JoinError::Killed)));
 }
 
 #[test]
 fn deferral_scopes_nest() {
-    let t = tasklet::spawn(|| {
+    let t = tasklets::spawn(|| {
         with_kills_deferred(|| {
-            with_kills_deferred(|| tasklet::time::sleep(Duration::from_secs(3600)));
+            with_kills_deferred(|| tasklets::time::sleep(Duration::from_secs(3600)));
             // Still inside the outer scope: a yield goes ahead without unwinding.
-            tasklet::schedule();
+            tasklets::schedule();
             "outer scope survived"
         })
     });
-    tasklet::schedule();
+    tasklets::schedule();
     t.kill();
     // The tasklet returned before any switch point outside both scopes.
     assert!(matches!(t.join(), Err(JoinError::Killed)));
@@ -180,7 +180,7 @@ fn tasklets_of_two_threads_wait_on_one_fd() {
         .map(|_| {
             let registration = registration.clone();
             std::thread::spawn(move || {
-                let t = tasklet::spawn(move || registration.wait(Interest::Readable, None));
+                let t = tasklets::spawn(move || registration.wait(Interest::Readable, None));
                 t.join().unwrap()
             })
         })
@@ -200,7 +200,7 @@ fn a_regular_file_is_refused_with_the_pollers_error() {
     // SAFETY: `file` outlives the registration.
     let registration = unsafe { Registration::new(file.as_raw_fd()) };
     let err =
-        tasklet::spawn(move || registration.wait(Interest::Readable, None)).join().unwrap().unwrap_err();
+        tasklets::spawn(move || registration.wait(Interest::Readable, None)).join().unwrap().unwrap_err();
     assert_eq!(err.raw_os_error(), Some(1), "epoll refuses regular files with EPERM: {err}");
 }
 
@@ -210,7 +210,7 @@ fn is_cooperative_once_the_thread_has_a_scheduler() {
         assert!(!is_cooperative());
         // Outside the runtime, deferring kills just calls the closure.
         assert_eq!(with_kills_deferred(|| 7), 7);
-        tasklet::spawn(|| assert!(is_cooperative())).join().unwrap();
+        tasklets::spawn(|| assert!(is_cooperative())).join().unwrap();
         assert!(is_cooperative());
     })
     .join()
@@ -232,13 +232,13 @@ fn registrations_leave_no_fd_behind() {
     let before = fd_count();
     for _ in 0..200 {
         let (a, b) = pair();
-        let t = tasklet::spawn(move || {
+        let t = tasklets::spawn(move || {
             // SAFETY: `a` outlives the registration.
             let registration = unsafe { Registration::new(a.as_raw_fd()) };
             let mut buf = [0; 1];
             registration.io(Interest::Readable, None, || (&a).read(&mut buf)).unwrap()
         });
-        tasklet::spawn(move || (&b).write_all(b"y").unwrap());
+        tasklets::spawn(move || (&b).write_all(b"y").unwrap());
         assert_eq!(t.join().unwrap(), 1);
     }
     assert_eq!(fd_count(), before);

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tasklet::{Builder, Channel, JoinError, Preference, RecvError, SendError, Tasklet, TaskletExit};
+use tasklets::{Builder, Channel, JoinError, Preference, RecvError, SendError, Tasklet, TaskletExit};
 
 mod common;
 use common::Log;
@@ -33,7 +33,7 @@ impl Drop for Guard {
 }
 
 /// Asserts that `join` says the tasklet was killed.
-fn assert_killed<T: ?Sized + tasklet::Joinable>(t: Tasklet<T>) {
+fn assert_killed<T: ?Sized + tasklets::Joinable>(t: Tasklet<T>) {
     match t.join() {
         Err(JoinError::Killed) => {}
         Err(other) => panic!("expected Killed, got {other:?}"),
@@ -53,7 +53,7 @@ fn kill_blocked_receivers_removes_them_from_the_channel() {
     let receivers: Vec<Tasklet<u32>> = (0..N)
         .map(|k| {
             let (log, ch) = (log.clone(), ch.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let _guard = Guard::new(&log, format!("r{k}"));
                 let v = ch.receive().unwrap();
                 log.push(format!("r{k} got {v}"));
@@ -61,7 +61,7 @@ fn kill_blocked_receivers_removes_them_from_the_channel() {
             })
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     assert_eq!(ch.balance(), -(N as isize));
 
     // Kill out of arrival order; each kill gives back one unit of balance.
@@ -75,7 +75,7 @@ fn kill_blocked_receivers_removes_them_from_the_channel() {
     for t in receivers {
         assert_killed(t);
     }
-    assert_eq!(tasklet::runcount(), 1);
+    assert_eq!(tasklets::runcount(), 1);
 }
 
 #[test]
@@ -85,10 +85,10 @@ fn kill_one_blocked_receiver_keeps_the_others_fifo() {
     let receivers: Vec<Tasklet<()>> = (0..4)
         .map(|k| {
             let (log, ch) = (log.clone(), ch.clone());
-            tasklet::spawn(move || log.push(format!("r{k} got {}", ch.receive().unwrap())))
+            tasklets::spawn(move || log.push(format!("r{k} got {}", ch.receive().unwrap())))
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     receivers[1].kill();
     assert_eq!(ch.balance(), -3);
     for v in 10..13 {
@@ -106,7 +106,7 @@ fn kill_blocked_senders_removes_them_and_drops_their_values() {
     let senders: Vec<Tasklet<()>> = (0..N)
         .map(|k| {
             let (log, ch) = (log.clone(), ch.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let _guard = Guard::new(&log, format!("s{k}"));
                 let value = Guard::new(&log, format!("value{k}"));
                 if ch.send(value).is_ok() {
@@ -115,7 +115,7 @@ fn kill_blocked_senders_removes_them_and_drops_their_values() {
             })
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     assert_eq!(ch.balance(), N as isize);
 
     senders[3].kill();
@@ -131,7 +131,7 @@ fn kill_blocked_senders_removes_them_and_drops_their_values() {
     drop(v);
     senders[2].kill();
     assert_eq!(ch.balance(), 0);
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["drop value1", "drop value2", "drop s2", "s1 sent", "drop s1"]);
     assert!(senders[1].clone().join().is_ok());
     for k in [0, 2, 3] {
@@ -144,19 +144,19 @@ fn kill_a_paused_tasklet() {
     let log = Log::new();
     let t = {
         let log = log.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let _guard = Guard::new(&log, "paused");
-            tasklet::schedule_remove().unwrap();
+            tasklets::schedule_remove().unwrap();
             log.push("resumed");
         })
     };
-    tasklet::run();
+    tasklets::run();
     assert!(t.is_paused());
     t.kill();
     assert!(!t.is_alive() && !t.is_paused());
     assert_eq!(log.take(), ["drop paused"]);
-    assert_eq!(t.insert(), Err(tasklet::StateError::Dead));
-    tasklet::run();
+    assert_eq!(t.insert(), Err(tasklets::StateError::Dead));
+    tasklets::run();
     assert_eq!(log.take(), Vec::<String>::new());
     assert_killed(t);
 }
@@ -178,7 +178,7 @@ fn kill_a_bound_tasklet_that_never_ran_drops_its_closure() {
     t.kill();
     assert!(!t.is_alive());
     assert_eq!(log.take(), ["drop captured"], "dropped without running");
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), Vec::<String>::new());
     assert_killed(t);
 }
@@ -191,17 +191,17 @@ fn kill_a_spawned_tasklet_that_never_ran_drops_its_closure() {
     let t = {
         let log = log.clone();
         let captured = Guard::new(&log, "captured");
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             log.push("closure ran");
             drop(captured);
         })
     };
     spawn_marker(&order, "after");
-    assert_eq!(tasklet::runcount(), 4);
+    assert_eq!(tasklets::runcount(), 4);
     t.kill();
-    assert_eq!(tasklet::runcount(), 3, "taken out of the run queue");
+    assert_eq!(tasklets::runcount(), 3, "taken out of the run queue");
     assert_eq!(log.take(), ["drop captured"]);
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), Vec::<String>::new());
     assert_eq!(order.take(), ["before", "after"]);
     assert_killed(t);
@@ -209,19 +209,19 @@ fn kill_a_spawned_tasklet_that_never_ran_drops_its_closure() {
 
 fn spawn_marker(log: &Log, name: &'static str) -> Tasklet<()> {
     let log = log.clone();
-    tasklet::spawn(move || log.push(name))
+    tasklets::spawn(move || log.push(name))
 }
 
 #[test]
 fn kill_a_dead_tasklet_is_a_noop() {
-    let t = tasklet::spawn(|| 99);
-    tasklet::run();
+    let t = tasklets::spawn(|| 99);
+    tasklets::run();
     t.kill();
     t.kill();
     assert!(!t.is_alive());
     assert_eq!(t.join().unwrap(), 99, "the result survives");
 
-    let killed = tasklet::spawn(|| ());
+    let killed = tasklets::spawn(|| ());
     killed.kill();
     killed.kill(); // a second kill is a no-op too
     assert_killed(killed);
@@ -232,15 +232,15 @@ fn kill_the_current_tasklet_ends_it() {
     let log = Log::new();
     let t = {
         let log = log.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let _guard = Guard::new(&log, "self");
             log.push("before kill");
-            tasklet::current().kill();
+            tasklets::current().kill();
             log.push("after kill"); // never runs
         })
     };
     let other = spawn_marker(&log, "other");
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["before kill", "drop self", "other"]);
     assert!(!other.is_alive());
     assert_killed(t);
@@ -248,7 +248,7 @@ fn kill_the_current_tasklet_ends_it() {
 
 #[test]
 fn killing_main_panics() {
-    let payload = panic::catch_unwind(|| tasklet::current().kill()).unwrap_err();
+    let payload = panic::catch_unwind(|| tasklets::current().kill()).unwrap_err();
     let message = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -256,19 +256,19 @@ fn killing_main_panics() {
         .unwrap();
     assert!(message.contains("main tasklet cannot be killed"), "{message}");
     // Main is unharmed and the scheduler still works.
-    assert!(tasklet::current().is_main() && tasklet::current().is_alive());
-    assert_eq!(tasklet::spawn(|| 1).join().unwrap(), 1);
+    assert!(tasklets::current().is_main() && tasklets::current().is_alive());
+    assert_eq!(tasklets::spawn(|| 1).join().unwrap(), 1);
 }
 
 #[test]
 fn killing_main_from_a_tasklet_panics_that_tasklet() {
-    let main = tasklet::current();
-    let t = tasklet::spawn(move || main.kill());
-    tasklet::run();
+    let main = tasklets::current();
+    let t = tasklets::spawn(move || main.kill());
+    tasklets::run();
     let err = t.join().unwrap_err();
     assert!(err.is_panic());
     assert!(err.to_string().contains("main tasklet cannot be killed"), "{err}");
-    assert!(tasklet::current().is_alive());
+    assert!(tasklets::current().is_alive());
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn kill_from_another_tasklet() {
     let ch = Channel::<()>::new();
     let victim = {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let _guard = Guard::new(&log, "victim");
             let _ = ch.receive();
             log.push("victim resumed");
@@ -285,13 +285,13 @@ fn kill_from_another_tasklet() {
     };
     let killer = {
         let (log, victim) = (log.clone(), victim.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             log.push("killer kills");
             victim.kill();
             log.push("killer continues");
         })
     };
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["killer kills", "drop victim", "killer continues"]);
     assert_eq!(ch.balance(), 0);
     assert!(killer.join().is_ok());
@@ -303,12 +303,12 @@ fn kill_of_a_tasklet_main_is_joining_wakes_main_with_killed() {
     let ch = Channel::<()>::new();
     let target = {
         let ch = ch.clone();
-        tasklet::spawn(move || ch.receive())
+        tasklets::spawn(move || ch.receive())
     };
     {
         let target = target.clone();
-        tasklet::spawn(move || {
-            tasklet::schedule(); // let the target block first
+        tasklets::spawn(move || {
+            tasklets::schedule(); // let the target block first
             target.kill();
         });
     }
@@ -327,12 +327,12 @@ fn killed_blocked_receiver_is_not_resurrected_by_a_later_send() {
     let ch = Channel::<u32>::new();
     let r = {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let v = ch.receive();
             log.push(format!("RESURRECTED with {v:?}"));
         })
     };
-    tasklet::run();
+    tasklets::run();
     r.kill();
     assert_eq!(ch.balance(), 0);
 
@@ -343,13 +343,13 @@ fn killed_blocked_receiver_is_not_resurrected_by_a_later_send() {
     // A tasklet's send blocks properly.
     let s = {
         let ch = ch.clone();
-        tasklet::spawn(move || ch.send(2))
+        tasklets::spawn(move || ch.send(2))
     };
-    tasklet::run();
+    tasklets::run();
     assert!(s.is_blocked());
     assert_eq!(ch.balance(), 1);
     assert_eq!(ch.receive(), Ok(2));
-    tasklet::run();
+    tasklets::run();
     assert!(s.join().unwrap().is_ok());
     assert_eq!(log.take(), Vec::<String>::new());
     assert_killed(r);
@@ -361,17 +361,17 @@ fn killed_blocked_sender_is_not_resurrected_by_a_later_receive() {
     let ch = Channel::<u32>::new();
     let s = {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let r = ch.send(5);
             log.push(format!("RESURRECTED {r:?}"));
         })
     };
-    tasklet::run();
+    tasklets::run();
     s.kill();
     assert_eq!(ch.balance(), 0);
     assert_eq!(ch.receive(), Err(RecvError::Deadlock), "the killed sender's value is gone");
-    assert_eq!(ch.try_receive(), Err(tasklet::TryRecvError::Empty));
-    tasklet::run();
+    assert_eq!(ch.try_receive(), Err(tasklets::TryRecvError::Empty));
+    tasklets::run();
     assert_eq!(log.take(), Vec::<String>::new());
     assert_killed(s);
 }
@@ -381,20 +381,20 @@ fn killed_queued_tasklet_never_runs_again() {
     let log = Log::new();
     let t = {
         let log = log.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let _guard = Guard::new(&log, "t");
             log.push("t start");
-            tasklet::schedule();
+            tasklets::schedule();
             log.push("RESURRECTED");
         })
     };
-    tasklet::schedule(); // t runs to its schedule() and is queued behind main
+    tasklets::schedule(); // t runs to its schedule() and is queued behind main
     assert!(t.is_scheduled() && !t.is_blocked());
-    assert_eq!(tasklet::runcount(), 2);
+    assert_eq!(tasklets::runcount(), 2);
     t.kill();
-    assert_eq!(tasklet::runcount(), 1, "no longer queued");
-    tasklet::run();
-    tasklet::schedule();
+    assert_eq!(tasklets::runcount(), 1, "no longer queued");
+    tasklets::run();
+    tasklets::schedule();
     assert_eq!(log.take(), ["t start", "drop t"]);
     assert_killed(t);
 }
@@ -408,19 +408,19 @@ fn killed_receiver_woken_but_not_yet_run_never_runs_again() {
     ch.set_preference(Preference::Neither);
     let r = {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let v = ch.receive().unwrap();
             log.push(format!("RESURRECTED with {}", v.name));
         })
     };
-    tasklet::run();
+    tasklets::run();
     ch.send(Guard::new(&log, "value")).unwrap();
     assert!(r.is_scheduled() && !r.is_blocked());
-    assert_eq!(tasklet::runcount(), 2);
+    assert_eq!(tasklets::runcount(), 2);
     r.kill();
-    assert_eq!(tasklet::runcount(), 1);
+    assert_eq!(tasklets::runcount(), 1);
     assert_eq!(ch.balance(), 0);
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["drop value"]);
     assert_killed(r);
 }
@@ -431,17 +431,17 @@ fn killed_receiver_woken_by_close_never_runs_again() {
     let ch = Channel::<u32>::new();
     let r = {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let v = ch.receive();
             log.push(format!("RESURRECTED with {v:?}"));
         })
     };
-    tasklet::run();
+    tasklets::run();
     ch.close();
-    assert_eq!(tasklet::runcount(), 2);
+    assert_eq!(tasklets::runcount(), 2);
     r.kill();
-    assert_eq!(tasklet::runcount(), 1);
-    tasklet::run();
+    assert_eq!(tasklets::runcount(), 1);
+    tasklets::run();
     assert_eq!(log.take(), Vec::<String>::new());
     assert_killed(r);
 }
@@ -456,7 +456,7 @@ fn tasklet_can_catch_tasklet_exit_and_reraise_it() {
     let ch = Channel::<u32>::new();
     let t = {
         let (log, ch) = (log.clone(), ch.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let _outer = Guard::new(&log, "outer");
             let result = panic::catch_unwind(AssertUnwindSafe(|| {
                 let _inner = Guard::new(&log, "inner");
@@ -473,7 +473,7 @@ fn tasklet_can_catch_tasklet_exit_and_reraise_it() {
             log.push("after");
         })
     };
-    tasklet::run();
+    tasklets::run();
     t.kill();
     assert_eq!(log.take(), ["drop inner", "caught TaskletExit: true", "drop outer"]);
     assert_killed(t);
@@ -487,7 +487,7 @@ fn tasklet_that_swallows_tasklet_exit_finishes_normally() {
     let ch = Channel::<u32>::new();
     let t = {
         let ch = ch.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let caught = panic::catch_unwind(AssertUnwindSafe(|| ch.receive())).is_err();
             if caught {
                 "swallowed"
@@ -496,7 +496,7 @@ fn tasklet_that_swallows_tasklet_exit_finishes_normally() {
             }
         })
     };
-    tasklet::run();
+    tasklets::run();
     t.kill();
     assert!(!t.is_alive());
     assert_eq!(t.join().unwrap(), "swallowed");
@@ -509,19 +509,19 @@ fn killing_a_joining_tasklet_removes_it_from_the_joiners() {
     let ch = Channel::<u32>::new();
     let target = {
         let ch = ch.clone();
-        tasklet::spawn(move || ch.receive().unwrap() + 1)
+        tasklets::spawn(move || ch.receive().unwrap() + 1)
     };
     let joiners: Vec<Tasklet<()>> = (0..3)
         .map(|k| {
             let (log, target) = (log.clone(), target.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let _guard = Guard::new(&log, format!("j{k}"));
                 let r = target.join();
                 log.push(format!("j{k} joined {:?}", r.ok()));
             })
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     assert!(joiners.iter().all(Tasklet::is_blocked));
     joiners[1].kill();
     assert_eq!(log.take(), ["drop j1"]);
@@ -529,8 +529,8 @@ fn killing_a_joining_tasklet_removes_it_from_the_joiners() {
     // The target finishes: only the live joiners are woken; the killed one is not resumed
     // (resuming a finished tasklet would be a crash, queuing it would inflate runcount).
     ch.send(1).unwrap();
-    assert_eq!(tasklet::runcount(), 3, "main + the two live joiners");
-    tasklet::run();
+    assert_eq!(tasklets::runcount(), 3, "main + the two live joiners");
+    tasklets::run();
     assert_eq!(log.take(), ["j0 joined Some(2)", "drop j0", "j2 joined None", "drop j2"]);
     assert_killed(joiners[1].clone());
     assert!(!target.is_alive());
@@ -545,16 +545,16 @@ fn panicking_tasklet_ends_only_itself() {
     let log = Log::new();
     let a = {
         let log = log.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             log.push("a before");
-            tasklet::schedule();
+            tasklets::schedule();
             log.push("a after");
             "a"
         })
     };
     let bad = {
         let log = log.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let _guard = Guard::new(&log, "bad");
             log.push("bad panics");
             if log.contains("bad panics") {
@@ -565,14 +565,14 @@ fn panicking_tasklet_ends_only_itself() {
     };
     let c = {
         let log = log.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             log.push("c before");
-            tasklet::schedule();
+            tasklets::schedule();
             log.push("c after");
             "c"
         })
     };
-    tasklet::run(); // returns normally
+    tasklets::run(); // returns normally
     assert_eq!(log.take(), ["a before", "bad panics", "drop bad", "c before", "a after", "c after"]);
     assert_eq!(a.join().unwrap(), "a");
     assert_eq!(c.join().unwrap(), "c");
@@ -589,9 +589,9 @@ fn panicking_tasklet_ends_only_itself() {
 #[test]
 fn panic_payloads_string_and_other() {
     let code = std::hint::black_box(42); // a runtime value: the payload is a String
-    let formatted = tasklet::spawn(move || -> u8 { panic!("code {code}") });
-    let custom = tasklet::spawn(|| -> u8 { panic::panic_any(7i32) });
-    tasklet::run();
+    let formatted = tasklets::spawn(move || -> u8 { panic!("code {code}") });
+    let custom = tasklets::spawn(|| -> u8 { panic::panic_any(7i32) });
+    tasklets::run();
     let err = formatted.join().unwrap_err();
     assert_eq!(err.to_string(), "tasklet panicked: code 42");
     assert_eq!(err.try_into_panic().unwrap().downcast_ref::<String>().map(String::as_str), Some("code 42"));
@@ -602,7 +602,7 @@ fn panic_payloads_string_and_other() {
 
 #[test]
 fn try_into_panic_gives_other_errors_back() {
-    let t = tasklet::spawn(|| ());
+    let t = tasklets::spawn(|| ());
     t.kill();
     let err = t.join().unwrap_err();
     assert!(err.is_killed() && !err.is_panic());
@@ -612,7 +612,7 @@ fn try_into_panic_gives_other_errors_back() {
 
 #[test]
 fn panic_can_be_rethrown_in_main_with_resume_unwind() {
-    let t = tasklet::spawn(|| panic!("propagate me"));
+    let t = tasklets::spawn(|| panic!("propagate me"));
     let payload = t.join().unwrap_err().try_into_panic().unwrap();
     let caught = panic::catch_unwind(AssertUnwindSafe(|| panic::resume_unwind(payload))).unwrap_err();
     assert_eq!(caught.downcast_ref::<&str>(), Some(&"propagate me"));
@@ -620,16 +620,16 @@ fn panic_can_be_rethrown_in_main_with_resume_unwind() {
 
 #[test]
 fn scheduler_stays_usable_after_a_panic() {
-    let first = tasklet::spawn(|| panic!("first"));
-    tasklet::run();
+    let first = tasklets::spawn(|| panic!("first"));
+    tasklets::run();
     assert!(first.join().unwrap_err().is_panic());
 
     let ch = Channel::new();
     let handles: Vec<Tasklet<u32>> = (0..10)
         .map(|i| {
             let ch = ch.clone();
-            tasklet::spawn(move || {
-                tasklet::schedule();
+            tasklets::spawn(move || {
+                tasklets::schedule();
                 ch.send(i).unwrap();
                 i
             })
@@ -637,27 +637,27 @@ fn scheduler_stays_usable_after_a_panic() {
         .collect();
     let got: Vec<u32> = (0..10).map(|_| ch.receive().unwrap()).collect();
     assert_eq!(got, (0..10).collect::<Vec<_>>());
-    tasklet::run();
+    tasklets::run();
     for (i, t) in handles.into_iter().enumerate() {
         assert_eq!(t.join().unwrap(), i as u32);
     }
-    assert_eq!(tasklet::runcount(), 1);
+    assert_eq!(tasklets::runcount(), 1);
 }
 
 #[test]
 fn panic_after_a_rendezvous_does_not_disturb_the_partner() {
     let ch = Channel::<u32>::new();
     let rx = ch.clone();
-    let receiver = tasklet::spawn(move || -> u32 {
+    let receiver = tasklets::spawn(move || -> u32 {
         let v = rx.receive().unwrap();
         panic!("got {v} and panicked");
     });
     let tx = ch.clone();
-    let sender = tasklet::spawn(move || {
+    let sender = tasklets::spawn(move || {
         tx.send(3).unwrap(); // the receiver runs (and panics) now
         "sender fine"
     });
-    tasklet::run();
+    tasklets::run();
     assert_eq!(sender.join().unwrap(), "sender fine");
     assert_eq!(receiver.join().unwrap_err().to_string(), "tasklet panicked: got 3 and panicked");
     assert_eq!(ch.balance(), 0);
@@ -666,25 +666,25 @@ fn panic_after_a_rendezvous_does_not_disturb_the_partner() {
 #[test]
 fn main_blocked_on_a_tasklet_that_panics_gets_deadlock_not_the_panic() {
     let ch = Channel::<u32>::new();
-    let t = tasklet::spawn(|| -> u32 { panic!("the only hope died") });
+    let t = tasklets::spawn(|| -> u32 { panic!("the only hope died") });
     assert_eq!(ch.receive(), Err(RecvError::Deadlock));
     assert!(t.join().unwrap_err().is_panic());
 }
 
 #[test]
 fn panicking_joined_tasklet_wakes_its_joiner() {
-    let target = tasklet::spawn(|| -> u32 {
-        tasklet::schedule();
+    let target = tasklets::spawn(|| -> u32 {
+        tasklets::schedule();
         panic!("target failed")
     });
     let joiner = {
         let target = target.clone();
-        tasklet::spawn(move || match target.join() {
+        tasklets::spawn(move || match target.join() {
             Err(e) => e.to_string(),
             Ok(v) => format!("value {v}"),
         })
     };
-    tasklet::run();
+    tasklets::run();
     assert_eq!(joiner.join().unwrap(), "tasklet panicked: target failed");
     assert!(matches!(target.join(), Err(JoinError::Taken)));
 }
@@ -716,7 +716,7 @@ fn thread_exit_kills_remaining_tasklets_and_runs_their_destructors() {
         let mut receivers = Vec::new();
         for _ in 0..3 {
             let (g, ch, res) = (guard(), ch.clone(), res.clone());
-            receivers.push(tasklet::spawn(move || {
+            receivers.push(tasklets::spawn(move || {
                 let _g = g;
                 let _ = ch.receive();
                 res.fetch_add(1, Ordering::SeqCst);
@@ -727,7 +727,7 @@ fn thread_exit_kills_remaining_tasklets_and_runs_their_destructors() {
         let other = Channel::<CountOnDrop>::new();
         {
             let (g, v, other, res) = (guard(), guard(), other.clone(), res.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let _g = g;
                 let _ = other.send(v);
                 res.fetch_add(1, Ordering::SeqCst);
@@ -737,7 +737,7 @@ fn thread_exit_kills_remaining_tasklets_and_runs_their_destructors() {
         // A tasklet blocked joining a blocked receiver.
         {
             let (g, target, res) = (guard(), receivers[0].clone(), res.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let _g = g;
                 let _ = target.join();
                 res.fetch_add(1, Ordering::SeqCst);
@@ -747,9 +747,9 @@ fn thread_exit_kills_remaining_tasklets_and_runs_their_destructors() {
         // Paused by schedule_remove.
         {
             let (g, res) = (guard(), res.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let _g = g;
-                let _ = tasklet::schedule_remove();
+                let _ = tasklets::schedule_remove();
                 res.fetch_add(1, Ordering::SeqCst);
             });
             guards += 1;
@@ -757,7 +757,7 @@ fn thread_exit_kills_remaining_tasklets_and_runs_their_destructors() {
         // One that catches TaskletExit and re-raises it.
         {
             let (g, ch, res) = (guard(), ch.clone(), res.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let _g = g;
                 if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| ch.receive())) {
                     assert!(payload.is::<TaskletExit>());
@@ -767,21 +767,21 @@ fn thread_exit_kills_remaining_tasklets_and_runs_their_destructors() {
             });
             guards += 1;
         }
-        tasklet::run();
+        tasklets::run();
         assert_eq!(ch.balance(), -4);
         assert_eq!(other.balance(), 1);
 
         // Runnable and started (queued behind main after its first schedule()).
         {
             let (g, res) = (guard(), res.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let _g = g;
-                tasklet::schedule();
+                tasklets::schedule();
                 res.fetch_add(1, Ordering::SeqCst);
             });
             guards += 1;
         }
-        tasklet::schedule();
+        tasklets::schedule();
         // Bound, never run: the guard is captured by the closure.
         {
             let (g, res) = (guard(), res.clone());
@@ -794,7 +794,7 @@ fn thread_exit_kills_remaining_tasklets_and_runs_their_destructors() {
         // Spawned, never run.
         {
             let (g, res) = (guard(), res.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 drop(g);
                 res.fetch_add(1, Ordering::SeqCst);
             });
@@ -816,8 +816,8 @@ fn thread_exit_with_no_tasklets_left_is_clean() {
     let count = Arc::new(AtomicUsize::new(0));
     let c = count.clone();
     std::thread::spawn(move || {
-        let t = tasklet::spawn(move || CountOnDrop(c));
-        tasklet::run();
+        let t = tasklets::spawn(move || CountOnDrop(c));
+        tasklets::run();
         drop(t.join().unwrap());
     })
     .join()
@@ -835,11 +835,11 @@ fn thread_exit_destructors_may_use_the_runtime() {
     }
     impl Drop for SpawnOnDrop {
         fn drop(&mut self) {
-            if tasklet::current().is_main() {
+            if tasklets::current().is_main() {
                 self.dropped_on_main.fetch_add(1, Ordering::SeqCst);
             }
             let ran = self.ran.clone();
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 ran.fetch_add(1, Ordering::SeqCst);
             });
         }
@@ -851,14 +851,14 @@ fn thread_exit_destructors_may_use_the_runtime() {
         let ch = Channel::<()>::new();
         // Started and blocked: its guard drops on its own stack while it unwinds.
         let guard = SpawnOnDrop { dropped_on_main: m.clone(), ran: r.clone() };
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let _guard = guard;
             let _ = ch.receive();
         });
-        tasklet::run();
+        tasklets::run();
         // Never started: its closure (and the guard in it) is dropped in place, on main's stack.
         let guard = SpawnOnDrop { dropped_on_main: m, ran: r };
-        tasklet::spawn(move || drop(guard));
+        tasklets::spawn(move || drop(guard));
     })
     .join()
     .expect("the thread exits cleanly");
@@ -874,12 +874,12 @@ fn thread_exit_leaks_a_tasklet_that_refuses_to_die_and_still_exits() {
     let caught = kills_caught.clone();
     std::thread::spawn(move || {
         let ch = Channel::<()>::new();
-        tasklet::spawn(move || loop {
+        tasklets::spawn(move || loop {
             if panic::catch_unwind(AssertUnwindSafe(|| ch.receive())).is_err() {
                 caught.fetch_add(1, Ordering::SeqCst);
             }
         });
-        tasklet::run();
+        tasklets::run();
     })
     .join()
     .expect("the thread exits cleanly");
@@ -912,13 +912,13 @@ fn kill_returns_when_the_killed_tasklet_blocks_in_a_destructor() {
     let (main_ch, side) = (Channel::<u32>::new(), Channel::<u32>::new());
     let t = {
         let (log, main_ch, side) = (log.clone(), main_ch.clone(), side.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let _blocking = BlockingDrop { ch: side, log: log.clone() };
             let _ = main_ch.receive();
             log.push("RESURRECTED");
         })
     };
-    tasklet::run();
+    tasklets::run();
     t.kill();
     assert!(t.is_alive() && t.is_blocked(), "unwinding, blocked in a destructor");
     assert_eq!(main_ch.balance(), 0, "already out of the first channel");
@@ -937,12 +937,12 @@ fn second_kill_while_a_destructor_blocks_fails_that_operation_instead_of_abortin
     let (main_ch, side) = (Channel::<u32>::new(), Channel::<u32>::new());
     let t = {
         let (log, main_ch, side) = (log.clone(), main_ch.clone(), side.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let _blocking = BlockingDrop { ch: side, log: log.clone() };
             let _ = main_ch.receive();
         })
     };
-    tasklet::run();
+    tasklets::run();
     t.kill();
     assert!(t.is_blocked());
     t.kill();
@@ -978,8 +978,8 @@ fn recurse(n: u64) -> u64 {
 fn stack_overflow_in_a_tasklet_aborts_naming_the_tasklet() {
     if std::env::var_os(OVERFLOW_CHILD_ENV).is_some() {
         let t =
-            Builder::new().name("deep-recursion").stack_size(tasklet::MIN_STACK_SIZE).spawn(|| recurse(0));
-        tasklet::run();
+            Builder::new().name("deep-recursion").stack_size(tasklets::MIN_STACK_SIZE).spawn(|| recurse(0));
+        tasklets::run();
         unreachable!("the overflow aborts the process: {:?}", t.map(|t| t.join().is_ok()));
     }
     // Both guard page mechanisms: the default (MADV_GUARD_INSTALL where the kernel has it) and

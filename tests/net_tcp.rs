@@ -1,4 +1,4 @@
-//! Integration tests of `tasklet::net::{TcpListener, TcpStream}` on real sockets (127.0.0.1
+//! Integration tests of `tasklets::net::{TcpListener, TcpStream}` on real sockets (127.0.0.1
 //! only).
 //!
 //! Every `#[test]` runs on its own thread and therefore has its own scheduler. Wall-clock bounds
@@ -15,8 +15,8 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tasklet::net::{Incoming, TcpListener, TcpStream};
-use tasklet::time::sleep;
+use tasklets::net::{Incoming, TcpListener, TcpStream};
+use tasklets::time::sleep;
 
 mod common;
 use common::{fd_count, in_child, ms, run_in_child};
@@ -103,11 +103,11 @@ fn echo_500_clients_on_one_thread() {
     let served = Rc::new(Cell::new(0usize));
     let acceptor = {
         let served = served.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             for stream in listener.incoming().take(CLIENTS) {
                 let mut stream = stream.unwrap();
                 let served = served.clone();
-                tasklet::spawn(move || {
+                tasklets::spawn(move || {
                     let mut buf = [0u8; 1500];
                     loop {
                         match stream.read(&mut buf).unwrap() {
@@ -124,7 +124,7 @@ fn echo_500_clients_on_one_thread() {
     let start = Instant::now();
     for i in 0..CLIENTS {
         let verified = verified.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let data = payload(i as u64, 2000 + (i * 37) % 4000);
             let mut stream = TcpStream::connect(addr).unwrap();
             stream.write_all(&data).unwrap();
@@ -136,7 +136,7 @@ fn echo_500_clients_on_one_thread() {
             verified.set(verified.get() + 1);
         });
     }
-    tasklet::run();
+    tasklets::run();
     let elapsed = start.elapsed();
     println!("{CLIENTS} echo clients on one thread: {elapsed:?}");
     acceptor.join().unwrap();
@@ -164,7 +164,7 @@ fn generic_read_write_code_works_unchanged() {
 
     let listener = local();
     let addr = listener.local_addr().unwrap();
-    let server = tasklet::spawn(move || {
+    let server = tasklets::spawn(move || {
         let (stream, _) = listener.accept()?;
         let lines = serve_lines(BufReader::new(stream.try_clone()?), stream)?;
         // Then echo raw bytes with io::copy on a second connection.
@@ -172,7 +172,7 @@ fn generic_read_write_code_works_unchanged() {
         let copied = io::copy(&mut &stream, &mut &stream)?;
         io::Result::Ok((lines, copied))
     });
-    let client = tasklet::spawn(move || {
+    let client = tasklets::spawn(move || {
         let stream = TcpStream::connect(addr)?;
         let mut reader = BufReader::new(&stream);
         let mut replies = Vec::new();
@@ -191,7 +191,7 @@ fn generic_read_write_code_works_unchanged() {
         assert!(echo == data);
         io::Result::Ok(replies)
     });
-    tasklet::run();
+    tasklets::run();
     let replies = client.join().unwrap().unwrap();
     assert_eq!(replies, ["telksat\n", "sselkcats\n", "tsur\n"]);
     assert_eq!(server.join().unwrap().unwrap(), (3, 30_000));
@@ -207,10 +207,10 @@ fn large_payload_with_partial_reads_and_writes() {
     buffers(&client, 64 * 1024);
     buffers(&server, 64 * 1024);
     let data = Rc::new(payload(42, LEN));
-    let echo = tasklet::spawn(move || io::copy(&mut &server, &mut &server).unwrap());
+    let echo = tasklets::spawn(move || io::copy(&mut &server, &mut &server).unwrap());
     let writer = {
         let (client, data) = (client.try_clone().unwrap(), data.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let (mut off, mut partial) = (0, 0);
             while off < data.len() {
                 let want = (data.len() - off).min(1 << 20);
@@ -223,7 +223,7 @@ fn large_payload_with_partial_reads_and_writes() {
             partial
         })
     };
-    let reader = tasklet::spawn(move || {
+    let reader = tasklets::spawn(move || {
         let (mut received, mut reads) = (Vec::with_capacity(LEN), 0);
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -235,7 +235,7 @@ fn large_payload_with_partial_reads_and_writes() {
         }
         (received, reads)
     });
-    tasklet::run();
+    tasklets::run();
     let partial = writer.join().unwrap();
     let (received, reads) = reader.join().unwrap();
     assert_eq!(echo.join().unwrap(), LEN as u64);
@@ -275,7 +275,7 @@ fn read_timeout_fires_while_other_tasklets_run() {
     let ticks = Rc::new(Cell::new(0u32));
     let reader = {
         let done = done.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let start = Instant::now();
             let err = (&client).read(&mut [0u8; 16]).unwrap_err();
             let elapsed = start.elapsed();
@@ -288,7 +288,7 @@ fn read_timeout_fires_while_other_tasklets_run() {
     };
     {
         let (done, ticks) = (done.clone(), ticks.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             while !done.get() {
                 ticks.set(ticks.get() + 1);
                 sleep(ms(1));
@@ -296,7 +296,7 @@ fn read_timeout_fires_while_other_tasklets_run() {
             (&server).write_all(b"later").unwrap();
         });
     }
-    tasklet::run();
+    tasklets::run();
     let (kind, elapsed, buf) = reader.join().unwrap();
     println!("read timeout after {elapsed:?}; the other tasklet ticked {} times", ticks.get());
     assert_eq!(kind, io::ErrorKind::WouldBlock);
@@ -332,7 +332,7 @@ fn write_timeout_fires_when_the_peer_does_not_read() {
     small_buffers(&client);
     small_buffers(&server);
     client.set_write_timeout(Some(ms(100))).unwrap();
-    let writer = tasklet::spawn(move || {
+    let writer = tasklets::spawn(move || {
         let chunk = vec![7u8; 64 * 1024];
         let mut total = 0usize;
         let start = Instant::now();
@@ -344,7 +344,7 @@ fn write_timeout_fires_when_the_peer_does_not_read() {
             assert!(total < 64 << 20, "wrote {total} bytes without blocking");
         }
     });
-    tasklet::run();
+    tasklets::run();
     let (kind, total, elapsed) = writer.join().unwrap();
     println!("write timeout after {total} bytes, {elapsed:?}");
     assert_eq!(kind, io::ErrorKind::WouldBlock);
@@ -364,7 +364,7 @@ fn nonblocking_mode_gives_would_block_at_once() {
     let server = loop {
         match listener.accept() {
             Ok((server, _)) => break server,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => tasklet::time::sleep(ms(1)),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => tasklets::time::sleep(ms(1)),
             Err(err) => panic!("{err}"),
         }
     };
@@ -389,7 +389,7 @@ fn nonblocking_mode_gives_would_block_at_once() {
     assert!(start.elapsed() < ms(2000), "non-blocking calls waited: {:?}", start.elapsed());
     // Back to blocking: a read waits for the data.
     client.set_nonblocking(false).unwrap();
-    let writer = tasklet::spawn(move || {
+    let writer = tasklets::spawn(move || {
         sleep(ms(20));
         (&server).write_all(b"x").unwrap();
         server
@@ -410,12 +410,12 @@ fn connection_refused_on_a_closed_port() {
     let err = TcpStream::connect(addr).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
     // Inside a tasklet, and with a timeout.
-    let t = tasklet::spawn(move || {
+    let t = tasklets::spawn(move || {
         let a = TcpStream::connect(addr).unwrap_err().kind();
         let b = TcpStream::connect_timeout(&addr, ms(5000)).unwrap_err().kind();
         (a, b)
     });
-    tasklet::run();
+    tasklets::run();
     assert_eq!(t.join().unwrap(), (io::ErrorKind::ConnectionRefused, io::ErrorKind::ConnectionRefused));
 }
 
@@ -441,7 +441,7 @@ fn connect_timeout_zero_is_invalid_and_a_local_connect_succeeds() {
     let std_err = std::net::TcpStream::connect_timeout(&addr, Duration::ZERO).unwrap_err();
     assert_eq!(std_err.kind(), io::ErrorKind::InvalidInput);
     let t =
-        tasklet::spawn(move || TcpStream::connect_timeout(&addr, ms(5000)).map(|s| s.peer_addr().unwrap()));
+        tasklets::spawn(move || TcpStream::connect_timeout(&addr, ms(5000)).map(|s| s.peer_addr().unwrap()));
     let (server, peer) = listener.accept().unwrap();
     assert_eq!(t.join().unwrap().unwrap(), addr);
     assert_eq!(server.peer_addr().unwrap(), peer);
@@ -458,12 +458,12 @@ fn invalid_addresses_fail_like_std() {
         assert_eq!(ours, io::ErrorKind::InvalidInput, "bind({bad:?})");
     }
     // The same from a tasklet (resolution goes through the unblock pool there).
-    let t = tasklet::spawn(|| {
+    let t = tasklets::spawn(|| {
         let a = TcpStream::connect("127.0.0.1:notaport").unwrap_err().kind();
         let b = TcpListener::bind(("127.0.0.1", 0)).map(|l| l.local_addr().unwrap().ip());
         (a, b.unwrap())
     });
-    tasklet::run();
+    tasklets::run();
     assert_eq!(t.join().unwrap(), (io::ErrorKind::InvalidInput, "127.0.0.1".parse().unwrap()));
 }
 
@@ -473,10 +473,10 @@ fn host_names_are_resolved_from_a_tasklet() {
     let port = listener.local_addr().unwrap().port();
     let ticked = Rc::new(Cell::new(0u32));
     let connect =
-        tasklet::spawn(move || TcpStream::connect(("localhost", port)).map(|s| s.peer_addr().unwrap()));
+        tasklets::spawn(move || TcpStream::connect(("localhost", port)).map(|s| s.peer_addr().unwrap()));
     let ticker = {
         let ticked = ticked.clone();
-        tasklet::spawn(move || ticked.set(ticked.get() + 1))
+        tasklets::spawn(move || ticked.set(ticked.get() + 1))
     };
     let (_server, _) = listener.accept().unwrap();
     ticker.join().unwrap();
@@ -492,13 +492,13 @@ fn host_names_are_resolved_from_a_tasklet() {
 #[test]
 fn reset_by_peer_is_connection_reset() {
     let (client, server) = pair();
-    let reader = tasklet::spawn(move || (&client).read(&mut [0u8; 16]).unwrap_err().kind());
-    tasklet::spawn(move || {
+    let reader = tasklets::spawn(move || (&client).read(&mut [0u8; 16]).unwrap_err().kind());
+    tasklets::spawn(move || {
         sleep(ms(10)); // the reader is parked by now
         socket2::SockRef::from(&server).set_linger(Some(Duration::ZERO)).unwrap();
         drop(server); // sends RST
     });
-    tasklet::run();
+    tasklets::run();
     assert_eq!(reader.join().unwrap(), io::ErrorKind::ConnectionReset);
 }
 
@@ -514,7 +514,7 @@ fn broken_pipe_without_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let (client, server) = pair();
     drop(server);
-    let writer = tasklet::spawn(move || {
+    let writer = tasklets::spawn(move || {
         let mut kinds = Vec::new();
         for _ in 0..1000 {
             match (&client).write_all(b"are you there?") {
@@ -531,7 +531,7 @@ fn broken_pipe_without_sigpipe() {
         let vectored = (&client).write_vectored(&[IoSlice::new(b"a"), IoSlice::new(b"b")]).unwrap_err();
         (kinds, vectored.kind())
     });
-    tasklet::run();
+    tasklets::run();
     let (kinds, vectored) = writer.join().unwrap();
     println!("errors: {kinds:?}");
     assert_eq!(kinds.last(), Some(&io::ErrorKind::BrokenPipe), "{kinds:?}");
@@ -541,31 +541,31 @@ fn broken_pipe_without_sigpipe() {
 #[test]
 fn eof_in_the_middle_of_a_message() {
     let (client, server) = pair();
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         (&server).write_all(b"half a mes").unwrap();
         drop(server);
     });
-    let reader = tasklet::spawn(move || {
+    let reader = tasklets::spawn(move || {
         let mut buf = [0u8; 20];
         let err = (&client).read_exact(&mut buf).unwrap_err().kind();
         let after = (&client).read(&mut buf).unwrap();
         (err, after)
     });
-    tasklet::run();
+    tasklets::run();
     assert_eq!(reader.join().unwrap(), (io::ErrorKind::UnexpectedEof, 0));
 }
 
 #[test]
 fn half_close_then_read_the_rest() {
     let (client, server) = pair();
-    let server = tasklet::spawn(move || {
+    let server = tasklets::spawn(move || {
         let mut request = Vec::new();
         (&server).read_to_end(&mut request).unwrap(); // ends at the client's shutdown(Write)
         let response = payload(request.len() as u64, 300_000);
         (&server).write_all(&response).unwrap();
         (request, checksum(&response))
     });
-    let client = tasklet::spawn(move || {
+    let client = tasklets::spawn(move || {
         (&client).write_all(b"GET everything").unwrap();
         client.shutdown(Shutdown::Write).unwrap();
         let after_shutdown = (&client).write(b"more").unwrap_err().kind();
@@ -573,7 +573,7 @@ fn half_close_then_read_the_rest() {
         (&client).read_to_end(&mut response).unwrap();
         (after_shutdown, response.len(), checksum(&response))
     });
-    tasklet::run();
+    tasklets::run();
     let (request, sum) = server.join().unwrap();
     assert_eq!(request, b"GET everything");
     assert_eq!(client.join().unwrap(), (io::ErrorKind::BrokenPipe, 300_000, sum));
@@ -582,7 +582,7 @@ fn half_close_then_read_the_rest() {
 #[test]
 fn peek_does_not_consume() {
     let (mut client, server) = pair();
-    let peeker = tasklet::spawn(move || {
+    let peeker = tasklets::spawn(move || {
         let mut buf = [0u8; 8];
         let n = client.peek(&mut buf).unwrap(); // parks until data comes
         let peeked = buf[..n].to_vec();
@@ -590,11 +590,11 @@ fn peek_does_not_consume() {
         client.read_exact(&mut all).unwrap();
         (peeked, all)
     });
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         sleep(ms(5));
         (&server).write_all(b"hello").unwrap();
     });
-    tasklet::run();
+    tasklets::run();
     let (peeked, all) = peeker.join().unwrap();
     assert!(!peeked.is_empty() && b"hello".starts_with(&peeked), "{peeked:?}");
     assert_eq!(&all, b"hello");
@@ -610,25 +610,25 @@ fn peek_does_not_consume() {
 fn try_clone_one_tasklet_reads_another_writes() {
     const MESSAGES: usize = 200;
     let (client, server) = pair();
-    let echo = tasklet::spawn(move || io::copy(&mut &server, &mut &server).unwrap());
+    let echo = tasklets::spawn(move || io::copy(&mut &server, &mut &server).unwrap());
     let writer_half = client.try_clone().unwrap();
     assert_ne!(writer_half.as_raw_fd(), client.as_raw_fd());
     writer_half.set_read_timeout(Some(ms(5000))).unwrap();
     assert_eq!(client.read_timeout().unwrap(), Some(ms(5000)), "options are shared");
-    let writer = tasklet::spawn(move || {
+    let writer = tasklets::spawn(move || {
         let mut sum = 0u64;
         for i in 0..MESSAGES {
             let msg = payload(i as u64, 64 + i * 11);
             sum = sum.wrapping_add(checksum(&msg));
             (&writer_half).write_all(&msg).unwrap();
             if i.is_multiple_of(7) {
-                tasklet::schedule();
+                tasklets::schedule();
             }
         }
         writer_half.shutdown(Shutdown::Write).unwrap();
         sum
     });
-    let reader = tasklet::spawn(move || {
+    let reader = tasklets::spawn(move || {
         let (mut sum, mut reads) = (0u64, 0);
         for i in 0..MESSAGES {
             let mut msg = vec![0u8; 64 + i * 11];
@@ -639,7 +639,7 @@ fn try_clone_one_tasklet_reads_another_writes() {
         assert_eq!((&client).read(&mut [0u8; 1]).unwrap(), 0);
         (sum, reads)
     });
-    tasklet::run();
+    tasklets::run();
     let sent = writer.join().unwrap();
     let (received, reads) = reader.join().unwrap();
     assert_eq!(reads, MESSAGES);
@@ -660,7 +660,7 @@ fn two_readers_of_one_socket_get_each_byte_exactly_once() {
     let seq = Rc::new(Cell::new(0usize));
     for reader in 0..2 {
         let (client, reads, seq) = (client.clone(), reads.clone(), seq.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let mut buf = [0u8; 3000];
             loop {
                 let n = (&*client).read(&mut buf).unwrap();
@@ -670,20 +670,20 @@ fn two_readers_of_one_socket_get_each_byte_exactly_once() {
                     break;
                 }
                 reads.borrow_mut().push((s, reader, buf[..n].to_vec()));
-                tasklet::schedule(); // let the other reader in
+                tasklets::schedule(); // let the other reader in
             }
         });
     }
     {
         let data = data.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             for chunk in data.chunks(5000) {
                 (&server).write_all(chunk).unwrap();
                 sleep(ms(1));
             }
         });
     }
-    tasklet::run();
+    tasklets::run();
     let mut reads = std::mem::take(&mut *reads.borrow_mut());
     reads.sort_by_key(|r| r.0);
     let by_reader = [0, 1].map(|r| reads.iter().filter(|x| x.1 == r).count());
@@ -776,14 +776,14 @@ fn listener_moves_to_another_thread() {
     // Thread A: a tasklet serves the first connection (the listener registers here), then
     // hands the listener over.
     let a = std::thread::spawn(move || {
-        let t = tasklet::spawn(move || {
+        let t = tasklets::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
             let mut b = [0u8; 1];
             stream.read_exact(&mut b).unwrap();
             stream.write_all(&[b[0] + 100]).unwrap();
             listener
         });
-        tasklet::run();
+        tasklets::run();
         to_b.send(t.join().unwrap()).unwrap();
     });
     let b = std::thread::spawn(move || {
@@ -791,7 +791,7 @@ fn listener_moves_to_another_thread() {
         let served = Rc::new(Cell::new(0));
         for _ in 0..3 {
             let (listener, served) = (listener.clone(), served.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let (mut stream, _) = listener.accept().unwrap();
                 let mut b = [0u8; 1];
                 stream.read_exact(&mut b).unwrap();
@@ -799,7 +799,7 @@ fn listener_moves_to_another_thread() {
                 served.set(served.get() + 1);
             });
         }
-        tasklet::run();
+        tasklets::run();
         served.get()
     });
     a.join().unwrap();
@@ -850,17 +850,17 @@ fn killing_parked_tasklets_leaks_no_fd_and_no_registration() {
         let (idle_client, idle_server) = pair(); // nobody ever writes to these
         small_buffers(&client);
         let reader = client.try_clone().unwrap();
-        parked.push(tasklet::spawn(move || drop(listener.accept())));
-        parked.push(tasklet::spawn(move || drop((&reader).read(&mut [0u8; 16]))));
-        parked.push(tasklet::spawn(move || {
+        parked.push(tasklets::spawn(move || drop(listener.accept())));
+        parked.push(tasklets::spawn(move || drop((&reader).read(&mut [0u8; 16]))));
+        parked.push(tasklets::spawn(move || {
             let chunk = vec![0u8; 64 * 1024];
             loop {
                 (&client).write_all(&chunk).unwrap(); // parks once the buffers are full
             }
         }));
         // Keeps `server` (which never reads) open while parked elsewhere.
-        parked.push(tasklet::spawn(move || drop((&idle_server, server).0.read(&mut [0u8; 16]))));
-        parked.push(tasklet::spawn(move || drop((&idle_client).read(&mut [0u8; 16]))));
+        parked.push(tasklets::spawn(move || drop((&idle_server, server).0.read(&mut [0u8; 16]))));
+        parked.push(tasklets::spawn(move || drop((&idle_client).read(&mut [0u8; 16]))));
     }
     // Connections to a listener whose queue is full (backlog 0, never accepting) stay in
     // progress: the kernel drops their SYNs (and retries on the loopback only).
@@ -871,7 +871,7 @@ fn killing_parked_tasklets_leaks_no_fd_and_no_registration() {
     let connected = Rc::new(Cell::new(0));
     for _ in 0..5 {
         let connected = connected.clone();
-        parked.push(tasklet::spawn(move || {
+        parked.push(tasklets::spawn(move || {
             let stream = TcpStream::connect(full_addr).unwrap();
             connected.set(connected.get() + 1);
             drop((&stream).read(&mut [0u8; 16]));
@@ -879,7 +879,7 @@ fn killing_parked_tasklets_leaks_no_fd_and_no_registration() {
     }
     // Let them all park.
     for _ in 0..10 {
-        tasklet::schedule();
+        tasklets::schedule();
         sleep(ms(2));
     }
     assert!(parked.iter().all(|t| t.is_blocked()), "not all parked");
@@ -891,7 +891,7 @@ fn killing_parked_tasklets_leaks_no_fd_and_no_registration() {
         t.kill();
     }
     for t in parked {
-        assert!(matches!(t.join(), Err(tasklet::JoinError::Killed)));
+        assert!(matches!(t.join(), Err(tasklets::JoinError::Killed)));
     }
     drop(full);
     let after = (fd_count(), poller_registrations());
@@ -911,7 +911,7 @@ fn accept_under_emfile_returns_the_error_and_recovers() {
     let addr = listener.local_addr().unwrap();
     // Warm up (the poller's fds exist from here on), then queue a connection.
     {
-        let t = tasklet::spawn(move || TcpStream::connect(addr).unwrap());
+        let t = tasklets::spawn(move || TcpStream::connect(addr).unwrap());
         let (_served, _) = listener.accept().unwrap();
         drop(t.join().unwrap());
     }
@@ -937,27 +937,27 @@ fn accept_under_emfile_returns_the_error_and_recovers() {
         assert!(filler.len() < 100, "the fd limit did not take");
     }
     // In a tasklet, as a server would.
-    let acceptor = tasklet::spawn(move || {
+    let acceptor = tasklets::spawn(move || {
         let start = Instant::now();
         let err = listener.accept().map(|_| ()).unwrap_err();
         let second = listener.incoming().next().unwrap().map(|_| ()).unwrap_err();
         (listener, err, second, start.elapsed())
     });
-    tasklet::run();
+    tasklets::run();
     let (listener, err, second, elapsed) = acceptor.join().unwrap();
     assert_eq!(err.raw_os_error(), Some(libc::EMFILE), "{err}");
     assert_eq!(second.raw_os_error(), Some(libc::EMFILE), "{second}");
     assert!(elapsed < ms(2000), "accept did not fail at once: {elapsed:?}");
     // Free some fds: the queued connection is served.
     filler.truncate(filler.len() - 4);
-    let server = tasklet::spawn(move || {
+    let server = tasklets::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
         let mut buf = [0u8; 5];
         stream.read_exact(&mut buf).unwrap();
         stream.write_all(&buf).unwrap();
     });
     client.write_all(b"again").unwrap();
-    tasklet::run();
+    tasklets::run();
     server.join().unwrap();
     let mut echo = [0u8; 5];
     client.read_exact(&mut echo).unwrap();
@@ -1086,12 +1086,12 @@ fn stream_moves_between_threads() {
     assert_eq!((&client).read(&mut [0u8; 1]).unwrap_err().kind(), io::ErrorKind::WouldBlock); // registers here
     client.set_read_timeout(None).unwrap();
     let other = std::thread::spawn(move || {
-        let t = tasklet::spawn(move || {
+        let t = tasklets::spawn(move || {
             let mut buf = [0u8; 4];
             (&client).read_exact(&mut buf).unwrap();
             buf
         });
-        tasklet::run();
+        tasklets::run();
         t.join().unwrap()
     });
     std::thread::sleep(ms(20));

@@ -1,4 +1,4 @@
-//! Integration tests of `tasklet::net::UdpSocket` on real sockets (127.0.0.1 only).
+//! Integration tests of `tasklets::net::UdpSocket` on real sockets (127.0.0.1 only).
 //!
 //! Every `#[test]` runs on its own thread and therefore has its own scheduler. Wall-clock bounds
 //! are loose sanity bounds, never speed assertions. No test sends anything beyond the loopback
@@ -11,8 +11,8 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tasklet::net::UdpSocket;
-use tasklet::time::sleep;
+use tasklets::net::UdpSocket;
+use tasklets::time::sleep;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -46,7 +46,7 @@ fn send_to_and_recv_from_between_tasklets() {
     const N: usize = 50;
     let server = local();
     let server_addr = server.local_addr().unwrap();
-    let server = tasklet::spawn(move || {
+    let server = tasklets::spawn(move || {
         let mut buf = [0u8; 2048];
         for _ in 0..N {
             let (n, from) = server.recv_from(&mut buf).unwrap();
@@ -54,7 +54,7 @@ fn send_to_and_recv_from_between_tasklets() {
             assert_eq!(server.send_to(&reply, from).unwrap(), reply.len());
         }
     });
-    let client = tasklet::spawn(move || {
+    let client = tasklets::spawn(move || {
         let socket = local();
         let mut buf = [0u8; 2048];
         for i in 0..N {
@@ -66,7 +66,7 @@ fn send_to_and_recv_from_between_tasklets() {
         }
         N
     });
-    tasklet::run();
+    tasklets::run();
     server.join().unwrap();
     assert_eq!(client.join().unwrap(), N);
 }
@@ -84,7 +84,7 @@ fn two_hundred_tasklets_ping_pong() {
         b.connect(a.local_addr().unwrap()).unwrap();
         for (socket, serves) in [(a, false), (b, true)] {
             let hops = hops.clone();
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let mut buf = vec![0u8; 4096];
                 let mut payload = vec![p as u8; 100 + p * 10];
                 if !serves {
@@ -104,7 +104,7 @@ fn two_hundred_tasklets_ping_pong() {
         }
     }
     let start = Instant::now();
-    tasklet::run();
+    tasklets::run();
     println!("{} UDP hops between 200 tasklets: {:?}", hops.get(), start.elapsed());
     assert_eq!(hops.get(), PAIRS * ROUNDS * 2);
 }
@@ -118,7 +118,7 @@ fn recv_timeout_fires_while_other_tasklets_run() {
     let ticks = Rc::new(Cell::new(0u32));
     let receiver = {
         let done = done.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let start = Instant::now();
             let err = socket.recv_from(&mut [0u8; 64]).unwrap_err();
             let elapsed = start.elapsed();
@@ -128,14 +128,14 @@ fn recv_timeout_fires_while_other_tasklets_run() {
     };
     {
         let (done, ticks) = (done.clone(), ticks.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             while !done.get() {
                 ticks.set(ticks.get() + 1);
                 sleep(ms(1));
             }
         });
     }
-    tasklet::run();
+    tasklets::run();
     let (kind, elapsed) = receiver.join().unwrap();
     assert_eq!(kind, io::ErrorKind::WouldBlock);
     assert!(elapsed >= ms(120), "timed out early: {elapsed:?}");
@@ -176,17 +176,17 @@ fn connect_send_recv_and_peer_filtering() {
     a.connect(b.local_addr().unwrap()).unwrap();
     assert_eq!(a.peer_addr().unwrap(), b.local_addr().unwrap());
     let a_addr = a.local_addr().unwrap();
-    let receiver = tasklet::spawn(move || {
+    let receiver = tasklets::spawn(move || {
         let mut buf = [0u8; 32];
         let n = a.recv(&mut buf).unwrap(); // the stranger's datagram is not for a connected socket
         buf[..n].to_vec()
     });
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         stranger.send_to(b"from a stranger", a_addr).unwrap();
         sleep(ms(10));
         b.send_to(b"from the peer", a_addr).unwrap();
     });
-    tasklet::run();
+    tasklets::run();
     assert_eq!(receiver.join().unwrap(), b"from the peer");
 }
 
@@ -194,7 +194,7 @@ fn connect_send_recv_and_peer_filtering() {
 fn peek_from_and_peek() {
     let (a, b) = (local(), local());
     let b_addr = b.local_addr().unwrap();
-    let peeker = tasklet::spawn(move || {
+    let peeker = tasklets::spawn(move || {
         let mut buf = [0u8; 32];
         let (n, from) = b.peek_from(&mut buf).unwrap(); // parks until the datagram comes
         let peeked = (buf[..n].to_vec(), from);
@@ -204,13 +204,13 @@ fn peek_from_and_peek() {
         (peeked, buf[..n].to_vec(), b)
     });
     let a_addr = a.local_addr().unwrap();
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         sleep(ms(5));
         a.send_to(b"peekaboo", b_addr).unwrap();
         sleep(ms(5));
         a.send_to(b"twice", b_addr).unwrap();
     });
-    tasklet::run();
+    tasklets::run();
     let ((peeked, from), received, b) = peeker.join().unwrap();
     assert_eq!((peeked.as_slice(), from), (&b"peekaboo"[..], a_addr));
     assert_eq!(received, b"peekaboo");
@@ -299,7 +299,7 @@ fn send_to_resolves_like_std() {
     let (a, b) = (local(), local());
     let port = b.local_addr().unwrap().port();
     // A string and a host/port pair (resolved on the pool inside a tasklet).
-    let t = tasklet::spawn(move || {
+    let t = tasklets::spawn(move || {
         a.send_to(b"one", format!("127.0.0.1:{port}")).unwrap();
         a.send_to(b"two", ("127.0.0.1", port)).unwrap();
         let none: &[SocketAddr] = &[];
@@ -307,7 +307,7 @@ fn send_to_resolves_like_std() {
         let bad = a.send_to(b"four", "127.0.0.1").unwrap_err();
         (err.kind(), bad.kind())
     });
-    tasklet::run();
+    tasklets::run();
     assert_eq!(t.join().unwrap(), (io::ErrorKind::InvalidInput, io::ErrorKind::InvalidInput));
     let mut buf = [0u8; 8];
     assert_eq!(b.recv(&mut buf).unwrap(), 3);

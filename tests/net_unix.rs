@@ -1,4 +1,4 @@
-//! Integration tests of `tasklet::net::unix`: `UnixListener`, `UnixStream`, `UnixDatagram`.
+//! Integration tests of `tasklets::net::unix`: `UnixListener`, `UnixStream`, `UnixDatagram`.
 //!
 //! Timing bounds are loose sanity bounds (at least the timeout, well under a few seconds), never
 //! speed assertions; what is asserted exactly (bytes, checksums, error kinds, fd counts) is
@@ -17,8 +17,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tasklet::net::unix::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
-use tasklet::time::sleep;
+use tasklets::net::unix::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
+use tasklets::time::sleep;
 
 mod common;
 use common::{assert_child_ok, fd_count, in_child, ms, run_child};
@@ -94,11 +94,11 @@ fn echo_200_clients_on_one_thread() {
     let served = Rc::new(Cell::new(0usize));
     let server = {
         let served = served.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             for stream in listener.incoming().take(CLIENTS) {
                 let mut stream = stream.unwrap();
                 let served = served.clone();
-                tasklet::spawn(move || {
+                tasklets::spawn(move || {
                     let mut reader = stream.try_clone().unwrap();
                     io::copy(&mut reader, &mut stream).unwrap();
                     served.set(served.get() + 1);
@@ -109,12 +109,12 @@ fn echo_200_clients_on_one_thread() {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| {
             let path = path.0.clone();
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let data = payload(id, LEN);
                 let expected = checksum(&data);
                 let mut stream = UnixStream::connect(&path).unwrap();
                 let mut writer = stream.try_clone().unwrap();
-                let sender = tasklet::spawn(move || {
+                let sender = tasklets::spawn(move || {
                     writer.write_all(&data).unwrap();
                     writer.shutdown(Shutdown::Write).unwrap();
                 });
@@ -126,7 +126,7 @@ fn echo_200_clients_on_one_thread() {
             })
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     server.join().unwrap();
     for (id, client) in clients.into_iter().enumerate() {
         let (got, expected) = client.join().unwrap();
@@ -140,14 +140,14 @@ fn pair_with_read_line_and_io_copy() {
     let (mut a, b) = UnixStream::pair().unwrap();
     let (c, mut d) = UnixStream::pair().unwrap();
     // Forward everything from `b` to `c` with io::copy, in a tasklet.
-    let forwarder = tasklet::spawn(move || {
+    let forwarder = tasklets::spawn(move || {
         let mut b = b;
         let mut c = c;
         let n = io::copy(&mut b, &mut c).unwrap();
         c.shutdown(Shutdown::Write).unwrap();
         n
     });
-    let reader = tasklet::spawn(move || {
+    let reader = tasklets::spawn(move || {
         let mut lines = Vec::new();
         let mut reader = BufReader::new(&mut d);
         let mut line = String::new();
@@ -156,20 +156,20 @@ fn pair_with_read_line_and_io_copy() {
         }
         lines
     });
-    let writer = tasklet::spawn(move || {
+    let writer = tasklets::spawn(move || {
         let mut total = 0;
         for i in 0..1000 {
             let line = format!("line {i} {}\n", "x".repeat(i % 97));
             a.write_all(line.as_bytes()).unwrap();
             total += line.len() as u64;
             if i.is_multiple_of(100) {
-                tasklet::schedule();
+                tasklets::schedule();
             }
         }
         drop(a); // the end of the stream for `b`
         total
     });
-    tasklet::run();
+    tasklets::run();
     let total = writer.join().unwrap();
     assert_eq!(forwarder.join().unwrap(), total);
     let lines = reader.join().unwrap();
@@ -203,7 +203,7 @@ fn read_timeout_fires_while_others_progress() {
     let done = Rc::new(Cell::new(false));
     let reader = {
         let (ticks, done) = (ticks.clone(), done.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let start = Instant::now();
             let err = (&a).read(&mut [0; 16]).unwrap_err();
             done.set(true);
@@ -212,14 +212,14 @@ fn read_timeout_fires_while_others_progress() {
     };
     let ticker = {
         let (ticks, done) = (ticks.clone(), done.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             while !done.get() {
                 sleep(ms(5));
                 ticks.set(ticks.get() + 1);
             }
         })
     };
-    tasklet::run();
+    tasklets::run();
     ticker.join().unwrap();
     let (kind, elapsed, ticks_meanwhile) = reader.join().unwrap();
     assert_eq!(kind, ErrorKind::WouldBlock);
@@ -285,7 +285,7 @@ fn nonblocking_mode_returns_would_block() {
     assert_eq!(err.kind(), ErrorKind::WouldBlock);
     // Back to blocking mode: the next write parks until a reader drains `b`.
     a.set_nonblocking(false).unwrap();
-    let drainer = tasklet::spawn(move || {
+    let drainer = tasklets::spawn(move || {
         let mut total = 0;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -309,8 +309,8 @@ fn nonblocking_mode_returns_would_block() {
 #[test]
 fn peer_closed_read_returns_zero_and_write_is_broken_pipe() {
     let (mut a, b) = UnixStream::pair().unwrap();
-    let reader = tasklet::spawn(move || (&a).read(&mut [0; 8]).map(|n| (n, a)));
-    tasklet::schedule(); // the reader parks
+    let reader = tasklets::spawn(move || (&a).read(&mut [0; 8]).map(|n| (n, a)));
+    tasklets::schedule(); // the reader parks
     assert!(reader.is_blocked());
     drop(b);
     let (n, a2) = reader.join().unwrap().unwrap();
@@ -348,7 +348,7 @@ fn shutdown_half_closes() {
     let (a, b) = UnixStream::pair().unwrap();
     (&a).write_all(b"request").unwrap();
     a.shutdown(Shutdown::Write).unwrap();
-    let server = tasklet::spawn(move || {
+    let server = tasklets::spawn(move || {
         let mut request = String::new();
         (&b).read_to_string(&mut request).unwrap(); // ends: a's write half is shut
         (&b).write_all(b"response").unwrap();
@@ -365,9 +365,9 @@ fn shutdown_half_closes() {
     let c = Rc::new(c);
     let reader = {
         let c = c.clone();
-        tasklet::spawn(move || (&*c).read(&mut [0; 8]).unwrap())
+        tasklets::spawn(move || (&*c).read(&mut [0; 8]).unwrap())
     };
-    tasklet::schedule();
+    tasklets::schedule();
     assert!(reader.is_blocked());
     c.shutdown(Shutdown::Read).unwrap();
     assert_eq!(reader.join().unwrap(), 0);
@@ -381,7 +381,7 @@ fn two_readers_share_a_stream() {
     let readers: Vec<_> = (0..2)
         .map(|_| {
             let b = b.clone();
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let mut got = Vec::new();
                 let mut buf = [0u8; 100];
                 loop {
@@ -397,14 +397,14 @@ fn two_readers_share_a_stream() {
     let data = payload(3, 100_000);
     let writer = {
         let data = data.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             for chunk in data.chunks(1000) {
                 (&a).write_all(chunk).unwrap();
-                tasklet::schedule();
+                tasklets::schedule();
             }
         })
     };
-    tasklet::run();
+    tasklets::run();
     writer.join().unwrap();
     let total: usize = readers.into_iter().map(|r| r.join().unwrap().len()).sum();
     assert_eq!(total, data.len());
@@ -448,7 +448,7 @@ fn abstract_addresses() {
     let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
     let listener = UnixListener::bind_addr(&addr).unwrap();
     assert_eq!(listener.local_addr().unwrap().as_abstract_name(), Some(name.as_bytes()));
-    let server = tasklet::spawn(move || {
+    let server = tasklets::spawn(move || {
         let (mut stream, peer) = listener.accept().unwrap();
         let mut buf = [0; 2];
         stream.read_exact(&mut buf).unwrap();
@@ -532,7 +532,7 @@ fn connect_waits_for_a_full_backlog() {
     let clients: Vec<_> = (0..8)
         .map(|i| {
             let (path, connected) = (path.0.clone(), connected.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let mut stream = UnixStream::connect(&path).unwrap();
                 connected.set(connected.get() + 1);
                 stream.write_all(&[i]).unwrap();
@@ -567,7 +567,7 @@ fn datagram_send_to_and_recv_from_between_tasklets() {
     let server_path = SockPath::new("dgram-server");
     let server = UnixDatagram::bind(&server_path).unwrap();
     let paths: Vec<SockPath> = (0..SENDERS).map(|i| SockPath::new(&format!("dgram-client{i}"))).collect();
-    let receiver = tasklet::spawn(move || {
+    let receiver = tasklets::spawn(move || {
         let mut per_sender = vec![Vec::new(); SENDERS];
         let mut buf = [0u8; 64];
         for _ in 0..SENDERS * EACH {
@@ -589,7 +589,7 @@ fn datagram_send_to_and_recv_from_between_tasklets() {
         .map(|(i, path)| {
             let socket = UnixDatagram::bind(path).unwrap();
             let server_path = server_path.0.clone();
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let mut buf = [0u8; 64];
                 for seq in 0..EACH {
                     let msg = format!("{i}:{seq}");
@@ -601,7 +601,7 @@ fn datagram_send_to_and_recv_from_between_tasklets() {
             })
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     for sender in senders {
         sender.join().unwrap();
     }
@@ -621,7 +621,7 @@ fn connected_datagrams_send_and_recv() {
     b.connect(&a_path).unwrap();
     assert_eq!(a.peer_addr().unwrap().as_pathname(), Some(b_path.0.as_path()));
     assert_eq!(b.local_addr().unwrap().as_pathname(), Some(b_path.0.as_path()));
-    let ponger = tasklet::spawn(move || {
+    let ponger = tasklets::spawn(move || {
         let mut buf = [0u8; 16];
         let mut count = 0;
         loop {
@@ -668,7 +668,7 @@ fn datagram_recv_timeout() {
     let other_ran = Rc::new(Cell::new(false));
     {
         let other_ran = other_ran.clone();
-        tasklet::spawn(move || other_ran.set(true));
+        tasklets::spawn(move || other_ran.set(true));
     }
     let start = Instant::now();
     let err = socket.recv_from(&mut [0; 8]).unwrap_err();
@@ -706,12 +706,12 @@ fn datagram_send_waits_for_a_full_receiver() {
     let sent_at = Rc::new(Cell::new(None));
     let blocked_sender = {
         let (path, sent_at) = (path.0.clone(), sent_at.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             sender.send_to(b"last", &path).unwrap();
             sent_at.set(Some(Instant::now()));
         })
     };
-    tasklet::schedule();
+    tasklets::schedule();
     assert!(blocked_sender.is_alive() && sent_at.get().is_none(), "the send should wait");
     // It waits without spinning: each failed attempt makes the kernel signal write space on
     // the sender's socket, so retrying on every readiness event would burn the CPU.
@@ -750,9 +750,9 @@ fn datagram_shutdown_and_clones() {
     let a = Rc::new(a);
     let receiver = {
         let a = a.clone();
-        tasklet::spawn(move || a.recv(&mut [0; 8]).unwrap())
+        tasklets::spawn(move || a.recv(&mut [0; 8]).unwrap())
     };
-    tasklet::schedule();
+    tasklets::schedule();
     assert!(receiver.is_blocked());
     a.shutdown(Shutdown::Read).unwrap();
     assert_eq!(receiver.join().unwrap(), 0);
@@ -823,12 +823,12 @@ fn sockets_move_between_threads() {
     b.set_read_timeout(None).unwrap();
     // ...then on another thread's tasklet.
     let other = std::thread::spawn(move || {
-        let t = tasklet::spawn(move || {
+        let t = tasklets::spawn(move || {
             let mut s = String::new();
             (&b).read_to_string(&mut s).unwrap();
             s
         });
-        tasklet::run();
+        tasklets::run();
         t.join().unwrap()
     });
     std::thread::sleep(ms(20));
@@ -948,24 +948,24 @@ fn killing_parked_tasklets_leaks_no_fds() {
         for _ in 0..50 {
             let (a, b) = UnixStream::pair().unwrap();
             peers.push(b);
-            parked.push(tasklet::spawn(move || {
+            parked.push(tasklets::spawn(move || {
                 let mut a = a;
                 let _ = a.read(&mut [0; 8]);
                 unreachable!("nobody writes");
             }));
         }
         let listener = UnixListener::bind(&path).unwrap();
-        parked.push(tasklet::spawn(move || {
+        parked.push(tasklets::spawn(move || {
             let _ = listener.accept();
             unreachable!("nobody connects");
         }));
         let (d, e) = UnixDatagram::pair().unwrap();
         peers.push(UnixStream::from(OwnedFd::from(e))); // just to keep it open
-        parked.push(tasklet::spawn(move || {
+        parked.push(tasklets::spawn(move || {
             let _ = d.recv(&mut [0; 8]);
             unreachable!("nobody sends");
         }));
-        tasklet::schedule(); // each runs and parks
+        tasklets::schedule(); // each runs and parks
         assert!(parked.iter().all(|t| t.is_blocked()));
         assert!(fd_count() > before + 100);
         for t in &parked {
@@ -979,7 +979,7 @@ fn killing_parked_tasklets_leaks_no_fds() {
         assert_eq!(after, before, "fds leaked");
         // The thread is idle: `run` returns at once, nothing is left waiting.
         let start = Instant::now();
-        tasklet::run();
+        tasklets::run();
         assert!(start.elapsed() < Duration::from_secs(1));
         return;
     }
@@ -993,7 +993,7 @@ fn types_are_send_and_sync() {
     assert_send_sync::<UnixListener>();
     assert_send_sync::<UnixStream>();
     assert_send_sync::<UnixDatagram>();
-    assert_send_sync::<tasklet::net::unix::Incoming<'static>>();
+    assert_send_sync::<tasklets::net::unix::Incoming<'static>>();
     assert_send_sync::<SocketAddr>();
 }
 
@@ -1011,14 +1011,14 @@ fn kill_with_a_pending_readiness_event() {
     const NAME: &str = "kill_with_a_pending_readiness_event";
     if in_child(NAME) {
         let (a, b) = UnixStream::pair().unwrap();
-        let t = tasklet::spawn(move || {
+        let t = tasklets::spawn(move || {
             let _ = (&a).read(&mut [0; 1]);
         });
-        tasklet::schedule(); // t parks in the read
+        tasklets::schedule(); // t parks in the read
         (&b).write_all(b"x").unwrap(); // a readiness event is pending
         std::thread::sleep(ms(1)); // the last poll is old enough for the dispatcher to poll
         t.kill();
-        tasklet::run();
+        tasklets::run();
         assert!(!t.is_alive());
         return;
     }
@@ -1035,23 +1035,23 @@ fn read_timeout_then_data_before_the_reader_runs() {
         let start = Instant::now();
         let (a, b) = UnixStream::pair().unwrap();
         a.set_read_timeout(Some(ms(20))).unwrap();
-        let reader = tasklet::spawn(move || (&a).read(&mut [0; 1]).map_err(|e| e.kind()));
+        let reader = tasklets::spawn(move || (&a).read(&mut [0; 1]).map_err(|e| e.kind()));
         // Two tasklets whose timers expire just before the reader's, so that the same timer
         // check queues them ahead of it.
-        let writer = tasklet::spawn(move || {
-            tasklet::time::sleep_until(start + ms(10));
+        let writer = tasklets::spawn(move || {
+            tasklets::time::sleep_until(start + ms(10));
             (&b).write_all(b"x").unwrap(); // the reader's fd becomes readable
             sleep(ms(50));
             b
         });
-        let slow = tasklet::spawn(move || {
-            tasklet::time::sleep_until(start + ms(11));
+        let slow = tasklets::spawn(move || {
+            tasklets::time::sleep_until(start + ms(11));
             std::thread::sleep(ms(1)); // the last poll gets old: the dispatcher polls next
             sleep(ms(50));
         });
-        tasklet::schedule(); // all three park
+        tasklets::schedule(); // all three park
         std::thread::sleep(ms(30)); // every deadline passes meanwhile
-        tasklet::run();
+        tasklets::run();
         let _ = reader.join().unwrap();
         drop((writer, slow));
         return;

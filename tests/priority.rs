@@ -1,12 +1,12 @@
 //! Priorities: the order across levels, the starvation bound, Stackless order within a level,
 //! and what priorities do not change (direct switches, the default).
 
-use tasklet::{Builder, Channel, Priority, STARVATION_LIMIT};
+use tasklets::{Builder, Channel, Priority, STARVATION_LIMIT};
 
 mod common;
 use common::Log;
 
-fn spawn_logger(log: &Log, name: &'static str, priority: Priority) -> tasklet::Tasklet<()> {
+fn spawn_logger(log: &Log, name: &'static str, priority: Priority) -> tasklets::Tasklet<()> {
     let log = log.clone();
     Builder::new().name(name).priority(priority).spawn(move || log.push(name)).unwrap()
 }
@@ -20,7 +20,7 @@ fn higher_levels_run_first_and_each_level_keeps_fifo_order() {
     spawn_logger(&log, "n2", Priority::Normal);
     spawn_logger(&log, "h2", Priority::High);
     spawn_logger(&log, "l2", Priority::Low);
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["h1", "h2", "n1", "n2", "l1", "l2"]);
 }
 
@@ -31,17 +31,17 @@ fn the_default_is_normal_and_plain_round_robin() {
         .into_iter()
         .map(|name| {
             let log = log.clone();
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 for round in 0..3 {
                     log.push(format!("{name}{round}"));
-                    tasklet::schedule();
+                    tasklets::schedule();
                 }
             })
         })
         .collect();
     assert!(tasklets.iter().all(|t| t.priority() == Priority::Normal));
-    assert_eq!(tasklet::current().priority(), Priority::Normal);
-    tasklet::run();
+    assert_eq!(tasklets::current().priority(), Priority::Normal);
+    tasklets::run();
     assert_eq!(log.take(), ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"]);
 }
 
@@ -54,18 +54,18 @@ fn a_busy_high_tasklet_cannot_starve_normal_or_low_ones() {
         .spawn(move || {
             for _ in 0..40 {
                 busy.push("H");
-                tasklet::schedule();
+                tasklets::schedule();
             }
         })
         .unwrap();
     let normal = log.clone();
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         normal.push("n");
-        tasklet::schedule();
+        tasklets::schedule();
         normal.push("n");
     });
     spawn_logger(&log, "l", Priority::Low);
-    tasklet::run();
+    tasklets::run();
     let order: String = log.take().concat();
     let limit = STARVATION_LIMIT as usize;
     // `n` waits STARVATION_LIMIT picks of H, then `l` (passed over once more) runs; `n`,
@@ -84,14 +84,14 @@ fn set_priority_moves_a_queued_tasklet_and_the_same_priority_changes_nothing() {
     c.set_priority(Priority::High);
     b.set_priority(Priority::Normal); // already normal: stays second among the normal ones
     assert_eq!(c.priority(), Priority::High);
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["c", "a", "b"]);
 
     // Lowering a queued tasklet moves it behind the normal ones.
     let x = spawn_logger(&log, "x", Priority::Normal);
     spawn_logger(&log, "y", Priority::Normal);
     x.set_priority(Priority::Low);
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["y", "x"]);
 }
 
@@ -111,7 +111,7 @@ fn a_channel_partner_runs_when_stackless_says_so_whatever_its_priority() {
     receiver.run().unwrap(); // a direct switch: runs it now, low or not; it blocks in receive
     spawn_logger(&log, "H", Priority::High);
     ch.send(7).unwrap(); // the receiver is preferred: it runs at once, before the high tasklet
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["r-start", "r-got 7", "H"]);
 }
 
@@ -120,8 +120,8 @@ fn the_snapshot_shows_priorities() {
     let ch = Channel::<u8>::new();
     let rx = ch.clone();
     Builder::new().name("background").priority(Priority::Low).spawn(move || rx.receive()).unwrap();
-    tasklet::run();
-    let snap = tasklet::snapshot();
+    tasklets::run();
+    let snap = tasklets::snapshot();
     let info = snap.tasklets.iter().find(|t| t.name.as_deref() == Some("background")).unwrap();
     assert_eq!(info.priority, Priority::Low);
     let table = snap.to_string();

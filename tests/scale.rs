@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use tasklet::{Channel, Tasklet};
+use tasklets::{Channel, Tasklet};
 
 const TOTAL: usize = 100_000;
 const BATCHES: usize = 10;
@@ -40,16 +40,16 @@ fn run_batch(batch: usize) {
     let handles: Vec<Tasklet<u64>> = (0..BATCH)
         .map(|k| {
             let i = batch * BATCH + k;
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let first = work(i);
-                tasklet::schedule(); // every tasklet of the batch is live at this point
+                tasklets::schedule(); // every tasklet of the batch is live at this point
                 first + 1
             })
         })
         .collect();
-    assert_eq!(tasklet::runcount(), BATCH + 1);
-    tasklet::run();
-    assert_eq!(tasklet::runcount(), 1);
+    assert_eq!(tasklets::runcount(), BATCH + 1);
+    tasklets::run();
+    assert_eq!(tasklets::runcount(), 1);
     for (k, t) in handles.into_iter().enumerate() {
         let i = batch * BATCH + k;
         assert!(!t.is_alive());
@@ -117,22 +117,22 @@ fn hundred_thousand_receivers_parked_on_one_channel() {
     let receivers: Vec<Tasklet<(usize, usize)>> = (0..TOTAL)
         .map(|k| {
             let ch = ch.clone();
-            tasklet::spawn(move || (k, ch.receive().unwrap()))
+            tasklets::spawn(move || (k, ch.receive().unwrap()))
         })
         .collect();
     let spawned = start.elapsed();
-    tasklet::run();
+    tasklets::run();
     let parked = start.elapsed();
     assert_eq!(ch.balance(), -(TOTAL as isize));
     assert!(receivers[0].is_blocked() && receivers[TOTAL - 1].is_blocked());
-    assert_eq!(tasklet::runcount(), 1);
+    assert_eq!(tasklets::runcount(), 1);
 
     for v in 0..TOTAL {
         ch.send(v * 2).unwrap(); // the receiver runs now and finishes
     }
     assert_eq!(ch.balance(), 0);
     let fed = start.elapsed();
-    tasklet::run();
+    tasklets::run();
     let mut sum = 0;
     for (k, t) in receivers.into_iter().enumerate() {
         assert!(!t.is_alive());
@@ -155,13 +155,13 @@ fn hundred_thousand_senders_parked_and_drained_by_main() {
     let senders: Vec<Tasklet<usize>> = (0..TOTAL)
         .map(|k| {
             let ch = ch.clone();
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 ch.send(k + 1).unwrap();
                 k
             })
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     let parked = start.elapsed();
     assert_eq!(ch.balance(), TOTAL as isize);
     assert!(senders.iter().all(Tasklet::is_blocked));
@@ -171,13 +171,13 @@ fn hundred_thousand_senders_parked_and_drained_by_main() {
     }
     assert_eq!(ch.balance(), 0);
     // The default preference lets the receiver (main) continue: the senders are all queued.
-    assert_eq!(tasklet::runcount(), TOTAL + 1);
+    assert_eq!(tasklets::runcount(), TOTAL + 1);
     let drained = start.elapsed();
-    tasklet::run();
+    tasklets::run();
     for (k, t) in senders.into_iter().enumerate() {
         assert_eq!(t.join().unwrap(), k);
     }
-    assert_eq!(tasklet::runcount(), 1);
+    assert_eq!(tasklets::runcount(), 1);
     println!(
         "{TOTAL} senders: all parked (balance {TOTAL}) at {parked:?}, drained by main at {drained:?}, \
          finished and joined at {:?}",
@@ -194,18 +194,18 @@ fn hundred_thousand_tasklets_alive_in_a_ring() {
     let handles: Vec<Tasklet<()>> = (0..TOTAL)
         .map(|k| {
             let (rx, tx) = (chans[k].clone(), chans[k + 1].clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let token = rx.receive().unwrap();
                 tx.send(token + 1).unwrap();
             })
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     assert!(chans[..TOTAL].iter().all(|c| c.balance() == -1));
     let last = chans[TOTAL].clone();
-    let collector = tasklet::spawn(move || last.receive().unwrap());
+    let collector = tasklets::spawn(move || last.receive().unwrap());
     chans[0].send(0).unwrap();
-    tasklet::run();
+    tasklets::run();
     assert_eq!(collector.join().unwrap(), TOTAL);
     assert!(handles.iter().all(|t| !t.is_alive()));
     println!("token passed through a ring of {TOTAL} tasklets in {:?}", start.elapsed());

@@ -55,8 +55,8 @@ fn libc_sigabrt() -> i32 {
 fn stack_overflow_names_the_tasklet_and_aborts() {
     const NAME: &str = "stack_overflow_names_the_tasklet_and_aborts";
     if in_child(NAME) {
-        tasklet::Builder::new().name("deep").stack_size(64 * 1024).spawn(|| recurse(u64::MAX)).unwrap();
-        tasklet::run();
+        tasklets::Builder::new().name("deep").stack_size(64 * 1024).spawn(|| recurse(u64::MAX)).unwrap();
+        tasklets::run();
         unreachable!("the tasklet overflows its stack");
     }
     let out = run_child(NAME, &[]);
@@ -69,12 +69,12 @@ fn stack_overflow_names_the_tasklet_and_aborts() {
 fn main_thread_overflow_still_reported_by_std() {
     const NAME: &str = "main_thread_overflow_still_reported_by_std";
     if in_child(NAME) {
-        let _ = tasklet::current(); // installs our handler
+        let _ = tasklets::current(); // installs our handler
         std::thread::Builder::new()
             .name("small".into())
             .stack_size(256 * 1024)
             .spawn(|| {
-                let _ = tasklet::current();
+                let _ = tasklets::current();
                 recurse(u64::MAX)
             })
             .unwrap()
@@ -97,20 +97,20 @@ fn guard_pages_survive_trimming() {
     const NAME: &str = "guard_pages_survive_trimming";
     if in_child(NAME) {
         for _ in 0..1000 {
-            tasklet::spawn(|| black_box(recurse(16)));
+            tasklets::spawn(|| black_box(recurse(16)));
         }
-        tasklet::run();
-        tasklet::run(); // the idle epoch: every free stack beyond the hot ones is trimmed
+        tasklets::run();
+        tasklets::run(); // the idle epoch: every free stack beyond the hot ones is trimmed
         for _ in 0..999 {
-            tasklet::spawn(|| black_box(recurse(16)));
+            tasklets::spawn(|| black_box(recurse(16)));
         }
         // Reuses a trimmed stack (the pool is LIFO: the 1000th pop reaches the cold ones).
-        tasklet::Builder::new().name("after-trim").spawn(|| recurse(u64::MAX)).unwrap();
-        tasklet::run();
+        tasklets::Builder::new().name("after-trim").spawn(|| recurse(u64::MAX)).unwrap();
+        tasklets::run();
         unreachable!();
     }
     let out = run_child(NAME, &[]);
-    assert_overflow_report(&out, "after-trim", tasklet::DEFAULT_STACK_SIZE / 1024);
+    assert_overflow_report(&out, "after-trim", tasklets::DEFAULT_STACK_SIZE / 1024);
 }
 
 #[test]
@@ -118,12 +118,12 @@ fn guard_pages_add_no_mappings() {
     const NAME: &str = "guard_pages_add_no_mappings";
     if in_child(NAME) {
         let before = map_count();
-        let ch = tasklet::Channel::<()>::new();
+        let ch = tasklets::Channel::<()>::new();
         for _ in 0..20_000 {
             let ch = ch.clone();
-            tasklet::Builder::new().stack_size(16 * 1024).spawn(move || ch.receive()).unwrap();
+            tasklets::Builder::new().stack_size(16 * 1024).spawn(move || ch.receive()).unwrap();
         }
-        tasklet::run();
+        tasklets::run();
         assert_eq!(ch.balance(), -20_000);
         let after = map_count();
         println!("mappings before {before}, with 20,000 parked tasklets {after}");
@@ -143,7 +143,7 @@ fn mprotect_fallback_out_of_mappings_is_a_clear_error() {
     if in_child(NAME) {
         let mut tasklets = Vec::new();
         let err = loop {
-            match tasklet::Builder::new().stack_size(16 * 1024).bind(|| ()) {
+            match tasklets::Builder::new().stack_size(16 * 1024).bind(|| ()) {
                 Ok(t) => tasklets.push(t),
                 Err(err) => break err,
             }
@@ -156,7 +156,7 @@ fn mprotect_fallback_out_of_mappings_is_a_clear_error() {
         for t in &tasklets {
             t.kill();
         }
-        let t = tasklet::Builder::new().stack_size(16 * 1024).spawn(|| 7).unwrap();
+        let t = tasklets::Builder::new().stack_size(16 * 1024).spawn(|| 7).unwrap();
         assert_eq!(t.join().unwrap(), 7);
         return;
     }
@@ -172,22 +172,22 @@ fn burst_memory_is_given_back_when_run_returns() {
     const NAME: &str = "burst_memory_is_given_back_when_run_returns";
     if in_child(NAME) {
         const N: usize = 2_000;
-        let ch = tasklet::Channel::<()>::new();
+        let ch = tasklets::Channel::<()>::new();
         // Warm up the runtime itself so the baseline includes it.
-        tasklet::spawn(|| ());
-        tasklet::run();
+        tasklets::spawn(|| ());
+        tasklets::run();
         let base = rss_kib();
         for _ in 0..N {
             let ch = ch.clone();
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 black_box(recurse(100)); // ~100 KiB of stack touched
                 ch.receive()
             });
         }
-        tasklet::run();
+        tasklets::run();
         let parked = rss_kib();
         ch.close(); // wakes all blocked receivers
-        tasklet::run();
+        tasklets::run();
         let after = rss_kib();
         println!(
             "RSS: base {base} KiB, {N} parked after 100 KiB deep calls {parked} KiB, after the burst {after} KiB"

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tasklet::net::{TcpListener, TcpStream};
-use tasklet::Channel;
+use tasklets::net::{TcpListener, TcpStream};
+use tasklets::Channel;
 
 mod common;
 use common::{fd_count, in_child, ms, run_in_child};
@@ -46,13 +46,13 @@ fn raise_fd_limit() -> usize {
 fn warm_up() {
     let listener = local();
     let addr = listener.local_addr().unwrap();
-    let client = tasklet::spawn(move || {
-        tasklet::time::sleep(ms(1));
+    let client = tasklets::spawn(move || {
+        tasklets::time::sleep(ms(1));
         TcpStream::connect(addr).unwrap()
     });
     let (_server_side, _) = listener.accept().unwrap(); // parks in the poller
     drop(client.join().unwrap());
-    assert_eq!(tasklet::unblock(|| 1), 1);
+    assert_eq!(tasklets::unblock(|| 1), 1);
 }
 
 fn local() -> TcpListener {
@@ -111,20 +111,20 @@ fn echo_server_thread(
             let tally = Rc::new(RefCell::new(EchoTally::default()));
             {
                 let tally = tally.clone();
-                tasklet::spawn(move || {
+                tasklets::spawn(move || {
                     while tally.borrow().accepted < connections {
                         let stream = match listener.accept() {
                             Ok((stream, _)) => stream,
                             Err(err) => {
                                 tally.borrow_mut().accept_errors += 1;
                                 assert!(tally.borrow().accept_errors < 1000, "accept keeps failing: {err}");
-                                tasklet::time::sleep(ms(1));
+                                tasklets::time::sleep(ms(1));
                                 continue;
                             }
                         };
                         tally.borrow_mut().accepted += 1;
                         let (tally, finished) = (tally.clone(), finished.clone());
-                        tasklet::spawn(move || {
+                        tasklets::spawn(move || {
                             let served = echo::serve_connection(stream, Some(idle_timeout));
                             tally.borrow_mut().record(served);
                             finished.fetch_add(1, Ordering::SeqCst);
@@ -132,7 +132,7 @@ fn echo_server_thread(
                     }
                 });
             }
-            tasklet::run();
+            tasklets::run();
             let tally = tally.borrow().clone();
             tally
         })
@@ -209,16 +209,16 @@ fn many_concurrent_connections() {
                 })
             };
             let spawner_tally = tally.clone();
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let tally = spawner_tally;
                 for i in 0..connections {
                     // Keep the handshakes in flight below the listener's backlog.
                     while connecting.get() >= 256 {
-                        tasklet::time::sleep(ms(1));
+                        tasklets::time::sleep(ms(1));
                     }
                     let (tally, connecting, arrive) = (tally.clone(), connecting.clone(), arrive.clone());
                     connecting.set(connecting.get() + 1);
-                    tasklet::spawn(move || {
+                    tasklets::spawn(move || {
                         let stream = TcpStream::connect(addr);
                         connecting.set(connecting.get() - 1);
                         if let Err(err) = many_client(i, stream, &tally, &*arrive) {
@@ -227,7 +227,7 @@ fn many_concurrent_connections() {
                     });
                 }
             });
-            tasklet::run();
+            tasklets::run();
             let tally = std::mem::take(&mut *tally.borrow_mut());
             tally
         })
@@ -376,12 +376,12 @@ fn large_payloads_cross_in_partial_reads_and_writes() {
     let addr = listener.local_addr().unwrap();
     // Server and clients on this one thread: a send cannot be drained by the receiver while it
     // runs, so a message larger than the buffers must be written in parts.
-    let server = tasklet::spawn(move || {
+    let server = tasklets::spawn(move || {
         let handlers: Vec<_> = (0..CONNECTIONS)
             .map(|_| {
                 let (stream, _) = listener.accept().unwrap();
                 small_buffers(&stream);
-                tasklet::spawn(move || echo::serve_connection(stream, Some(Duration::from_secs(30))))
+                tasklets::spawn(move || echo::serve_connection(stream, Some(Duration::from_secs(30))))
             })
             .collect();
         handlers.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
@@ -391,7 +391,7 @@ fn large_payloads_cross_in_partial_reads_and_writes() {
     let clients: Vec<_> = (0..CONNECTIONS)
         .map(|c| {
             let (writes, reads) = (writes.clone(), reads.clone());
-            tasklet::spawn(move || -> io::Result<u64> {
+            tasklets::spawn(move || -> io::Result<u64> {
                 let stream = Rc::new(TcpStream::connect(addr)?);
                 small_buffers(&stream);
                 stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -400,7 +400,7 @@ fn large_payloads_cross_in_partial_reads_and_writes() {
                     let data = Rc::new(echo::payload((c * 10 + k) as u64, size));
                     let writer = {
                         let (stream, data, writes) = (stream.clone(), data.clone(), writes.clone());
-                        tasklet::spawn(move || write_counting(&stream, &data, &writes))
+                        tasklets::spawn(move || write_counting(&stream, &data, &writes))
                     };
                     let mut back = vec![0u8; size];
                     read_counting(&stream, &mut back, &reads)?;
@@ -415,7 +415,7 @@ fn large_payloads_cross_in_partial_reads_and_writes() {
             })
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     let bytes: u64 = clients.into_iter().map(|c| c.join().unwrap().unwrap()).sum();
     let served = server.join().unwrap();
     let (writes, reads) = (writes.borrow(), reads.borrow());
@@ -589,11 +589,11 @@ fn echo_server_survives_faults() {
         }
     };
     for id in 0..GOOD {
-        tasklet::spawn(good(id));
+        tasklets::spawn(good(id));
         let fault = FAULTS[id % FAULTS.len()];
         if id < faulty {
             let (fault_bytes, errors) = (fault_bytes.clone(), errors.clone());
-            tasklet::spawn(move || match echo_fault_client(addr, fault, id as u64) {
+            tasklets::spawn(move || match echo_fault_client(addr, fault, id as u64) {
                 Ok(bytes) => fault_bytes.set(fault_bytes.get() + bytes),
                 Err(err) => errors.borrow_mut().push(format!("{fault:?} client {id}: {err}")),
             });
@@ -603,18 +603,18 @@ fn echo_server_survives_faults() {
     // The second wave starts once the server has finished with every connection of the first.
     let second_wave = {
         let (finished, good) = (finished.clone(), good.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(30);
             while finished.load(Ordering::SeqCst) < first_wave {
                 assert!(Instant::now() < deadline, "the server did not finish the first wave");
-                tasklet::time::sleep(ms(5));
+                tasklets::time::sleep(ms(5));
             }
             for id in GOOD..2 * GOOD {
-                tasklet::spawn(good(id));
+                tasklets::spawn(good(id));
             }
         })
     };
-    tasklet::run();
+    tasklets::run();
     second_wave.join().unwrap();
     let tally = server.join().unwrap();
     drop(good);
@@ -767,12 +767,12 @@ fn boss_worker_loses_no_job_under_faults() {
     let addr = server.local_addr();
     let answered = Rc::new(Cell::new(0u64));
     let errors = Rc::new(RefCell::new(Vec::<String>::new()));
-    let good_wave = |wave: usize| -> Vec<tasklet::Tasklet<()>> {
+    let good_wave = |wave: usize| -> Vec<tasklets::Tasklet<()>> {
         (0..GOOD)
             .map(|g| {
                 let (answered, errors) = (answered.clone(), errors.clone());
                 let id = wave * GOOD + g;
-                tasklet::spawn(move || match boss_good_client(addr, id, CONNECTIONS, REQUESTS) {
+                tasklets::spawn(move || match boss_good_client(addr, id, CONNECTIONS, REQUESTS) {
                     Ok(n) => answered.set(answered.get() + n),
                     Err(err) => errors.borrow_mut().push(format!("good client {id}: {err}")),
                 })
@@ -784,7 +784,7 @@ fn boss_worker_loses_no_job_under_faults() {
     for k in 0..EACH_FAULT {
         for &fault in &kinds {
             let (answered, errors) = (answered.clone(), errors.clone());
-            first.push(tasklet::spawn(move || match boss_fault_client(addr, fault) {
+            first.push(tasklets::spawn(move || match boss_fault_client(addr, fault) {
                 Ok(n) => answered.set(answered.get() + n),
                 Err(err) => errors.borrow_mut().push(format!("{fault:?} client {k}: {err}")),
             }));

@@ -1,4 +1,4 @@
-//! Integration tests of timers: `tasklet::time::{sleep, sleep_until}` and the channel
+//! Integration tests of timers: `tasklets::time::{sleep, sleep_until}` and the channel
 //! operations with a timeout (`send_timeout`, `receive_timeout`).
 //!
 //! The timers are real: wall-clock bounds are only loose sanity bounds (at least the duration,
@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tasklet::time::{sleep, sleep_until};
-use tasklet::{Channel, Preference, RecvTimeoutError, SendTimeoutError};
+use tasklets::time::{sleep, sleep_until};
+use tasklets::{Channel, Preference, RecvTimeoutError, SendTimeoutError};
 
 mod common;
 use common::Log;
@@ -33,18 +33,18 @@ fn thousand_sleepers_sleep_together() {
     let start = Instant::now();
     for _ in 0..1000 {
         let done = done.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             sleep(ms(100));
             done.set(done.get() + 1);
         });
     }
-    tasklet::run();
+    tasklets::run();
     let elapsed = start.elapsed();
     println!("1000 tasklets sleeping 100 ms each: {elapsed:?}");
     assert_eq!(done.get(), 1000);
     assert!(elapsed >= ms(100), "woke too early: {elapsed:?}");
     assert!(elapsed < Duration::from_secs(3), "the sleeps did not overlap: {elapsed:?}");
-    assert_eq!(tasklet::runcount(), 1);
+    assert_eq!(tasklets::runcount(), 1);
 }
 
 #[test]
@@ -53,14 +53,14 @@ fn each_sleeper_sleeps_at_least_its_duration() {
     let handles: Vec<_> = [30u64, 5, 15]
         .into_iter()
         .map(|n| {
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let t0 = Instant::now();
                 sleep(ms(n));
                 (n, t0.elapsed())
             })
         })
         .collect();
-    tasklet::run();
+    tasklets::run();
     for handle in handles {
         let (n, slept) = handle.join().unwrap();
         assert!(slept >= ms(n), "{n} ms sleeper slept {slept:?}");
@@ -75,12 +75,12 @@ fn sleepers_wake_in_deadline_order() {
     // Spawned in an order unrelated to the deadlines.
     for n in [40u64, 10, 30, 0, 20, 50] {
         let log = log.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             sleep_until(base + ms(n * 2));
             log.push(format!("{n}"));
         });
     }
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["0", "10", "20", "30", "40", "50"]);
 }
 
@@ -90,12 +90,12 @@ fn equal_deadlines_wake_in_arming_order() {
     let deadline = Instant::now() + ms(20);
     for i in 0..10 {
         let log = log.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             sleep_until(deadline);
             log.push(format!("{i}"));
         });
     }
-    tasklet::run();
+    tasklets::run();
     let expected: Vec<String> = (0..10).map(|i| i.to_string()).collect();
     assert_eq!(log.take(), expected);
 }
@@ -108,16 +108,16 @@ fn equal_deadlines_armed_in_a_different_order_than_spawned() {
     let deadline = Instant::now() + ms(20);
     for i in 0..5 {
         let log = log.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             for _ in 0..(5 - i) {
-                tasklet::schedule();
+                tasklets::schedule();
             }
             log.push(format!("arm {i}"));
             sleep_until(deadline);
             log.push(format!("wake {i}"));
         });
     }
-    tasklet::run();
+    tasklets::run();
     let log = log.take();
     let arms: Vec<&String> = log.iter().filter(|e| e.starts_with("arm")).collect();
     let wakes: Vec<String> = log.iter().filter(|e| e.starts_with("wake")).cloned().collect();
@@ -131,9 +131,9 @@ fn sleep_in_main_lets_others_run() {
     let log = Log::default();
     for name in ["a", "b"] {
         let log = log.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             log.push(format!("{name} 1"));
-            tasklet::schedule();
+            tasklets::schedule();
             log.push(format!("{name} 2"));
         });
     }
@@ -144,7 +144,7 @@ fn sleep_in_main_lets_others_run() {
     assert!(elapsed >= ms(20), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     assert_eq!(log.take(), ["a 1", "b 1", "a 2", "b 2", "main woke"]);
-    assert_eq!(tasklet::runcount(), 1);
+    assert_eq!(tasklets::runcount(), 1);
 }
 
 #[test]
@@ -152,19 +152,19 @@ fn run_waits_for_sleeping_tasklets() {
     let done = Rc::new(Cell::new(false));
     let t = {
         let done = done.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             sleep(ms(30));
             done.set(true);
         })
     };
     let start = Instant::now();
-    tasklet::run();
+    tasklets::run();
     let elapsed = start.elapsed();
     assert!(done.get(), "run returned before the sleeper finished");
     assert!(!t.is_alive());
     assert!(elapsed >= ms(30), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
-    assert_eq!(tasklet::runcount(), 1);
+    assert_eq!(tasklets::runcount(), 1);
 }
 
 #[test]
@@ -173,22 +173,22 @@ fn zero_sleep_and_past_deadline_return_without_switching() {
     let past = Instant::now();
     let t = {
         let ran = ran.clone();
-        tasklet::spawn(move || ran.set(true))
+        tasklets::spawn(move || ran.set(true))
     };
-    assert_eq!(tasklet::runcount(), 2);
+    assert_eq!(tasklets::runcount(), 2);
     sleep(Duration::ZERO);
     assert!(!ran.get(), "sleep(ZERO) switched to another tasklet");
     sleep_until(past);
     assert!(!ran.get(), "sleep_until(past) switched to another tasklet");
     sleep_until(Instant::now());
     assert!(!ran.get(), "sleep_until(now) switched to another tasklet");
-    assert_eq!(tasklet::runcount(), 2);
+    assert_eq!(tasklets::runcount(), 2);
 
     // The same inside a tasklet.
     let other_ran = Rc::new(Cell::new(false));
     let inner = {
         let other_ran = other_ran.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             sleep(Duration::ZERO);
             sleep_until(past);
             other_ran.get()
@@ -196,9 +196,9 @@ fn zero_sleep_and_past_deadline_return_without_switching() {
     };
     {
         let other_ran = other_ran.clone();
-        tasklet::spawn(move || other_ran.set(true));
+        tasklets::spawn(move || other_ran.set(true));
     }
-    tasklet::run();
+    tasklets::run();
     assert!(ran.get());
     assert!(t.join().is_ok());
     assert!(!inner.join().unwrap(), "a zero sleep in a tasklet switched");
@@ -225,22 +225,22 @@ fn sleep_on_a_plain_thread_is_std_sleep() {
 fn main_receive_while_the_sender_sleeps_is_not_a_deadlock() {
     let ch = Channel::new();
     let tx = ch.clone();
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         sleep(ms(20));
         tx.send(42).unwrap();
     });
     let start = Instant::now();
     assert_eq!(ch.receive(), Ok(42));
     assert!(start.elapsed() >= ms(20));
-    tasklet::run();
-    assert_eq!(tasklet::runcount(), 1);
+    tasklets::run();
+    assert_eq!(tasklets::runcount(), 1);
 }
 
 #[test]
 fn main_send_while_the_receiver_sleeps_is_not_a_deadlock() {
     let ch = Channel::new();
     let rx = ch.clone();
-    let t = tasklet::spawn(move || {
+    let t = tasklets::spawn(move || {
         sleep(ms(20));
         rx.receive().unwrap()
     });
@@ -250,33 +250,33 @@ fn main_send_while_the_receiver_sleeps_is_not_a_deadlock() {
 
 #[test]
 fn killed_sleeper_timer_is_cancelled() {
-    let t = tasklet::spawn(|| sleep(Duration::from_secs(3600)));
-    tasklet::schedule(); // t runs and goes to sleep
+    let t = tasklets::spawn(|| sleep(Duration::from_secs(3600)));
+    tasklets::schedule(); // t runs and goes to sleep
     assert!(t.is_blocked());
     assert!(t.is_alive());
     t.kill();
     assert!(!t.is_alive());
     let start = Instant::now();
-    tasklet::run();
+    tasklets::run();
     let elapsed = start.elapsed();
     println!("run after killing a 1 hour sleeper: {elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "run waited for a killed sleeper: {elapsed:?}");
     assert!(t.join().unwrap_err().is_killed());
-    assert_eq!(tasklet::runcount(), 1);
+    assert_eq!(tasklets::runcount(), 1);
 }
 
 #[test]
 fn killed_receive_timeout_timer_is_cancelled() {
     let ch = Channel::<i32>::new();
     let rx = ch.clone();
-    let t = tasklet::spawn(move || rx.receive_timeout(Duration::from_secs(3600)));
-    tasklet::schedule(); // t runs and blocks
+    let t = tasklets::spawn(move || rx.receive_timeout(Duration::from_secs(3600)));
+    tasklets::schedule(); // t runs and blocks
     assert!(t.is_blocked());
     assert_eq!(ch.balance(), -1);
     t.kill();
     assert_eq!(ch.balance(), 0);
     let start = Instant::now();
-    tasklet::run();
+    tasklets::run();
     let elapsed = start.elapsed();
     println!("run after killing a 1 hour receive_timeout: {elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "run waited for a killed receiver: {elapsed:?}");
@@ -287,14 +287,14 @@ fn killed_receive_timeout_timer_is_cancelled() {
 fn killed_send_timeout_timer_is_cancelled() {
     let ch = Channel::<i32>::new();
     let tx = ch.clone();
-    let t = tasklet::spawn(move || tx.send_timeout(1, Duration::from_secs(3600)).is_ok());
-    tasklet::schedule();
+    let t = tasklets::spawn(move || tx.send_timeout(1, Duration::from_secs(3600)).is_ok());
+    tasklets::schedule();
     assert!(t.is_blocked());
     assert_eq!(ch.balance(), 1);
     t.kill();
     assert_eq!(ch.balance(), 0);
     let start = Instant::now();
-    tasklet::run();
+    tasklets::run();
     assert!(start.elapsed() < Duration::from_secs(5));
     assert!(t.join().unwrap_err().is_killed());
 }
@@ -305,11 +305,11 @@ fn completed_receive_timeout_cancels_its_timer() {
     // (run() would then wait an hour).
     let ch = Channel::new();
     let rx = ch.clone();
-    let t = tasklet::spawn(move || rx.receive_timeout(Duration::from_secs(3600)));
-    tasklet::schedule();
+    let t = tasklets::spawn(move || rx.receive_timeout(Duration::from_secs(3600)));
+    tasklets::schedule();
     ch.send(7).unwrap();
     let start = Instant::now();
-    tasklet::run();
+    tasklets::run();
     assert!(start.elapsed() < Duration::from_secs(5));
     assert_eq!(t.join().unwrap(), Ok(7));
 }
@@ -322,10 +322,10 @@ fn busy_tasklet_does_not_starve_a_sleeper() {
     let set_by_sleeper = Rc::new(Cell::new(false));
     let busy = {
         let flag = flag.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let mut iterations = 0u64;
             while !flag.get() && iterations < BOUND {
-                tasklet::schedule();
+                tasklets::schedule();
                 iterations += 1;
             }
             iterations
@@ -334,14 +334,14 @@ fn busy_tasklet_does_not_starve_a_sleeper() {
     {
         let flag = flag.clone();
         let set_by_sleeper = set_by_sleeper.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             sleep(ms(10));
             set_by_sleeper.set(true);
             flag.set(true);
         });
     }
     let start = Instant::now();
-    tasklet::run();
+    tasklets::run();
     let elapsed = start.elapsed();
     let iterations = busy.join().unwrap();
     println!("busy loop stopped after {iterations} schedule() calls, {elapsed:?}");
@@ -358,14 +358,14 @@ fn busy_main_does_not_starve_a_sleeper() {
     let flag = Rc::new(Cell::new(false));
     {
         let flag = flag.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             sleep(ms(10));
             flag.set(true);
         });
     }
     let mut iterations = 0u64;
     while !flag.get() && iterations < BOUND {
-        tasklet::schedule();
+        tasklets::schedule();
         iterations += 1;
     }
     println!("busy main stopped after {iterations} schedule() calls");
@@ -382,10 +382,10 @@ fn two_busy_tasklets_do_not_starve_a_sleeper() {
     let busy: Vec<_> = (0..2)
         .map(|_| {
             let flag = flag.clone();
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let mut iterations = 0u64;
                 while !flag.get() && iterations < BOUND {
-                    tasklet::schedule();
+                    tasklets::schedule();
                     iterations += 1;
                 }
                 iterations
@@ -394,13 +394,13 @@ fn two_busy_tasklets_do_not_starve_a_sleeper() {
         .collect();
     let woke = {
         let flag = flag.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             sleep(ms(10));
             flag.set(true);
             true
         })
     };
-    tasklet::run();
+    tasklets::run();
     assert!(woke.join().unwrap(), "the sleeper never woke");
     for t in busy {
         let iterations = t.join().unwrap();
@@ -411,15 +411,15 @@ fn two_busy_tasklets_do_not_starve_a_sleeper() {
 
 #[test]
 fn sleeping_tasklet_is_blocked_and_joinable() {
-    let t = tasklet::spawn(|| {
+    let t = tasklets::spawn(|| {
         sleep(ms(20));
         "slept"
     });
-    tasklet::schedule(); // t starts sleeping
+    tasklets::schedule(); // t starts sleeping
     assert!(t.is_blocked());
     assert!(t.is_alive());
     assert!(!t.is_paused());
-    assert_eq!(tasklet::runcount(), 1);
+    assert_eq!(tasklets::runcount(), 1);
     let start = Instant::now();
     assert_eq!(t.join().unwrap(), "slept");
     assert!(start.elapsed() < Duration::from_secs(5));
@@ -431,7 +431,7 @@ fn main_sleep_returns_while_others_are_blocked_forever() {
     let blocked: Vec<_> = (0..3)
         .map(|_| {
             let rx = ch.clone();
-            tasklet::spawn(move || rx.receive())
+            tasklets::spawn(move || rx.receive())
         })
         .collect();
     let start = Instant::now();
@@ -445,7 +445,7 @@ fn main_sleep_returns_while_others_are_blocked_forever() {
     }
     // Clean up: closing wakes the receivers.
     ch.close();
-    tasklet::run();
+    tasklets::run();
     for t in blocked {
         assert!(t.join().unwrap().is_err());
     }
@@ -467,7 +467,7 @@ fn thread_exit_with_sleeping_tasklets_runs_their_destructors() {
         std::thread::spawn(move || {
             for _ in 0..10 {
                 let guard = Guard(dropped.clone());
-                tasklet::spawn(move || {
+                tasklets::spawn(move || {
                     let _guard = guard;
                     sleep(Duration::from_secs(3600));
                 });
@@ -475,12 +475,12 @@ fn thread_exit_with_sleeping_tasklets_runs_their_destructors() {
             let ch = Channel::<i32>::new();
             let rx = ch.clone();
             let guard = Guard(dropped.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let _guard = guard;
                 let _ = rx.receive_timeout(Duration::from_secs(3600));
             });
-            tasklet::schedule(); // all of them start waiting
-            assert_eq!(tasklet::runcount(), 1);
+            tasklets::schedule(); // all of them start waiting
+            assert_eq!(tasklets::runcount(), 1);
             // The thread ends with 11 tasklets waiting for an hour.
         })
         .join()
@@ -507,7 +507,7 @@ fn receive_timeout_times_out() {
     assert_eq!(ch.balance(), 0);
     // The channel still works afterwards.
     let tx = ch.clone();
-    tasklet::spawn(move || tx.send(3).unwrap());
+    tasklets::spawn(move || tx.send(3).unwrap());
     assert_eq!(ch.receive(), Ok(3));
 }
 
@@ -515,8 +515,8 @@ fn receive_timeout_times_out() {
 fn receive_timeout_in_a_tasklet_times_out() {
     let ch = Channel::<i32>::new();
     let rx = ch.clone();
-    let t = tasklet::spawn(move || rx.receive_timeout(ms(10)));
-    tasklet::run();
+    let t = tasklets::spawn(move || rx.receive_timeout(ms(10)));
+    tasklets::run();
     assert_eq!(t.join().unwrap(), Err(RecvTimeoutError::Timeout));
     assert_eq!(ch.balance(), 0);
 }
@@ -525,7 +525,7 @@ fn receive_timeout_in_a_tasklet_times_out() {
 fn receive_timeout_succeeds_when_a_sender_comes_in_time() {
     let ch = Channel::new();
     let tx = ch.clone();
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         sleep(ms(5));
         tx.send("in time").unwrap();
     });
@@ -533,15 +533,15 @@ fn receive_timeout_succeeds_when_a_sender_comes_in_time() {
     assert_eq!(ch.receive_timeout(Duration::from_secs(10)), Ok("in time"));
     assert!(start.elapsed() < Duration::from_secs(5));
     assert_eq!(ch.balance(), 0);
-    tasklet::run();
+    tasklets::run();
 }
 
 #[test]
 fn receive_timeout_takes_a_waiting_sender_at_once() {
     let ch = Channel::new();
     let tx = ch.clone();
-    tasklet::spawn(move || tx.send(9).unwrap());
-    tasklet::schedule();
+    tasklets::spawn(move || tx.send(9).unwrap());
+    tasklets::schedule();
     assert_eq!(ch.balance(), 1);
     assert_eq!(ch.receive_timeout(Duration::ZERO), Ok(9));
     assert_eq!(ch.balance(), 0);
@@ -551,7 +551,7 @@ fn receive_timeout_takes_a_waiting_sender_at_once() {
 fn receive_timeout_reports_close_during_the_wait() {
     let ch = Channel::<i32>::new();
     let closer = ch.clone();
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         sleep(ms(5));
         closer.close();
     });
@@ -582,8 +582,8 @@ fn send_timeout_times_out_and_gives_the_value_back() {
 fn send_timeout_in_a_tasklet_times_out() {
     let ch = Channel::new();
     let tx = ch.clone();
-    let t = tasklet::spawn(move || tx.send_timeout(5, ms(10)).map_err(|e| (e.is_timeout(), e.into_inner())));
-    tasklet::run();
+    let t = tasklets::spawn(move || tx.send_timeout(5, ms(10)).map_err(|e| (e.is_timeout(), e.into_inner())));
+    tasklets::run();
     assert_eq!(t.join().unwrap(), Err((true, 5)));
     assert_eq!(ch.balance(), 0);
 }
@@ -592,7 +592,7 @@ fn send_timeout_in_a_tasklet_times_out() {
 fn send_timeout_succeeds_when_a_receiver_comes_in_time() {
     let ch = Channel::new();
     let rx = ch.clone();
-    let t = tasklet::spawn(move || {
+    let t = tasklets::spawn(move || {
         sleep(ms(5));
         rx.receive().unwrap()
     });
@@ -622,14 +622,14 @@ fn delivery_just_before_the_deadline_wins_over_the_timeout_in_a_tasklet() {
     ch.set_preference(Preference::Sender);
     let rx = ch.clone();
     let tx = ch.clone();
-    let r = tasklet::spawn(move || rx.receive_timeout(ms(20)));
-    let s = tasklet::spawn(move || {
+    let r = tasklets::spawn(move || rx.receive_timeout(ms(20)));
+    let s = tasklets::spawn(move || {
         tx.send(99).unwrap();
         std::thread::sleep(ms(60)); // blocks the thread: R's deadline passes
-        tasklet::schedule();
+        tasklets::schedule();
         "sent"
     });
-    tasklet::run();
+    tasklets::run();
     assert_eq!(s.join().unwrap(), "sent");
     assert_eq!(r.join().unwrap(), Ok(99));
     assert_eq!(ch.balance(), 0);
@@ -640,15 +640,15 @@ fn delivery_just_before_the_deadline_wins_over_the_timeout_in_main() {
     let ch = Channel::new();
     ch.set_preference(Preference::Sender);
     let tx = ch.clone();
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         tx.send(5).unwrap();
         std::thread::sleep(ms(60));
-        tasklet::schedule();
+        tasklets::schedule();
         std::thread::sleep(ms(1));
     });
     assert_eq!(ch.receive_timeout(ms(20)), Ok(5));
     assert_eq!(ch.balance(), 0);
-    tasklet::run();
+    tasklets::run();
 }
 
 #[test]
@@ -659,14 +659,14 @@ fn taking_a_sender_just_before_its_deadline_wins_over_the_timeout() {
     ch.set_preference(Preference::Receiver);
     let rx = ch.clone();
     let tx = ch.clone();
-    let s = tasklet::spawn(move || tx.send_timeout(77, ms(20)).is_ok());
-    let r = tasklet::spawn(move || {
+    let s = tasklets::spawn(move || tx.send_timeout(77, ms(20)).is_ok());
+    let r = tasklets::spawn(move || {
         let value = rx.receive().unwrap();
         std::thread::sleep(ms(60));
-        tasklet::schedule();
+        tasklets::schedule();
         value
     });
-    tasklet::run();
+    tasklets::run();
     assert_eq!(r.join().unwrap(), 77);
     assert!(s.join().unwrap(), "a sender whose value was taken reported a timeout");
     assert_eq!(ch.balance(), 0);
@@ -679,12 +679,12 @@ fn timeouts_fire_in_deadline_order() {
     for n in [30u64, 10, 20] {
         let rx = ch.clone();
         let log = log.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let result = rx.receive_timeout(ms(n * 2));
             log.push(format!("{n} {result:?}"));
         });
     }
-    tasklet::run();
+    tasklets::run();
     assert_eq!(log.take(), ["10 Err(Timeout)", "20 Err(Timeout)", "30 Err(Timeout)"]);
     assert_eq!(ch.balance(), 0);
 }
@@ -697,23 +697,23 @@ fn timeouts_fire_in_deadline_order() {
 fn timed_out_receiver_not_yet_run_is_not_served_or_queued_twice() {
     let ch = Channel::<u32>::new();
     let rx = ch.clone();
-    let receiver = tasklet::spawn(move || rx.receive_timeout(ms(1)));
+    let receiver = tasklets::spawn(move || rx.receive_timeout(ms(1)));
     let tx = ch.clone();
-    let sender = tasklet::spawn(move || {
+    let sender = tasklets::spawn(move || {
         std::thread::sleep(ms(5)); // the receiver's deadline passes while nothing runs
         let mut offers = Vec::new();
         for i in 0..20 {
-            tasklet::schedule(); // a pass completes: the timer fires, the receiver is queued
+            tasklets::schedule(); // a pass completes: the timer fires, the receiver is queued
             offers.push(tx.try_send(i).is_ok());
         }
         offers
     });
-    let other = tasklet::spawn(|| {
+    let other = tasklets::spawn(|| {
         for _ in 0..20 {
-            tasklet::schedule();
+            tasklets::schedule();
         }
     });
-    tasklet::run();
+    tasklets::run();
     assert_eq!(receiver.join().unwrap(), Err(RecvTimeoutError::Timeout));
     assert!(sender.join().unwrap().iter().all(|&ok| !ok), "nobody was left to take a value");
     other.join().unwrap();

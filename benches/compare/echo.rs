@@ -8,7 +8,7 @@
 //! the thread that reads these commands, blocked in `read`), so its CPU time is the server's,
 //! helper threads of the runtime included.
 //!
-//! Load generator: `conns` tasklets (tasklet::net, on CPU 1), each a closed loop of
+//! Load generator: `conns` tasklets (tasklets::net, on CPU 1), each a closed loop of
 //! write `size` bytes → read them back → check them. After every connection is up and a
 //! warm-up, it prints `START`, counts round trips and records each one's latency for the
 //! measurement window, prints `STOP`, then closes every connection and prints `RESULT ...`.
@@ -87,13 +87,13 @@ pub fn server(imp: &str) {
 }
 
 fn server_tasklet() {
-    use tasklet::net::TcpListener;
+    use tasklets::net::TcpListener;
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     announce(listener.local_addr().expect("addr").port());
-    tasklet::spawn(move || loop {
+    tasklets::spawn(move || loop {
         let (mut stream, _) = listener.accept().expect("accept");
         stream.set_nodelay(true).expect("nodelay");
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let mut buf = vec![0u8; BUF];
             loop {
                 match stream.read(&mut buf) {
@@ -107,7 +107,7 @@ fn server_tasklet() {
             }
         });
     });
-    tasklet::run();
+    tasklets::run();
 }
 
 fn server_may() {
@@ -388,12 +388,12 @@ struct Load {
 /// With `trips > 0`, each connection makes exactly that many round trips, all counted (for
 /// the instruction counts under callgrind); otherwise the warm-up and window as above.
 pub fn client(port: u16, conns: usize, size: usize, warm_up: Duration, window: Duration, trips: u64) {
-    use tasklet::net::TcpStream;
+    use tasklets::net::TcpStream;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let load = Rc::new(Load::default());
     for i in 0..conns {
         let load = load.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let mut stream = match TcpStream::connect(addr) {
                 Ok(s) => s,
                 Err(e) => {
@@ -427,22 +427,22 @@ pub fn client(port: u16, conns: usize, size: usize, warm_up: Duration, window: D
     }
     if trips > 0 {
         let (t0, c0) = (Instant::now(), process_cpu());
-        tasklet::run();
+        tasklets::run();
         let (elapsed, client_cpu) = (t0.elapsed(), process_cpu() - c0);
         return client_result(&load, conns, size, elapsed, client_cpu);
     }
     let ctl = load.clone();
-    let controller = tasklet::spawn(move || {
+    let controller = tasklets::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(60);
         while ctl.connected.get() + (ctl.failed.get() as usize) < conns && Instant::now() < deadline {
-            tasklet::time::sleep(Duration::from_millis(5));
+            tasklets::time::sleep(Duration::from_millis(5));
         }
-        tasklet::time::sleep(warm_up);
+        tasklets::time::sleep(warm_up);
         println!("START");
         std::io::stdout().flush().ok();
         ctl.measuring.set(true);
         let (t0, c0) = (Instant::now(), process_cpu());
-        tasklet::time::sleep(window);
+        tasklets::time::sleep(window);
         ctl.measuring.set(false);
         let (t1, c1) = (Instant::now(), process_cpu());
         println!("STOP");
@@ -450,7 +450,7 @@ pub fn client(port: u16, conns: usize, size: usize, warm_up: Duration, window: D
         ctl.stop.set(true);
         (t1 - t0, c1 - c0)
     });
-    tasklet::run();
+    tasklets::run();
     let (elapsed, client_cpu) = controller.join().expect("controller");
     client_result(&load, conns, size, elapsed, client_cpu);
 }

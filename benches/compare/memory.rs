@@ -45,21 +45,21 @@ fn parked(b: &Before, n: usize, parked: usize) {
 
 pub fn tasklet(n: usize) {
     // Warm up: the scheduler, the first stack region and the allocator's arenas.
-    tasklet::spawn(|| ()).join().expect("warm-up tasklet");
-    tasklet::run();
+    tasklets::spawn(|| ()).join().expect("warm-up tasklet");
+    tasklets::run();
     let b = before();
-    let ch = tasklet::Channel::<()>::new();
+    let ch = tasklets::Channel::<()>::new();
     for _ in 0..n {
         let rx = ch.clone();
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let _ = rx.receive();
         });
     }
-    tasklet::run();
+    tasklets::run();
     let blocked = usize::try_from(-ch.balance()).unwrap_or(0);
     parked(&b, n, blocked);
     ch.close();
-    tasklet::run();
+    tasklets::run();
 }
 
 pub fn may(n: usize) {

@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tasklet::Channel;
+use tasklets::Channel;
 
 /// A tokio current-thread runtime as `#[tokio::main(flavor = "current_thread")]` builds it.
 pub fn tokio_runtime() -> tokio::runtime::Runtime {
@@ -34,13 +34,13 @@ pub fn may_go<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> may:
 pub fn switch_tasklet(n: u64) -> u64 {
     let half = n.div_ceil(2).max(1);
     for _ in 0..2 {
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             for _ in 0..half {
-                tasklet::schedule();
+                tasklets::schedule();
             }
         });
     }
-    tasklet::run();
+    tasklets::run();
     2 * half
 }
 
@@ -109,19 +109,19 @@ pub fn channel_tasklet(n: u64) -> u64 {
     let ping = Channel::<u64>::new();
     let pong = Channel::<u64>::new();
     let (rx, tx) = (ping.clone(), pong.clone());
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         for v in &rx {
             tx.send(v).unwrap();
         }
     });
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         for i in 0..n {
             ping.send(i).unwrap();
             black_box(pong.receive().unwrap());
         }
         ping.close();
     });
-    tasklet::run();
+    tasklets::run();
     n
 }
 
@@ -190,9 +190,9 @@ pub fn spawn_tasklet(n: u64, batch: u64) -> u64 {
     let batches = n.div_ceil(batch).max(1);
     for _ in 0..batches {
         for _ in 0..batch {
-            tasklet::spawn(|| {});
+            tasklets::spawn(|| {});
         }
-        tasklet::run();
+        tasklets::run();
     }
     batches * batch
 }

@@ -273,7 +273,7 @@ fn label(case: &str, imp: &str) -> (&'static str, &'static str) {
         ("memory", "tasklet") => ("tasklet blocked in `Channel::receive`", "tasklet"),
         ("memory", "may") => ("may coroutine in `coroutine::park()`", "may"),
         ("memory", "tokio") => ("tokio task awaiting `Notify::notified()`", "tokio"),
-        ("sleep", "tasklet") => ("tasklet: `tasklet::time::sleep`", "tasklet"),
+        ("sleep", "tasklet") => ("tasklet: `tasklets::time::sleep`", "tasklet"),
         ("sleep", "may") => ("may: `coroutine::sleep`", "may"),
         ("sleep", "tokio") => ("tokio: `time::sleep(..).await`", "tokio"),
         ("echo" | "echo-ir", "tasklet") => {
@@ -873,7 +873,7 @@ impl Report {
             md,
             "### 6. Echo server on one core\n\n![Echo: server CPU per message](compare-echo.svg)\n\n\
              The server runs in its own process pinned to CPU 0; the load generator is another process pinned to \
-             CPU 1, the same for every server: `tasklet::net` clients, one per connection, each a closed loop of \
+             CPU 1, the same for every server: `tasklets::net` clients, one per connection, each a closed loop of \
              write N bytes → read them back → compare, `TCP_NODELAY` on both sides. After all connections are up \
              and a {:.1} s warm-up, round trips and their latencies are counted for {:.1} s. Server CPU is \
              `getrusage(RUSAGE_SELF)` of the server process between the start and the end of that window (every \

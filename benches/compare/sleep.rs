@@ -62,18 +62,18 @@ fn lateness(start: Instant, asked: Duration) -> u64 {
 }
 
 pub fn tasklet(n: usize) {
-    tasklet::spawn(|| tasklet::time::sleep(Duration::from_micros(100))).join().expect("warm-up");
+    tasklets::spawn(|| tasklets::time::sleep(Duration::from_micros(100))).join().expect("warm-up");
     rounds(n, |durations| {
         let late = Rc::new(RefCell::new(Vec::with_capacity(n)));
         for d in durations {
             let late = late.clone();
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let start = Instant::now();
-                tasklet::time::sleep(d);
+                tasklets::time::sleep(d);
                 late.borrow_mut().push(lateness(start, d));
             });
         }
-        tasklet::run();
+        tasklets::run();
         Rc::try_unwrap(late).expect("all tasklets finished").into_inner()
     });
 }

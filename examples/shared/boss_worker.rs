@@ -22,8 +22,8 @@
 //! | request | answer | how |
 //! |---|---|---|
 //! | `SUM a b ...` | `OK <sum>` (wrapping `u64`) | computed by the worker |
-//! | `HASH <rounds> <word>` | `OK <16 hex digits>`: FNV-1a of `word`, re-hashed `rounds` times | CPU-heavy: runs on the `tasklet::unblock` pool |
-//! | `SLEEP <ms>` | `OK <ms>` after `ms` milliseconds | `tasklet::time::sleep` |
+//! | `HASH <rounds> <word>` | `OK <16 hex digits>`: FNV-1a of `word`, re-hashed `rounds` times | CPU-heavy: runs on the `tasklets::unblock` pool |
+//! | `SLEEP <ms>` | `OK <ms>` after `ms` milliseconds | `tasklets::time::sleep` |
 //! | `RAND <len> <seed>` | `OK ` and `len` pseudo-random hex digits | a long answer, written as it is generated |
 //! | `QUIT` | `OK bye`, then the server closes | |
 #![allow(dead_code)]
@@ -35,8 +35,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tasklet::net::{TcpListener, TcpStream};
-use tasklet::{Builder, Channel, Tasklet};
+use tasklets::net::{TcpListener, TcpStream};
+use tasklets::{Builder, Channel, Tasklet};
 
 /// Most rounds a `HASH` may ask for.
 pub const MAX_HASH_ROUNDS: u64 = 100_000_000;
@@ -140,7 +140,7 @@ pub struct Server {
 
 impl Server {
     /// Starts the boss and `config.workers` workers on the calling thread, serving `listener`.
-    /// They run while the thread runs its tasklets (`tasklet::run`, a `join`, ...).
+    /// They run while the thread runs its tasklets (`tasklets::run`, a `join`, ...).
     pub fn start(listener: TcpListener, config: Config) -> io::Result<Server> {
         assert!(config.workers > 0, "a server needs at least one worker");
         let addr = listener.local_addr()?;
@@ -193,7 +193,7 @@ fn boss(listener: TcpListener, idle: Channel<Ready>, workers: usize, stopping: R
                 }
                 // EMFILE and friends: the connection stays queued, so try again a bit later.
                 log::warn!("boss: accept failed: {err}");
-                tasklet::time::sleep(Duration::from_millis(10));
+                tasklets::time::sleep(Duration::from_millis(10));
                 continue;
             }
         };
@@ -414,11 +414,11 @@ fn execute(request: Request, answer: &mut String) {
         Request::Hash { rounds, word } => {
             // Milliseconds of CPU for a large round count: on the pool, so that the other
             // tasklets of this thread keep running meanwhile.
-            let digest = tasklet::unblock(move || hash(&word, rounds));
+            let digest = tasklets::unblock(move || hash(&word, rounds));
             let _ = writeln!(answer, "OK {digest:016x}");
         }
         Request::Sleep { ms } => {
-            tasklet::time::sleep(Duration::from_millis(ms));
+            tasklets::time::sleep(Duration::from_millis(ms));
             let _ = writeln!(answer, "OK {ms}");
         }
         Request::Quit => answer.push_str("OK bye\n"),

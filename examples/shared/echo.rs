@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::rc::Rc;
 use std::time::Duration;
 
-use tasklet::net::TcpStream;
+use tasklets::net::TcpStream;
 
 /// Bytes a connection handler reads (and writes back) at a time.
 pub const CHUNK: usize = 16 * 1024;
@@ -80,7 +80,7 @@ pub fn round_trip(stream: &Rc<TcpStream>, data: &Rc<Vec<u8>>, echo: &mut Vec<u8>
     } else {
         let writer = {
             let (stream, data) = (stream.clone(), data.clone());
-            tasklet::spawn(move || (&*stream).write_all(&data))
+            tasklets::spawn(move || (&*stream).write_all(&data))
         };
         let read = (&**stream).read_exact(echo);
         if read.is_err() {

@@ -1,8 +1,8 @@
-//! Unmodified thread-style `std::net` code, made cooperative by `tasklet_shims::install()`:
+//! Unmodified thread-style `std::net` code, made cooperative by `tasklets_shims::install()`:
 //! an echo server and 200 clients (each sleeping 100-150 ms with `std::thread::sleep` first)
 //! run as tasklets on the main thread, concurrently: about 150 ms in all, not 25 s.
 //!
-//! `cargo run --release -p tasklet-shims --example std_echo`
+//! `cargo run --release -p tasklets-shims --example std_echo`
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -34,19 +34,19 @@ fn client(addr: std::net::SocketAddr, id: usize) -> std::io::Result<bool> {
 }
 
 fn main() {
-    tasklet_shims::install().expect("tasklet-shims needs dynamically linked glibc on Linux x86_64");
+    tasklets_shims::install().expect("tasklets-shims needs dynamically linked glibc on Linux x86_64");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    tasklet::spawn(move || {
+    tasklets::spawn(move || {
         for conn in listener.incoming().take(CLIENTS) {
             let conn = conn.unwrap();
-            tasklet::spawn(move || handle(conn).unwrap());
+            tasklets::spawn(move || handle(conn).unwrap());
         }
     });
     let start = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS).map(|id| tasklet::spawn(move || client(addr, id).unwrap())).collect();
+    let clients: Vec<_> = (0..CLIENTS).map(|id| tasklets::spawn(move || client(addr, id).unwrap())).collect();
     let ok = clients.into_iter().filter_map(|c| c.join().ok()).filter(|&ok| ok).count();
-    tasklet::run();
+    tasklets::run();
     println!(
         "{ok}/{CLIENTS} echo round trips, each client sleeping 100-150 ms first, on one thread: {:?}",
         start.elapsed()

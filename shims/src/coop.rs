@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use libc::{c_int, c_long};
-use tasklet::io::{with_kills_deferred, Interest, Registration};
+use tasklets::io::{with_kills_deferred, Interest, Registration};
 
 use crate::{fdtable, sys};
 
@@ -14,7 +14,7 @@ use crate::{fdtable, sys};
 /// no thread-local is touched.
 #[inline]
 pub(crate) fn thread_is_cooperative() -> bool {
-    crate::is_installed() && tasklet::io::is_cooperative()
+    crate::is_installed() && tasklets::io::is_cooperative()
 }
 
 /// Whether a call on `fd` takes the cooperative path: the thread is cooperative and `fd` is a
@@ -104,9 +104,9 @@ pub(crate) fn io_loop(fd: c_int, interest: Interest, mut attempt: impl FnMut() -
 pub(crate) fn sleep(dur: Duration) {
     let until = Instant::now().checked_add(dur);
     with_kills_deferred(|| {
-        tasklet::time::sleep(dur);
+        tasklets::time::sleep(dur);
         if until.is_some_and(|until| Instant::now() < until) {
-            tasklet::schedule();
+            tasklets::schedule();
         }
     });
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use libc::c_int;
-use tasklet::io::Registration;
+use tasklets::io::Registration;
 
 use crate::sys;
 

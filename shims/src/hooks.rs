@@ -14,7 +14,7 @@ use libc::{
     c_int, c_long, c_uint, c_ulong, c_void, msghdr, nfds_t, pollfd, size_t, sockaddr, socklen_t, ssize_t,
     timespec, timeval,
 };
-use tasklet::io::Interest;
+use tasklets::io::Interest;
 
 use crate::coop::{self, Waited};
 use crate::fdtable;
@@ -941,8 +941,8 @@ static REAL_GETNAMEINFO: sys::NextSymbol = sys::NextSymbol::new(c"getnameinfo");
 /// Runs `f` on the `unblock` pool (kills deferred) and hands its `errno` back.
 fn on_pool(f: impl FnOnce() -> c_int + Send + 'static) -> c_int {
     let saved = sys::errno();
-    let (r, err) = tasklet::io::with_kills_deferred(|| {
-        tasklet::unblock(move || {
+    let (r, err) = tasklets::io::with_kills_deferred(|| {
+        tasklets::unblock(move || {
             let r = f();
             (r, sys::errno())
         })

@@ -1,4 +1,4 @@
-//! # tasklet-shims
+//! # tasklets-shims
 //!
 //! Stackless's `stacklesssocket.install()` for Rust: after [`install()`], unmodified blocking
 //! code — `std::net`, `std::thread::sleep`, synchronous third-party crates, C libraries —
@@ -10,15 +10,15 @@
 //! use std::net::{TcpListener, TcpStream};
 //! use std::time::{Duration, Instant};
 //!
-//! use tasklet_shims as _; // reference the crate, or the linker drops it (install() does too)
+//! use tasklets_shims as _; // reference the crate, or the linker drops it (install() does too)
 //!
-//! tasklet_shims::install().expect("a dynamically linked glibc target");
+//! tasklets_shims::install().expect("a dynamically linked glibc target");
 //! let listener = TcpListener::bind("127.0.0.1:0").unwrap();
 //! let addr = listener.local_addr().unwrap();
-//! let server = tasklet::spawn(move || {
+//! let server = tasklets::spawn(move || {
 //!     for _ in 0..10 {
 //!         let (mut conn, _) = listener.accept().unwrap(); // parks this tasklet, not the thread
-//!         tasklet::spawn(move || {
+//!         tasklets::spawn(move || {
 //!             let mut buf = [0; 5];
 //!             conn.read_exact(&mut buf).unwrap();
 //!             conn.write_all(&buf).unwrap();
@@ -28,7 +28,7 @@
 //! let start = Instant::now();
 //! let clients: Vec<_> = (0..10)
 //!     .map(|_| {
-//!         tasklet::spawn(move || {
+//!         tasklets::spawn(move || {
 //!             std::thread::sleep(Duration::from_millis(100)); // a tasklet sleep now
 //!             let mut conn = TcpStream::connect(addr).unwrap();
 //!             conn.write_all(b"hello").unwrap();
@@ -60,7 +60,7 @@
 //!
 //! **Which calls cooperate.** A hooked call takes the cooperative path only when all hold:
 //! [`install()`] was called (an atomic flag, checked first, so nothing else is touched before
-//! `main`); the thread has a scheduler (`tasklet::io::is_cooperative`, one TLS read); for fd
+//! `main`); the thread has a scheduler (`tasklets::io::is_cooperative`, one TLS read); for fd
 //! calls, the fd is a socket above 2 and below `TABLE_SIZE` (cached `fstat` class in
 //! `fdtable`); and the call does not itself ask not to wait (`MSG_DONTWAIT`). Everything
 //! else is forwarded untouched: before `install()`, after [`uninstall()`], on threads
@@ -99,7 +99,7 @@
 //!   [`uninstall()`] behaves exactly as without the shims; and any call the shims do not hook
 //!   (`sendfile`, `splice`, `recvmmsg`, glibc-internal calls) still blocks correctly, it just
 //!   blocks the thread.
-//! - *Register once.* A socket's `tasklet::io::Registration` is made on its first park and
+//! - *Register once.* A socket's `tasklets::io::Registration` is made on its first park and
 //!   kept in `fdtable` until `close` (or `dup2`/`dup3` onto it) deletes it, before the real
 //!   close. If a tasklet is still parked on it at that moment (closed under its feet by
 //!   another tasklet or thread), the registration is leaked instead of deleted: deleting it
@@ -110,7 +110,7 @@
 //!   the system call itself. The cooperative path may allocate (timers, registrations): it is
 //!   reached only from a tasklet thread on a socket, never from an allocator. Every hook
 //!   restores `errno` on success.
-//! - *Never unwind through C.* Every park runs in `tasklet::io::with_kills_deferred`. A kill
+//! - *Never unwind through C.* Every park runs in `tasklets::io::with_kills_deferred`. A kill
 //!   fails the park: I/O returns `-1`/`ECANCELED`; sleeps return as completed (never `EINTR`,
 //!   which std's `thread::sleep` retries with the time left: it would spin while the kill is
 //!   pending); the kill is delivered at the tasklet's next ordinary switch point. A sleep cut
@@ -124,7 +124,7 @@
 //! registration, anything else on a temporary epoll instance holding all the fds
 //! (level-triggered), itself waited on as one readable fd; then the zero-timeout call runs
 //! again for the results. **Sleeps** (`clock_nanosleep`, `nanosleep`, `usleep`, `sleep`) become
-//! `tasklet::time::sleep`. **DNS** (`getaddrinfo`, `getnameinfo`) runs on `tasklet::unblock`'s
+//! `tasklets::time::sleep`. **DNS** (`getaddrinfo`, `getnameinfo`) runs on `tasklets::unblock`'s
 //! pool.
 //!
 //! **Rejected alternatives.**
@@ -184,8 +184,8 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// it again is harmless.
 ///
 /// The crate must be linked for the hooks to exist: calling `install()` references it; a
-/// crate that only lists `tasklet-shims` in `Cargo.toml` must also say
-/// `use tasklet_shims as _;`, or the linker drops it and nothing is hooked.
+/// crate that only lists `tasklets-shims` in `Cargo.toml` must also say
+/// `use tasklets_shims as _;`, or the linker drops it and nothing is hooked.
 ///
 /// # Errors
 ///
@@ -233,7 +233,7 @@ impl fmt::Debug for Unsupported {
 impl fmt::Display for Unsupported {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(
-            "tasklet-shims cannot interpose libc in this build: it needs a dynamically linked \
+            "tasklets-shims cannot interpose libc in this build: it needs a dynamically linked \
              glibc executable on Linux x86_64 (static `+crt-static` and musl builds are not \
              supported)",
         )

@@ -16,10 +16,10 @@ fn getaddrinfo_from_100_tasklets_does_not_block_the_scheduler() {
     let ticks = Rc::new(Cell::new(0usize));
     let ticker = {
         let (pending, ticks) = (pending.clone(), ticks.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             while pending.get() > 0 {
                 ticks.set(ticks.get() + 1);
-                tasklet::time::sleep(std::time::Duration::from_millis(1));
+                tasklets::time::sleep(std::time::Duration::from_millis(1));
             }
         })
     };
@@ -27,7 +27,7 @@ fn getaddrinfo_from_100_tasklets_does_not_block_the_scheduler() {
         .map(|i| {
             let (in_flight, most_in_flight, pending) =
                 (in_flight.clone(), most_in_flight.clone(), pending.clone());
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 in_flight.set(in_flight.get() + 1);
                 most_in_flight.set(most_in_flight.get().max(in_flight.get()));
                 let addrs: Vec<_> = ("localhost", 8000 + i).to_socket_addrs().unwrap().collect();
@@ -56,7 +56,7 @@ fn getaddrinfo_from_100_tasklets_does_not_block_the_scheduler() {
 #[test]
 fn getnameinfo_in_a_tasklet_resolves_loopback() {
     install();
-    let t = tasklet::spawn(|| {
+    let t = tasklets::spawn(|| {
         // SAFETY: all-zero sockaddr_in is valid; fields set below.
         let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
         sa.sin_family = libc::AF_INET as libc::sa_family_t;

@@ -1,5 +1,5 @@
 //! `poll` and `select` called in tasklets park the tasklet: one socket, several fds, pipes,
-//! timeouts; `tasklet::io`'s own poller never goes through them.
+//! timeouts; `tasklets::io`'s own poller never goes through them.
 
 use std::cell::Cell;
 use std::io::Write;
@@ -27,11 +27,11 @@ fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> i32 {
 /// A tasklet that counts its turns while `running` is set: proof that the thread is free.
 /// (It sleeps with the runtime's own `sleep`, which a kill unwinds: should an assertion fail,
 /// the thread's teardown can kill it.)
-fn ticker(running: Rc<Cell<bool>>) -> tasklet::Tasklet<usize> {
-    tasklet::spawn(move || {
+fn ticker(running: Rc<Cell<bool>>) -> tasklets::Tasklet<usize> {
+    tasklets::spawn(move || {
         let mut ticks = 0;
         while running.get() {
-            tasklet::time::sleep(ms(2));
+            tasklets::time::sleep(ms(2));
             ticks += 1;
         }
         ticks
@@ -43,11 +43,11 @@ fn ticker(running: Rc<Cell<bool>>) -> tasklet::Tasklet<usize> {
 /// handle, and the writer (which returns the other end, kept open).
 #[allow(clippy::type_complexity)]
 fn socket_written_later(
-) -> (UnixStream, Rc<Cell<bool>>, tasklet::Tasklet<usize>, tasklet::Tasklet<UnixStream>) {
+) -> (UnixStream, Rc<Cell<bool>>, tasklets::Tasklet<usize>, tasklets::Tasklet<UnixStream>) {
     let (a, mut b) = UnixStream::pair().unwrap();
     let running = Rc::new(Cell::new(true));
     let ticks = ticker(running.clone());
-    let writer = tasklet::spawn(move || {
+    let writer = tasklets::spawn(move || {
         std::thread::sleep(ms(30));
         b.write_all(b"x").unwrap();
         b
@@ -76,7 +76,7 @@ fn poll_on_several_fds_and_a_pipe_parks_and_reports_the_ready_one() {
     let (r, w) = pipe();
     let running = Rc::new(Cell::new(true));
     let ticks = ticker(running.clone());
-    let writer = tasklet::spawn(move || {
+    let writer = tasklets::spawn(move || {
         std::thread::sleep(ms(30));
         std::fs::File::from(w).write_all(b"p").unwrap();
     });
@@ -162,13 +162,13 @@ fn tasklet_io_registrations_do_not_go_through_the_hooks() {
     // SAFETY: F_SETFL on a fresh fd.
     assert_eq!(unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) }, 0);
     // SAFETY: `r` outlives the registration.
-    let registration = unsafe { tasklet::io::Registration::new(r.as_raw_fd()) };
-    let writer = tasklet::spawn(move || {
+    let registration = unsafe { tasklets::io::Registration::new(r.as_raw_fd()) };
+    let writer = tasklets::spawn(move || {
         std::thread::sleep(ms(10));
         std::fs::File::from(w).write_all(b"z").unwrap();
     });
     registration
-        .wait(tasklet::io::Interest::Readable, Some(Instant::now() + Duration::from_secs(10)))
+        .wait(tasklets::io::Interest::Readable, Some(Instant::now() + Duration::from_secs(10)))
         .unwrap();
     writer.join().unwrap();
     drop(registration);
@@ -181,7 +181,7 @@ fn a_socket_number_reused_behind_libcs_back_is_not_taken_for_a_socket() {
         return run_in_child(NAME); // alone, so no other test takes the freed number
     }
     install();
-    let t = tasklet::spawn(|| {
+    let t = tasklets::spawn(|| {
         let (a, b) = UnixStream::pair().unwrap();
         // The shims saw `a` made by socketpair: its number is classed as a socket.
         let fd = a.as_raw_fd();
@@ -192,7 +192,7 @@ fn a_socket_number_reused_behind_libcs_back_is_not_taken_for_a_socket() {
         assert_eq!(unsafe { libc::syscall(libc::SYS_close, fd) }, 0);
         let (r, w) = pipe();
         assert_eq!(r.as_raw_fd(), fd, "the pipe did not get the freed number");
-        let writer = tasklet::spawn(move || {
+        let writer = tasklets::spawn(move || {
             std::thread::sleep(ms(10));
             std::fs::File::from(w).write_all(b"p").unwrap();
         });

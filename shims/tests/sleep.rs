@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use tasklet::JoinError;
+use tasklets::JoinError;
 
 mod common;
 use common::{install, ms};
@@ -13,8 +13,8 @@ use common::{install, ms};
 fn a_thousand_std_thread_sleeps_of_100_ms_finish_together() {
     install();
     let start = Instant::now();
-    let sleepers: Vec<_> = (0..1000).map(|_| tasklet::spawn(|| std::thread::sleep(ms(100)))).collect();
-    tasklet::run();
+    let sleepers: Vec<_> = (0..1000).map(|_| tasklets::spawn(|| std::thread::sleep(ms(100)))).collect();
+    tasklets::run();
     for s in sleepers {
         s.join().unwrap();
     }
@@ -28,7 +28,7 @@ fn a_thousand_std_thread_sleeps_of_100_ms_finish_together() {
 /// Runs 50 tasklets that each sleep 100 ms through `sleep_100ms`; they must overlap.
 fn fifty_overlap(what: &str, sleep_100ms: fn()) {
     let start = Instant::now();
-    let sleepers: Vec<_> = (0..50).map(|_| tasklet::spawn(sleep_100ms)).collect();
+    let sleepers: Vec<_> = (0..50).map(|_| tasklets::spawn(sleep_100ms)).collect();
     for s in sleepers {
         s.join().unwrap();
     }
@@ -60,7 +60,7 @@ fn every_libc_sleep_call_is_cooperative() {
         let start = Instant::now();
         let sleepers: Vec<_> = (0..50)
             .map(|_| {
-                tasklet::spawn(move || {
+                tasklets::spawn(move || {
                     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
                     // SAFETY: valid timespec.
                     unsafe { libc::clock_gettime(clock, &mut now) };
@@ -87,7 +87,7 @@ fn every_libc_sleep_call_is_cooperative() {
     let start = Instant::now();
     let sleepers: Vec<_> = (0..20)
         .map(|_| {
-            tasklet::spawn(|| {
+            tasklets::spawn(|| {
                 // SAFETY: plain call.
                 assert_eq!(unsafe { libc::sleep(1) }, 0);
             })
@@ -104,7 +104,7 @@ fn every_libc_sleep_call_is_cooperative() {
 #[test]
 fn an_invalid_sleep_is_still_refused() {
     install();
-    let t = tasklet::spawn(|| {
+    let t = tasklets::spawn(|| {
         let bad = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000_000 };
         // SAFETY: a valid pointer to an out-of-range timespec.
         let r = unsafe { libc::nanosleep(&bad, std::ptr::null_mut()) };
@@ -116,11 +116,11 @@ fn an_invalid_sleep_is_still_refused() {
 #[test]
 fn killing_a_tasklet_in_std_thread_sleep_ends_it_killed_promptly() {
     install();
-    let sleeper = tasklet::spawn(|| {
+    let sleeper = tasklets::spawn(|| {
         std::thread::sleep(Duration::from_secs(3600));
         "woke up"
     });
-    tasklet::schedule(); // the sleeper parks in the hooked clock_nanosleep
+    tasklets::schedule(); // the sleeper parks in the hooked clock_nanosleep
     let start = Instant::now();
     sleeper.kill();
     assert!(matches!(sleeper.join(), Err(JoinError::Killed)));
@@ -136,7 +136,7 @@ fn sleeping_on_a_thread_without_tasklets_still_blocks_it() {
         // SAFETY: plain call.
         assert_eq!(unsafe { libc::usleep(20_000) }, 0);
         assert!(start.elapsed() >= ms(70));
-        assert!(!tasklet::io::is_cooperative());
+        assert!(!tasklets::io::is_cooperative());
     })
     .join()
     .unwrap();
@@ -149,16 +149,16 @@ fn a_killed_tasklet_looping_on_std_sleep_lets_the_thread_run_until_its_loop_ends
     let laps = std::rc::Rc::new(std::cell::Cell::new(0u32));
     let looping = {
         let (stop, laps) = (stop.clone(), laps.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             while !stop.get() {
                 std::thread::sleep(ms(1)); // the loop's only blocking call, which cannot fail
                 laps.set(laps.get() + 1);
             }
         })
     };
-    tasklet::schedule(); // it parks in its first sleep
+    tasklets::schedule(); // it parks in its first sleep
     looping.kill(); // returns: the killed tasklet's cut-short sleeps yield
-    let other = tasklet::spawn(|| 42);
+    let other = tasklets::spawn(|| 42);
     assert_eq!(other.join().unwrap(), 42, "the thread's other tasklets still run");
     assert!(looping.is_alive(), "documented: the kill cannot land inside hooked calls alone");
     stop.set(true); // the loop's own exit condition ends it...

@@ -1,6 +1,6 @@
 //! Unmodified `std::net` code in tasklets with the shims installed: many connections on one
 //! thread, the user-visible semantics of non-blocking mode, timeouts and `F_GETFL`, kills,
-//! sockets that leave the tasklets, and `tasklet::net` alongside.
+//! sockets that leave the tasklets, and `tasklets::net` alongside.
 //!
 //! Every `#[test]` runs on its own thread (its own scheduler). Loopback only; time bounds are
 //! loose sanity bounds that sequential execution could never meet, never speed assertions.
@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tasklet::JoinError;
+use tasklets::JoinError;
 
 mod common;
 use common::{fd_count, in_child, install, ms, run_in_child};
@@ -93,12 +93,12 @@ fn unmodified_std_net_echo_runs_500_clients_concurrently_on_one_thread() {
     let start = Instant::now();
     let server = {
         let (open, most_open) = (open.clone(), most_open.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let mut handlers = Vec::new();
             for _ in 0..CLIENTS {
                 let (conn, _) = listener.accept().unwrap();
                 let (open, most_open) = (open.clone(), most_open.clone());
-                handlers.push(tasklet::spawn(move || {
+                handlers.push(tasklets::spawn(move || {
                     open.set(open.get() + 1);
                     most_open.set(most_open.get().max(open.get()));
                     echo(conn).unwrap();
@@ -112,7 +112,7 @@ fn unmodified_std_net_echo_runs_500_clients_concurrently_on_one_thread() {
         })
     };
     let clients: Vec<_> =
-        (0..CLIENTS).map(|id| tasklet::spawn(move || client(addr, id, ROUNDS).unwrap())).collect();
+        (0..CLIENTS).map(|id| tasklets::spawn(move || client(addr, id, ROUNDS).unwrap())).collect();
     for (id, c) in clients.into_iter().enumerate() {
         assert_eq!(c.join().unwrap(), expected_sum(id as u64, ROUNDS), "checksum of client {id}");
     }
@@ -131,12 +131,12 @@ fn unmodified_std_net_echo_runs_500_clients_concurrently_on_one_thread() {
 #[test]
 fn tasklet_net_still_works_with_the_shims_installed() {
     install();
-    let listener = tasklet::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = tasklets::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tasklet::spawn(move || {
+    let server = tasklets::spawn(move || {
         for _ in 0..20 {
             let (mut conn, _) = listener.accept().unwrap();
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 let mut buf = [0; 64];
                 loop {
                     let n = conn.read(&mut buf).unwrap();
@@ -150,9 +150,9 @@ fn tasklet_net_still_works_with_the_shims_installed() {
     });
     let clients: Vec<_> = (0..20u8)
         .map(|i| {
-            tasklet::spawn(move || {
-                let mut conn = tasklet::net::TcpStream::connect(addr).unwrap();
-                // tasklet::net's own timeouts and non-blocking mode keep their meaning.
+            tasklets::spawn(move || {
+                let mut conn = tasklets::net::TcpStream::connect(addr).unwrap();
+                // tasklets::net's own timeouts and non-blocking mode keep their meaning.
                 conn.set_read_timeout(Some(ms(30))).unwrap();
                 let mut buf = [0; 1];
                 assert_eq!(conn.read(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
@@ -178,16 +178,16 @@ fn killing_a_tasklet_blocked_in_a_hooked_read_ends_it_killed_without_leaking_fds
     install();
     let kill_a_blocked_reader = || {
         let (client, server) = tcp_pair();
-        let reader = tasklet::spawn(move || -> io::Result<usize> {
+        let reader = tasklets::spawn(move || -> io::Result<usize> {
             let mut server = server;
             let mut buf = [0; 16];
             server.read(&mut buf) // nothing is ever written
         });
-        tasklet::schedule(); // the reader parks inside the hooked recv
-        assert_eq!(tasklet::snapshot().stats.parked_on_io, 1);
+        tasklets::schedule(); // the reader parks inside the hooked recv
+        assert_eq!(tasklets::snapshot().stats.parked_on_io, 1);
         reader.kill();
         assert!(matches!(reader.join(), Err(JoinError::Killed)));
-        assert_eq!(tasklet::snapshot().stats.parked_on_io, 0);
+        assert_eq!(tasklets::snapshot().stats.parked_on_io, 0);
         drop(client);
     };
     kill_a_blocked_reader(); // the first run opens the thread's poller (epoll fd, eventfd)
@@ -201,7 +201,7 @@ fn killing_a_tasklet_blocked_in_a_hooked_read_ends_it_killed_without_leaking_fds
 #[test]
 fn set_nonblocking_still_yields_would_block() {
     install();
-    let t = tasklet::spawn(|| {
+    let t = tasklets::spawn(|| {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         assert_eq!(listener.accept().unwrap_err().kind(), ErrorKind::WouldBlock);
@@ -225,14 +225,14 @@ fn set_read_timeout_still_times_out_with_stds_error_kind_and_lets_others_run() {
     let waiting = Rc::new(Cell::new(true));
     let ticker = {
         let (ticks, waiting) = (ticks.clone(), waiting.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             while waiting.get() {
-                tasklet::time::sleep(ms(5)); // the runtime's sleep: a kill can end this loop
+                tasklets::time::sleep(ms(5)); // the runtime's sleep: a kill can end this loop
                 ticks.set(ticks.get() + 1);
             }
         })
     };
-    let reader = tasklet::spawn(move || {
+    let reader = tasklets::spawn(move || {
         let (mut client, _server) = tcp_pair();
         client.set_read_timeout(Some(ms(100))).unwrap();
         assert_eq!(client.read_timeout().unwrap(), Some(ms(100)));
@@ -261,9 +261,9 @@ fn set_read_timeout_still_times_out_with_stds_error_kind_and_lets_others_run() {
 #[test]
 fn f_getfl_shows_only_what_the_user_set() {
     install();
-    let t = tasklet::spawn(|| {
+    let t = tasklets::spawn(|| {
         let (mut client, mut server) = tcp_pair();
-        let writer = tasklet::spawn(move || {
+        let writer = tasklets::spawn(move || {
             std::thread::sleep(ms(10));
             server.write_all(b"late").unwrap();
             server
@@ -283,7 +283,7 @@ fn f_getfl_shows_only_what_the_user_set() {
 fn outside_tasklets_nothing_changes() {
     install();
     std::thread::spawn(|| {
-        assert!(!tasklet::io::is_cooperative());
+        assert!(!tasklets::io::is_cooperative());
         let (mut client, mut server) = tcp_pair();
         client.set_read_timeout(Some(ms(50))).unwrap();
         let start = Instant::now();
@@ -301,7 +301,7 @@ fn outside_tasklets_nothing_changes() {
         let start = Instant::now();
         std::thread::sleep(ms(30));
         assert!(start.elapsed() >= ms(30));
-        assert!(!tasklet::io::is_cooperative(), "the shims must not give the thread a scheduler");
+        assert!(!tasklets::io::is_cooperative(), "the shims must not give the thread a scheduler");
     })
     .join()
     .unwrap();
@@ -310,9 +310,9 @@ fn outside_tasklets_nothing_changes() {
 #[test]
 fn a_socket_used_by_tasklets_then_by_a_plain_thread_still_blocks() {
     install();
-    let t = tasklet::spawn(|| {
+    let t = tasklets::spawn(|| {
         let (mut client, server) = tcp_pair();
-        let peer = tasklet::spawn(move || {
+        let peer = tasklets::spawn(move || {
             let mut server = server;
             let mut buf = [0; 2];
             server.read_exact(&mut buf).unwrap();
@@ -342,7 +342,7 @@ fn a_socket_used_by_tasklets_then_by_a_plain_thread_still_blocks() {
 #[test]
 fn connect_timeout_and_udp_work_in_tasklets() {
     install();
-    let t = tasklet::spawn(|| {
+    let t = tasklets::spawn(|| {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
@@ -357,7 +357,7 @@ fn connect_timeout_and_udp_work_in_tasklets() {
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         let a_addr = a.local_addr().unwrap();
         let b_addr = b.local_addr().unwrap();
-        let ponger = tasklet::spawn(move || {
+        let ponger = tasklets::spawn(move || {
             let mut buf = [0; 16];
             for _ in 0..10 {
                 let (n, from) = b.recv_from(&mut buf).unwrap(); // parks
@@ -379,11 +379,11 @@ fn connect_timeout_and_udp_work_in_tasklets() {
 #[test]
 fn dup2_onto_a_registered_socket_lets_the_new_socket_park() {
     install();
-    let t = tasklet::spawn(|| {
+    let t = tasklets::spawn(|| {
         let (mut a, mut a_peer) = tcp_pair();
         let (b, mut b_peer) = tcp_pair();
         // `a` parks once, so its number has a poller registration.
-        let writer = tasklet::spawn(move || {
+        let writer = tasklets::spawn(move || {
             std::thread::sleep(ms(5));
             a_peer.write_all(b"1").unwrap();
             a_peer
@@ -394,7 +394,7 @@ fn dup2_onto_a_registered_socket_lets_the_new_socket_park() {
         // SAFETY: both fds are open and owned by this test.
         assert_eq!(unsafe { libc::dup2(b.as_raw_fd(), a.as_raw_fd()) }, a.as_raw_fd());
         drop(b);
-        let writer = tasklet::spawn(move || {
+        let writer = tasklets::spawn(move || {
             std::thread::sleep(ms(5));
             b_peer.write_all(b"2").unwrap();
             b_peer
@@ -410,9 +410,9 @@ fn dup2_onto_a_registered_socket_lets_the_new_socket_park() {
 #[test]
 fn a_cooperative_call_that_parked_leaves_errno_as_it_found_it() {
     install();
-    let t = tasklet::spawn(|| {
+    let t = tasklets::spawn(|| {
         let (client, mut server) = tcp_pair();
-        let writer = tasklet::spawn(move || {
+        let writer = tasklets::spawn(move || {
             std::thread::sleep(ms(5));
             server.write_all(b"e").unwrap();
             server

@@ -14,7 +14,7 @@ use common::{install, ms};
 #[test]
 fn after_uninstall_nothing_changes() {
     install();
-    assert!(tasklet_shims::is_installed());
+    assert!(tasklets_shims::is_installed());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (mut server, _) = listener.accept().unwrap();
@@ -22,13 +22,13 @@ fn after_uninstall_nothing_changes() {
     // While installed: a read parks and the other tasklets run.
     let ticks = Rc::new(Cell::new(0));
     let counter = ticks.clone();
-    let ticker = tasklet::spawn(move || {
+    let ticker = tasklets::spawn(move || {
         for _ in 0..3 {
             counter.set(counter.get() + 1);
-            tasklet::schedule();
+            tasklets::schedule();
         }
     });
-    let writer = tasklet::spawn(move || {
+    let writer = tasklets::spawn(move || {
         std::thread::sleep(ms(10));
         server.write_all(b"1").unwrap();
         server
@@ -39,13 +39,13 @@ fn after_uninstall_nothing_changes() {
     ticker.join().unwrap();
     assert_eq!(ticks.get(), 3);
 
-    tasklet_shims::uninstall();
-    assert!(!tasklet_shims::is_installed());
+    tasklets_shims::uninstall();
+    assert!(!tasklets_shims::is_installed());
     // The same socket, in a tasklet: the read blocks the thread (the ticker cannot run) and
     // times out the kernel's way.
     let ticks = Rc::new(Cell::new(0));
     let seen = ticks.clone();
-    let reader = tasklet::spawn(move || {
+    let reader = tasklets::spawn(move || {
         client.set_read_timeout(Some(ms(50))).unwrap();
         let start = Instant::now();
         let err = client.read(&mut [0; 1]).unwrap_err();
@@ -54,7 +54,7 @@ fn after_uninstall_nothing_changes() {
         (err.kind(), start.elapsed(), flags & libc::O_NONBLOCK, seen.get(), client)
     });
     let counter = ticks.clone();
-    let ticker = tasklet::spawn(move || counter.set(counter.get() + 1));
+    let ticker = tasklets::spawn(move || counter.set(counter.get() + 1));
     // The reader runs first (spawn order) and blocks the whole thread in the kernel: the
     // ticker has not run when the read returns.
     let (kind, waited, nonblock, ticks_during_read, mut client) = reader.join().unwrap();
@@ -67,13 +67,13 @@ fn after_uninstall_nothing_changes() {
     // A sleep in a tasklet blocks the thread again.
     let order = Rc::new(Cell::new(0));
     let seen = order.clone();
-    let sleeper = tasklet::spawn(move || {
+    let sleeper = tasklets::spawn(move || {
         std::thread::sleep(ms(30));
         seen.set(seen.get() * 10 + 1);
     });
     let other = {
         let order = order.clone();
-        tasklet::spawn(move || order.set(order.get() * 10 + 2))
+        tasklets::spawn(move || order.set(order.get() * 10 + 2))
     };
     sleeper.join().unwrap();
     other.join().unwrap();

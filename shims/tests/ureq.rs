@@ -41,12 +41,12 @@ fn ureq_makes_200_concurrent_requests_to_a_tasklet_http_server_on_one_thread() {
     let most_open = Rc::new(Cell::new(0usize));
     let server = {
         let (open, most_open) = (open.clone(), most_open.clone());
-        tasklet::spawn(move || {
+        tasklets::spawn(move || {
             let handlers: Vec<_> = (0..REQUESTS)
                 .map(|_| {
                     let (conn, _) = listener.accept().unwrap();
                     let (open, most_open) = (open.clone(), most_open.clone());
-                    tasklet::spawn(move || {
+                    tasklets::spawn(move || {
                         open.set(open.get() + 1);
                         most_open.set(most_open.get().max(open.get()));
                         serve(conn).unwrap();
@@ -62,7 +62,7 @@ fn ureq_makes_200_concurrent_requests_to_a_tasklet_http_server_on_one_thread() {
     let start = Instant::now();
     let clients: Vec<_> = (0..REQUESTS)
         .map(|i| {
-            tasklet::spawn(move || {
+            tasklets::spawn(move || {
                 std::thread::sleep(ms(i as u64 % 20)); // spread the connects over the backlog
                 ureq::get(&format!("http://{addr}/item/{i}")).call().unwrap().into_string().unwrap()
             })

@@ -9,15 +9,15 @@
 //!
 //! ```
 //! use std::io::{BufRead, BufReader, Write};
-//! use tasklet::net::{TcpListener, TcpStream}; // was: use std::net::{TcpListener, TcpStream};
+//! use tasklets::net::{TcpListener, TcpStream}; // was: use std::net::{TcpListener, TcpStream};
 //!
 //! let listener = TcpListener::bind("127.0.0.1:0")?;
 //! let addr = listener.local_addr()?;
 //! // The server: an acceptor tasklet, and one tasklet per connection.
-//! tasklet::spawn(move || {
+//! tasklets::spawn(move || {
 //!     for stream in listener.incoming().take(3) {
 //!         let stream = stream.unwrap();
-//!         tasklet::spawn(move || {
+//!         tasklets::spawn(move || {
 //!             let mut lines = BufReader::new(&stream);
 //!             let mut line = String::new();
 //!             while lines.read_line(&mut line).unwrap() > 0 {
@@ -31,7 +31,7 @@
 //! let clients: Vec<_> = ["one", "two", "three"]
 //!     .into_iter()
 //!     .map(|word| {
-//!         tasklet::spawn(move || {
+//!         tasklets::spawn(move || {
 //!             let mut stream = TcpStream::connect(addr).unwrap();
 //!             writeln!(stream, "{word}").unwrap();
 //!             let mut reply = String::new();
@@ -40,7 +40,7 @@
 //!         })
 //!     })
 //!     .collect();
-//! tasklet::run(); // returns when every connection is served
+//! tasklets::run(); // returns when every connection is served
 //! let replies: Vec<String> = clients.into_iter().map(|c| c.join().unwrap()).collect();
 //! assert_eq!(replies, ["ONE\n", "TWO\n", "THREE\n"]);
 //! # Ok::<(), std::io::Error>(())
@@ -207,7 +207,7 @@ impl NetSocket {
         }
         // `ioctl(FIONBIO)` on an open socket cannot fail; an fd that is not open at all breaks
         // the contract of `FromRawFd`/`OwnedFd`.
-        let source = Source::new(socket).expect("tasklet::net: cannot make the socket non-blocking");
+        let source = Source::new(socket).expect("tasklets::net: cannot make the socket non-blocking");
         NetSocket { source, options: Arc::new(options) }
     }
 
@@ -219,11 +219,13 @@ impl NetSocket {
             .set_read_timeout(self.timeout(Direction::Read))
             .and_then(|()| socket.set_write_timeout(self.timeout(Direction::Write)))
         {
-            log::warn!("tasklet::net: cannot store the timeouts in a socket given up: {err}");
+            log::warn!("tasklets::net: cannot store the timeouts in a socket given up: {err}");
         }
         let nonblocking = self.options.nonblocking.load(Ordering::Relaxed);
         // As above: `ioctl(FIONBIO)` on an open socket cannot fail.
-        self.source.into_socket(nonblocking).expect("tasklet::net: cannot restore the socket's blocking mode")
+        self.source
+            .into_socket(nonblocking)
+            .expect("tasklets::net: cannot restore the socket's blocking mode")
     }
 
     /// A second handle to the same socket (`dup`), sharing the options. It registers with the

@@ -28,20 +28,20 @@ const BACKLOG: i32 = 1024;
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// use tasklet::net::{TcpListener, TcpStream};
+/// use tasklets::net::{TcpListener, TcpStream};
 ///
 /// let listener = TcpListener::bind("127.0.0.1:0")?;
 /// let addr = listener.local_addr()?;
-/// let server = tasklet::spawn(move || -> std::io::Result<String> {
+/// let server = tasklets::spawn(move || -> std::io::Result<String> {
 ///     let (mut stream, _peer) = listener.accept()?; // parks until the client connects
 ///     let mut greeting = String::new();
 ///     stream.read_to_string(&mut greeting)?;
 ///     Ok(greeting)
 /// });
-/// let client = tasklet::spawn(move || -> std::io::Result<()> {
+/// let client = tasklets::spawn(move || -> std::io::Result<()> {
 ///     TcpStream::connect(addr)?.write_all(b"hello")
 /// });
-/// tasklet::run();
+/// tasklets::run();
 /// client.join().unwrap()?;
 /// assert_eq!(server.join().unwrap()?, "hello");
 /// # Ok::<(), std::io::Error>(())
@@ -73,18 +73,18 @@ pub struct Incoming<'a> {
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// use tasklet::net::{TcpListener, TcpStream};
+/// use tasklets::net::{TcpListener, TcpStream};
 ///
 /// let listener = TcpListener::bind("127.0.0.1:0")?;
 /// let addr = listener.local_addr()?;
 /// // An echo server...
-/// tasklet::spawn(move || {
+/// tasklets::spawn(move || {
 ///     let (mut stream, _) = listener.accept().unwrap();
 ///     let mut reader = stream.try_clone().unwrap();
 ///     std::io::copy(&mut reader, &mut stream).unwrap();
 /// });
 /// // ...and a client.
-/// let client = tasklet::spawn(move || {
+/// let client = tasklets::spawn(move || {
 ///     let mut stream = TcpStream::connect(addr).unwrap();
 ///     stream.write_all(b"ping").unwrap();
 ///     stream.shutdown(std::net::Shutdown::Write).unwrap();
@@ -92,7 +92,7 @@ pub struct Incoming<'a> {
 ///     stream.read_to_end(&mut echo).unwrap();
 ///     echo
 /// });
-/// tasklet::run();
+/// tasklets::run();
 /// assert_eq!(client.join().unwrap(), b"ping");
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -115,7 +115,7 @@ impl TcpListener {
     /// # Examples
     ///
     /// ```
-    /// let listener = tasklet::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let listener = tasklets::net::TcpListener::bind("127.0.0.1:0")?;
     /// assert_ne!(listener.local_addr()?.port(), 0);
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -152,11 +152,11 @@ impl TcpListener {
     /// # Examples
     ///
     /// ```
-    /// use tasklet::net::{TcpListener, TcpStream};
+    /// use tasklets::net::{TcpListener, TcpStream};
     ///
     /// let listener = TcpListener::bind("127.0.0.1:0")?;
     /// let addr = listener.local_addr()?;
-    /// let client = tasklet::spawn(move || TcpStream::connect(addr).unwrap().local_addr().unwrap());
+    /// let client = tasklets::spawn(move || TcpStream::connect(addr).unwrap().local_addr().unwrap());
     /// let (_stream, peer) = listener.accept()?; // main parks; the client tasklet runs
     /// assert_eq!(peer, client.join().unwrap());
     /// # Ok::<(), std::io::Error>(())
@@ -175,15 +175,15 @@ impl TcpListener {
     ///
     /// ```
     /// use std::io::Write;
-    /// use tasklet::net::{TcpListener, TcpStream};
+    /// use tasklets::net::{TcpListener, TcpStream};
     ///
     /// let listener = TcpListener::bind("127.0.0.1:0")?;
     /// let addr = listener.local_addr()?;
     /// for n in 0..3u8 {
-    ///     tasklet::spawn(move || TcpStream::connect(addr).unwrap().write_all(&[n]).unwrap());
+    ///     tasklets::spawn(move || TcpStream::connect(addr).unwrap().write_all(&[n]).unwrap());
     /// }
-    /// let served = tasklet::spawn(move || listener.incoming().take(3).filter(|s| s.is_ok()).count());
-    /// tasklet::run();
+    /// let served = tasklets::spawn(move || listener.incoming().take(3).filter(|s| s.is_ok()).count());
+    /// tasklets::run();
     /// assert_eq!(served.join().unwrap(), 3);
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -252,7 +252,7 @@ impl TcpStream {
     /// # Examples
     ///
     /// ```
-    /// use tasklet::net::{TcpListener, TcpStream};
+    /// use tasklets::net::{TcpListener, TcpStream};
     ///
     /// let listener = TcpListener::bind("127.0.0.1:0")?;
     /// let stream = TcpStream::connect(listener.local_addr()?)?;
@@ -272,7 +272,7 @@ impl TcpStream {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tasklet::net::{TcpListener, TcpStream};
+    /// use tasklets::net::{TcpListener, TcpStream};
     ///
     /// let listener = TcpListener::bind("127.0.0.1:0")?;
     /// let addr = listener.local_addr()?;
@@ -314,13 +314,13 @@ impl TcpStream {
     ///
     /// ```
     /// use std::io::{Read, Write};
-    /// use tasklet::net::{TcpListener, TcpStream};
+    /// use tasklets::net::{TcpListener, TcpStream};
     ///
     /// let listener = TcpListener::bind("127.0.0.1:0")?;
     /// let mut client = TcpStream::connect(listener.local_addr()?)?;
     /// let (server, _) = listener.accept()?;
     /// let mut writer = server.try_clone()?;
-    /// tasklet::spawn(move || writer.write_all(b"from the clone").unwrap());
+    /// tasklets::spawn(move || writer.write_all(b"from the clone").unwrap());
     /// let mut buf = [0; 14];
     /// client.read_exact(&mut buf)?; // main parks; the writer tasklet runs
     /// assert_eq!(&buf, b"from the clone");
@@ -341,7 +341,7 @@ impl TcpStream {
     /// ```
     /// use std::io::Read;
     /// use std::time::Duration;
-    /// use tasklet::net::{TcpListener, TcpStream};
+    /// use tasklets::net::{TcpListener, TcpStream};
     ///
     /// let listener = TcpListener::bind("127.0.0.1:0")?;
     /// let mut stream = TcpStream::connect(listener.local_addr()?)?;
@@ -379,7 +379,7 @@ impl TcpStream {
     ///
     /// ```
     /// use std::io::{Read, Write};
-    /// use tasklet::net::{TcpListener, TcpStream};
+    /// use tasklets::net::{TcpListener, TcpStream};
     ///
     /// let listener = TcpListener::bind("127.0.0.1:0")?;
     /// let mut client = TcpStream::connect(listener.local_addr()?)?;
@@ -428,7 +428,7 @@ impl TcpStream {
     ///
     /// ```
     /// use std::io::Read;
-    /// use tasklet::net::{TcpListener, TcpStream};
+    /// use tasklets::net::{TcpListener, TcpStream};
     ///
     /// let listener = TcpListener::bind("127.0.0.1:0")?;
     /// let mut stream = TcpStream::connect(listener.local_addr()?)?;

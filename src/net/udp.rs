@@ -20,12 +20,12 @@ use crate::reactor::Direction;
 /// # Examples
 ///
 /// ```
-/// use tasklet::net::UdpSocket;
+/// use tasklets::net::UdpSocket;
 ///
 /// let server = UdpSocket::bind("127.0.0.1:0")?;
 /// let server_addr = server.local_addr()?;
 /// // The server answers one datagram, upper-cased.
-/// tasklet::spawn(move || {
+/// tasklets::spawn(move || {
 ///     let mut buf = [0; 64];
 ///     let (n, from) = server.recv_from(&mut buf).unwrap(); // parks until a datagram comes
 ///     server.send_to(&buf[..n].to_ascii_uppercase(), from).unwrap();
@@ -70,7 +70,7 @@ impl UdpSocket {
     /// # Examples
     ///
     /// ```
-    /// use tasklet::net::UdpSocket;
+    /// use tasklets::net::UdpSocket;
     ///
     /// let socket = UdpSocket::bind("127.0.0.1:0")?;
     /// socket.send_to(b"again", socket.local_addr()?)?;
@@ -124,7 +124,7 @@ impl UdpSocket {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tasklet::net::UdpSocket;
+    /// use tasklets::net::UdpSocket;
     ///
     /// let socket = UdpSocket::bind("127.0.0.1:0")?;
     /// socket.set_read_timeout(Some(Duration::from_millis(10)))?;
@@ -244,7 +244,7 @@ impl UdpSocket {
     /// # Examples
     ///
     /// ```
-    /// use tasklet::net::UdpSocket;
+    /// use tasklets::net::UdpSocket;
     ///
     /// let a = UdpSocket::bind("127.0.0.1:0")?;
     /// let b = UdpSocket::bind("127.0.0.1:0")?;

@@ -8,15 +8,15 @@
 //!
 //! ```
 //! use std::io::{BufRead, BufReader, Write};
-//! use tasklet::net::unix::{UnixListener, UnixStream}; // was: use std::os::unix::net::...
+//! use tasklets::net::unix::{UnixListener, UnixStream}; // was: use std::os::unix::net::...
 //!
 //! let path = std::env::temp_dir().join(format!("tasklet-doc-unix-{}.sock", std::process::id()));
 //! let _ = std::fs::remove_file(&path);
 //! let listener = UnixListener::bind(&path).unwrap();
-//! tasklet::spawn(move || {
+//! tasklets::spawn(move || {
 //!     for stream in listener.incoming().take(3) {
 //!         let mut stream = stream.unwrap();
-//!         tasklet::spawn(move || {
+//!         tasklets::spawn(move || {
 //!             let mut line = String::new();
 //!             BufReader::new(&stream).read_line(&mut line).unwrap();
 //!             stream.write_all(line.to_uppercase().as_bytes()).unwrap();
@@ -27,7 +27,7 @@
 //!     .into_iter()
 //!     .map(|word| {
 //!         let path = path.clone();
-//!         tasklet::spawn(move || {
+//!         tasklets::spawn(move || {
 //!             let mut stream = UnixStream::connect(&path).unwrap();
 //!             stream.write_all(word.as_bytes()).unwrap();
 //!             let mut reply = String::new();
@@ -375,12 +375,12 @@ macro_rules! unix_conversions {
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// use tasklet::net::unix::{UnixListener, UnixStream};
+/// use tasklets::net::unix::{UnixListener, UnixStream};
 ///
 /// let path = std::env::temp_dir().join(format!("tasklet-doc-listener-{}.sock", std::process::id()));
 /// let _ = std::fs::remove_file(&path);
 /// let listener = UnixListener::bind(&path).unwrap();
-/// let server = tasklet::spawn(move || {
+/// let server = tasklets::spawn(move || {
 ///     let (mut stream, _addr) = listener.accept().unwrap();
 ///     let mut request = String::new();
 ///     stream.read_to_string(&mut request).unwrap();
@@ -414,7 +414,7 @@ impl UnixListener {
     /// ```
     /// # #[cfg(target_os = "linux")] {
     /// use std::os::linux::net::SocketAddrExt;
-    /// use tasklet::net::unix::{SocketAddr, UnixListener, UnixStream};
+    /// use tasklets::net::unix::{SocketAddr, UnixListener, UnixStream};
     ///
     /// let name = format!("tasklet-doc-abstract-{}", std::process::id());
     /// let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
@@ -476,12 +476,12 @@ impl UnixListener {
     /// # Examples
     ///
     /// ```
-    /// use tasklet::net::unix::{UnixListener, UnixStream};
+    /// use tasklets::net::unix::{UnixListener, UnixStream};
     ///
     /// let path = std::env::temp_dir().join(format!("tasklet-doc-incoming-{}.sock", std::process::id()));
     /// let _ = std::fs::remove_file(&path);
     /// let listener = UnixListener::bind(&path).unwrap();
-    /// let server = tasklet::spawn(move || listener.incoming().take(10).filter(|s| s.is_ok()).count());
+    /// let server = tasklets::spawn(move || listener.incoming().take(10).filter(|s| s.is_ok()).count());
     /// let _clients: Vec<UnixStream> = (0..10).map(|_| UnixStream::connect(&path).unwrap()).collect();
     /// assert_eq!(server.join().unwrap(), 10);
     /// std::fs::remove_file(&path).unwrap();
@@ -538,10 +538,10 @@ impl std::iter::FusedIterator for Incoming<'_> {}
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// use tasklet::net::unix::UnixStream;
+/// use tasklets::net::unix::UnixStream;
 ///
 /// let (mut a, mut b) = UnixStream::pair().unwrap();
-/// let reader = tasklet::spawn(move || {
+/// let reader = tasklets::spawn(move || {
 ///     let mut buf = [0; 5];
 ///     b.read_exact(&mut buf).unwrap(); // parks until the bytes arrive
 ///     buf
@@ -582,10 +582,10 @@ impl UnixStream {
     ///
     /// ```
     /// use std::io::{BufRead, BufReader, Write};
-    /// use tasklet::net::unix::UnixStream;
+    /// use tasklets::net::unix::UnixStream;
     ///
     /// let (mut a, b) = UnixStream::pair().unwrap();
-    /// let echo = tasklet::spawn(move || {
+    /// let echo = tasklets::spawn(move || {
     ///     let mut line = String::new();
     ///     BufReader::new(b).read_line(&mut line).unwrap();
     ///     line
@@ -627,7 +627,7 @@ impl UnixStream {
     /// ```
     /// use std::io::{ErrorKind, Read};
     /// use std::time::Duration;
-    /// use tasklet::net::unix::UnixStream;
+    /// use tasklets::net::unix::UnixStream;
     ///
     /// let (mut a, _b) = UnixStream::pair().unwrap();
     /// a.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
@@ -677,7 +677,7 @@ impl UnixStream {
     /// ```
     /// use std::io::{Read, Write};
     /// use std::net::Shutdown;
-    /// use tasklet::net::unix::UnixStream;
+    /// use tasklets::net::unix::UnixStream;
     ///
     /// let (mut a, mut b) = UnixStream::pair().unwrap();
     /// a.write_all(b"last words").unwrap();
@@ -755,7 +755,7 @@ impl io::Write for &UnixStream {
 /// # Examples
 ///
 /// ```
-/// use tasklet::net::unix::UnixDatagram;
+/// use tasklets::net::unix::UnixDatagram;
 ///
 /// let dir = std::env::temp_dir();
 /// let server_path = dir.join(format!("tasklet-doc-dgram-server-{}.sock", std::process::id()));
@@ -763,7 +763,7 @@ impl io::Write for &UnixStream {
 /// let _ = std::fs::remove_file(&server_path);
 /// let _ = std::fs::remove_file(&client_path);
 /// let server = UnixDatagram::bind(&server_path).unwrap();
-/// let echo = tasklet::spawn(move || {
+/// let echo = tasklets::spawn(move || {
 ///     let mut buf = [0; 64];
 ///     let (n, from) = server.recv_from(&mut buf).unwrap(); // parks until a datagram arrives
 ///     server.send_to(&buf[..n], from.as_pathname().unwrap()).unwrap();
@@ -814,10 +814,10 @@ impl UnixDatagram {
     /// # Examples
     ///
     /// ```
-    /// use tasklet::net::unix::UnixDatagram;
+    /// use tasklets::net::unix::UnixDatagram;
     ///
     /// let (a, b) = UnixDatagram::pair().unwrap();
-    /// let receiver = tasklet::spawn(move || {
+    /// let receiver = tasklets::spawn(move || {
     ///     let mut buf = [0; 16];
     ///     let n = b.recv(&mut buf).unwrap();
     ///     buf[..n].to_vec()
@@ -905,7 +905,7 @@ impl UnixDatagram {
     /// ```
     /// use std::io::ErrorKind;
     /// use std::time::Duration;
-    /// use tasklet::net::unix::UnixDatagram;
+    /// use tasklets::net::unix::UnixDatagram;
     ///
     /// let socket = UnixDatagram::unbound().unwrap();
     /// socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();

@@ -10,7 +10,7 @@ pub fn ms(n: u64) -> Duration {
 
 /// Turns the shims on (every test of a binary does; it is process-wide and idempotent).
 pub fn install() {
-    tasklet_shims::install().expect("the tests run on dynamically linked glibc x86_64");
+    tasklets_shims::install().expect("the tests run on dynamically linked glibc x86_64");
 }
 
 /// Open file descriptors of this process.
