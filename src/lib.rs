@@ -130,8 +130,10 @@ mod reactor;
 mod runqueue;
 mod scheduler;
 mod stack;
+pub mod sync;
 mod sys;
 mod tasklet;
+pub mod threads;
 pub mod time;
 mod timer;
 
