@@ -252,11 +252,17 @@ impl<R> Threads<R> {
         self.stop(true)
     }
 
+    /// The index of the calling thread among these, if it is one of them.
+    fn own_index(&self) -> Option<usize> {
+        let me = current()?;
+        self.threads.iter().position(|thread| thread.mailbox.same_channel(&me.mailbox))
+    }
+
     fn stop(mut self, kill: bool) -> Vec<Result<R, JoinError>> {
-        if let Some(me) = current() {
-            let mine = self.threads.iter().any(|thread| thread.mailbox.same_channel(&me.mailbox));
-            assert!(!mine, "tasklets::threads: a scheduler thread cannot join the threads it belongs to");
-        }
+        assert!(
+            self.own_index().is_none(),
+            "tasklets::threads: a scheduler thread cannot join the threads it belongs to"
+        );
         for thread in &self.threads {
             let _ = thread.mailbox.send(Message::Stop { kill });
         }
@@ -277,15 +283,21 @@ impl<R> Joiner<R> {
 }
 
 impl<R> Drop for Threads<R> {
+    /// Stops the threads, killing what still runs, and joins them; dropped on one of these
+    /// threads, it does not wait for that one (which stops by itself once the dropping
+    /// tasklet gives up the CPU).
     fn drop(&mut self) {
         if self.joiners.is_empty() {
             return;
         }
+        let own = self.own_index();
         for thread in &self.threads {
             let _ = thread.mailbox.send(Message::Stop { kill: true });
         }
-        for joiner in std::mem::take(&mut self.joiners) {
-            drop(joiner.join());
+        for (index, joiner) in std::mem::take(&mut self.joiners).into_iter().enumerate() {
+            if Some(index) != own {
+                drop(joiner.join());
+            }
         }
     }
 }
