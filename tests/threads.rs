@@ -136,14 +136,18 @@ fn shutdown_and_drop_kill_what_still_runs() {
     }
     for by_drop in [false, true] {
         let dropped = Arc::new(AtomicUsize::new(0));
+        let (started, starts) = tasklets::sync::channel(2);
         let threads = {
             let dropped = dropped.clone();
             threads::spawn(2, move |_| {
                 let _guard = Guard(dropped.clone());
+                started.send(()).unwrap();
                 tasklets::time::sleep(Duration::from_secs(3600));
             })
             .unwrap()
         };
+        // (A root that never started would be killed before it made its guard.)
+        starts.iter().take(2).for_each(drop);
         let sleepers: Vec<_> = (0..6)
             .map(|i| {
                 let guard = Guard(dropped.clone());
