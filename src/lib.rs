@@ -125,6 +125,7 @@ mod clock;
 mod context;
 mod debug;
 pub mod io;
+pub mod monitor;
 pub mod net;
 mod reactor;
 mod runqueue;
