@@ -35,7 +35,8 @@
 //! ```text
 //! { "version": 1, "unix_ms": 1733333333000, "refresh_ms": 1000,
 //!   "stall_threshold_ms": 100, "parked_threshold_ms": 10000,
-//!   "console": { "connections": 1, "max_connections": 64, "refused": 0, "served": 12 },
+//!   "console": { "connections": 1, "peak_connections": 3, "max_connections": 64, "refused": 0,
+//!                "served": 12 },
 //!   "threads": [ {
 //!     "id": 1, "name": "main", "os_tid": 4242, "main_tasklet": 1,
 //!     "activity": "idle" | "running" | "stalled" | "main_busy",
@@ -120,8 +121,9 @@ pub fn serve<A: ToSocketAddrs>(addr: A) -> io::Result<Console> {
 }
 
 /// Bounds on what clients may make the console hold.
+///
+/// Build one with struct update syntax: `Limits { max_connections: 16, ..Limits::default() }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Limits {
     /// Connections served at once; more are answered `503` and closed (default 64).
     pub max_connections: usize,
@@ -333,7 +335,7 @@ impl Builder {
                 ));
             }
         }
-        let listener = std::net::TcpListener::bind(&addrs[..])?;
+        let listener = bind(&addrs)?;
         let local = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -344,6 +346,22 @@ impl Builder {
         };
         Ok(Console { addr: local, stop, thread: Some(thread) })
     }
+}
+
+/// Listens on the first of `addrs` that can be bound, with a backlog of 1,024 connections
+/// (std's is 128: a burst of clients, or a flood that the console refuses one by one, would
+/// overflow it and leave clients waiting a second for their SYN to be retransmitted).
+fn bind(addrs: &[SocketAddr]) -> io::Result<std::net::TcpListener> {
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to bind");
+    for addr in addrs {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(*addr), socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        match socket.bind(&(*addr).into()).and_then(|()| socket.listen(1024)) {
+            Ok(()) => return Ok(socket.into()),
+            Err(err) => last = err,
+        }
+    }
+    Err(last)
 }
 
 /// A running console. Dropping it leaves the console running for the rest of the process;

@@ -46,6 +46,7 @@ pub(crate) fn run(listener: std::net::TcpListener, builder: Builder, stop: Arc<A
             continue;
         }
         state.connections.set(state.connections.get() + 1);
+        state.peak_connections.set(state.peak_connections.get().max(state.connections.get()));
         let open = Open(state.clone());
         let spawned = tasklets::Builder::new().name("console connection").spawn(move || {
             serve_connection(&stream, &open.0);

@@ -36,6 +36,7 @@ pub(crate) struct State {
     cache: RefCell<Option<(Instant, String)>>,
     building: Cell<bool>,
     pub(crate) connections: Cell<usize>,
+    pub(crate) peak_connections: Cell<usize>,
     pub(crate) refused: Cell<u64>,
     pub(crate) served: Cell<u64>,
 }
@@ -157,6 +158,7 @@ impl State {
             cache: RefCell::new(None),
             building: Cell::new(false),
             connections: Cell::new(0),
+            peak_connections: Cell::new(0),
             refused: Cell::new(0),
             served: Cell::new(0),
         }
@@ -177,7 +179,15 @@ impl State {
         let mut watcher = self.watcher.borrow_mut();
         let mut threads = self.threads.borrow_mut();
         let mut warnings = self.warnings.borrow_mut();
-        threads.retain(|id, _| handles.iter().any(|h| h.id() == *id));
+        threads.retain(|id, track| {
+            let alive = handles.iter().any(|h| h.id() == *id);
+            if !alive {
+                // The thread exited: a stall it was in is over.
+                track.activity = Activity::Idle;
+                Self::follow_stall(track, &mut warnings);
+            }
+            alive
+        });
         watcher.retain(&handles);
         for handle in handles {
             let track = threads.entry(handle.id()).or_insert_with(|| {
@@ -322,6 +332,7 @@ impl State {
         w.key("parked_threshold_ms").f64(ms(self.parked_threshold));
         w.key("console").begin_object();
         w.key("connections").u64(self.connections.get() as u64);
+        w.key("peak_connections").u64(self.peak_connections.get() as u64);
         w.key("max_connections").u64(self.limits.max_connections as u64);
         w.key("refused").u64(self.refused.get());
         w.key("served").u64(self.served.get());
