@@ -86,7 +86,7 @@ fn app(truth: mpsc::Sender<Truth>, stop: std::os::unix::net::UnixStream) {
     // The ring stays blocked for ever; the thread's exit kills it.
 }
 
-fn tasklet<'a>(thread: &'a Value, id: u64) -> &'a Value {
+fn tasklet(thread: &Value, id: u64) -> &Value {
     thread["tasklets"]
         .as_array()
         .unwrap()
