@@ -234,7 +234,10 @@ impl<R> Threads<R> {
     /// Stops taking new tasklets (those spawned before still start), waits until every
     /// tasklet of every thread has finished, and returns each thread's root outcome, in index
     /// order: its value, its panic, or [`JoinError::Deadlock`] if it was left blocked on a
-    /// local channel forever. A tasklet calling this parks; a plain thread blocks.
+    /// local channel forever. A tasklet calling this parks; a plain thread blocks. A tasklet
+    /// that never finishes (an accept loop, a wait on a `sync` channel nobody sends on) makes
+    /// `join` wait forever, as `std::thread::JoinHandle::join` would: use
+    /// [`shutdown`](Threads::shutdown) for those.
     ///
     /// # Panics
     /// When called from one of these threads (it would wait for itself).
