@@ -14,16 +14,19 @@ pub const END: &str = "<!-- compare:end -->";
 /// The section this replaces the first time.
 const OLD_HEADING: &str = "## Peers (may, tokio, OS threads)";
 
-pub fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// The workspace root (this crate is its `bench/` member): `docs/`, `Cargo.lock` and the
+/// default `target/` are there.
+pub fn workspace_dir() -> PathBuf {
+    let bench = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    bench.parent().expect("bench/ is a directory of the workspace").to_owned()
 }
 
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| manifest_dir().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_dir().join("target"))
 }
 
 pub fn docs_dir() -> PathBuf {
-    manifest_dir().join("docs")
+    workspace_dir().join("docs")
 }
 
 pub fn loadavg() -> String {
@@ -32,7 +35,7 @@ pub fn loadavg() -> String {
 }
 
 fn command(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).current_dir(manifest_dir()).output().ok()?;
+    let out = Command::new(program).args(args).current_dir(workspace_dir()).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
@@ -42,7 +45,7 @@ fn read(path: &str) -> String {
 
 /// The versions of some packages in `Cargo.lock`.
 fn locked_versions(names: &[&str]) -> Vec<(String, String)> {
-    let lock = std::fs::read_to_string(manifest_dir().join("Cargo.lock")).unwrap_or_default();
+    let lock = std::fs::read_to_string(workspace_dir().join("Cargo.lock")).unwrap_or_default();
     let mut found = Vec::new();
     let mut name = None;
     for line in lock.lines() {

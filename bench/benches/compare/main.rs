@@ -3,14 +3,15 @@
 //! (std), and for the echo server a hand-written readiness loop with no tasks at all (the floor).
 //!
 //! ```sh
-//! cargo bench --bench compare                    # everything, twice; rewrites the docs
-//! cargo bench --bench compare -- --runs 3        # three runs
-//! cargo bench --bench compare -- --only echo     # some cases (switch, channel, spawn,
-//!                                                # memory, sleep, echo); docs left alone
-//! cargo bench --bench compare -- --quick         # short settings, docs left alone
-//! cargo bench --bench compare -- --no-docs       # everything, but only target/compare/ written
+//! cargo bench -p tasklets-bench --bench compare                 # everything, twice; rewrites the docs
+//! cargo bench -p tasklets-bench --bench compare -- --runs 3     # three runs
+//! cargo bench -p tasklets-bench --bench compare -- --only echo  # some cases; docs left alone
+//! cargo bench -p tasklets-bench --bench compare -- --quick      # short settings; docs left alone
+//! cargo bench -p tasklets-bench --bench compare -- --no-docs    # everything; only target/compare/ written
 //! ```
 //!
+//! `--only` takes case names separated by commas: switch, channel, spawn, memory, sleep, echo,
+//! echo-ir.
 //! `--write-docs` rewrites the docs even after a partial or quick run.
 //!
 //! Every measurement runs in a fresh child process (this binary re-executed with `--child`),
@@ -32,19 +33,12 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-#[path = "compare/common.rs"]
 mod common;
-#[path = "compare/echo.rs"]
 mod echo;
-#[path = "compare/memory.rs"]
 mod memory;
-#[path = "compare/micro.rs"]
 mod micro;
-#[path = "compare/report.rs"]
 mod report;
-#[path = "compare/sleep.rs"]
 mod sleep;
-#[path = "compare/svg.rs"]
 mod svg;
 
 use common::{emit_per_op, measure, pin};
@@ -801,7 +795,9 @@ fn main() -> ExitCode {
         std::fs::write(&path, report::splice(&doc, &tables)).expect("write docs/benchmarks.md");
         println!("rewrote the comparison section of {}", path.display());
     } else {
-        println!("(docs left alone: only a full `cargo bench --bench compare` rewrites them)");
+        println!(
+            "(docs left alone: only a full `cargo bench -p tasklets-bench --bench compare` rewrites them)"
+        );
     }
     ExitCode::SUCCESS
 }
