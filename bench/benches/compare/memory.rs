@@ -3,14 +3,207 @@
 //! the parent can tell where a peer that cannot hold N tasks gave up, and how.
 
 use std::cell::Cell;
+use std::fmt::Write as _;
 use std::io::Write;
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::common::{emit, mappings, status_kib};
-use crate::micro::{in_may, may_go, tokio_runtime};
+use crate::case::{run_child, Case, ChildArgs, Job, Mode, Record};
+use crate::common::{emit, in_may, mappings, may_go, status_kib, tokio_runtime};
+use crate::report::{md_escape, num, read, thousands, Reference, Report};
+use crate::svg::{self, Panel};
+
+/// The case `memory`.
+pub struct Memory;
+
+const PEERS: [&str; 3] = ["tasklet", "may", "tokio"];
+
+/// The numbers of parked tasks measured, one child process each.
+fn counts(mode: Mode) -> &'static [usize] {
+    match mode {
+        Mode::Full => &[10_000, 100_000, 1_000_000],
+        Mode::Quick => &[10_000],
+        Mode::Smoke => &[1_000],
+    }
+}
+
+/// Display names: (Markdown, plain text for the charts).
+fn label(imp: &str) -> (&'static str, &'static str) {
+    match imp {
+        "tasklet" => ("tasklet blocked in `Channel::receive`", "tasklet"),
+        "may" => ("may coroutine in `coroutine::park()`", "may"),
+        "tokio" => ("tokio task awaiting `Notify::notified()`", "tokio"),
+        _ => ("?", "?"),
+    }
+}
+
+impl Case for Memory {
+    fn names(&self) -> &'static [&'static str] {
+        &["memory"]
+    }
+
+    fn settings(&self, mode: Mode) -> String {
+        format!("counts: {:?}", counts(mode))
+    }
+
+    fn plan(&self, name: &'static str, mode: Mode) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for &n in counts(mode) {
+            jobs.extend(PEERS.iter().map(|imp| Job::new(name, imp, "0").with("n", n)));
+        }
+        jobs
+    }
+
+    fn child(&self, args: &ChildArgs) {
+        let n = args.num("n") as usize;
+        match args.imp {
+            "tasklet" => tasklet(n),
+            "may" => may(n),
+            "tokio" => tokio(n),
+            other => panic!("unknown memory peer {other}"),
+        }
+    }
+
+    fn run(&self, exe: &Path, job: &Job, record: &mut Record) {
+        let stderr = run_child(exe, job, record);
+        if let (false, Some((spawned, maps))) = (record.ok, last_progress(&stderr)) {
+            record.metrics.entry("failed_at".into()).or_insert(spawned as f64);
+            record.metrics.entry("maps_at_failure".into()).or_insert(maps as f64);
+        }
+    }
+
+    fn summary(&self, r: &Record) -> String {
+        let g = |k: &str| r.get(k).unwrap_or(f64::NAN);
+        format!("{:.2} KiB per parked task, +{} mappings", g("kib_per_task"), g("maps_added"))
+    }
+
+    fn reference(&self, report: &Report) -> Vec<Reference> {
+        let counts = counts(report.mode);
+        let n = counts.get(1).or(counts.first()).copied().unwrap_or(0);
+        vec![Reference {
+            figure: "memory per parked task",
+            go: "2.7 KiB per goroutine",
+            gevent: "8.2 KiB per greenlet",
+            ours: format!(
+                "{} KiB (N = {})",
+                report.cells("memory", "tasklet", &format!("n={n}"), "kib_per_task", num),
+                thousands(n as f64)
+            ),
+        }]
+    }
+
+    fn section(&self, report: &Report) -> String {
+        let runs = report.runs_header();
+        let mut md = String::new();
+        md.push_str(
+            "### 4. Memory per parked task\n\n![Resident memory per parked task](compare-memory.svg)\n\n\
+             N tasks each block until woken after the measurement; RSS is `VmRSS` before spawning and once all N \
+             are parked (page tables, `VmPTE`, are not part of it and are listed apart). One child process per \
+             peer and N, default sysctls.\n\n",
+        );
+        let _ = writeln!(
+            md,
+            "| N | peer | RSS per parked task, KiB ({runs}) | × tasklet | page tables per task, KiB | mappings added | \
+             spawn until parked, µs per task |\n|---:|---|---:|---:|---:|---:|---:|"
+        );
+        for &n in counts(report.mode) {
+            let p = format!("n={n}");
+            for imp in PEERS {
+                let (name, _) = label(imp);
+                let _ = writeln!(
+                    md,
+                    "| {} | {name} | {} | {} | {} | {} | {} |",
+                    thousands(n as f64),
+                    report.cells("memory", imp, &p, "kib_per_task", num),
+                    report.times_tasklet("memory", imp, &p, "kib_per_task"),
+                    report.cells("memory", imp, &p, "pte_kib_per_task", num),
+                    report.cells("memory", imp, &p, "maps_added", thousands),
+                    report.cells("memory", imp, &p, "spawn_park_us_per_task", num),
+                );
+            }
+        }
+        md.push('\n');
+        // How may failed.
+        let may_failure = report.records.iter().find(|r| r.case == "memory" && r.imp == "may" && !r.ok);
+        if let Some(r) = may_failure {
+            let at = r.get("failed_at").map_or("?".into(), thousands);
+            let maps = r.get("maps_at_failure").map_or("?".into(), thousands);
+            let rss = r.get("rss_at_failure_kib").map_or("?".into(), |k| format!("{:.0} MiB", k / 1024.0));
+            let _ = writeln!(
+                md,
+                "**Where may stops:** at N = {}, may failed after spawning **{at} coroutines**, with {maps} mappings \
+                 (`vm.max_map_count` is {}) and {rss} resident. Every may stack is its own `mmap` with an \
+                 `mprotect`ed guard page, i.e. two mappings, so about 65,530 / 2 = 32,765 coroutines can exist; the \
+                 next `mmap` fails with `ENOMEM` and may panics (`{}`) — in the spawning coroutine, which its `join` \
+                 reports. Larger N were not attempted in the same run (`–` in the table). tasklet carves guard pages with \
+                 `MADV_GUARD_INSTALL` inside large regions (a handful of mappings for any N); tokio tasks are heap \
+                 objects without stacks.\n",
+                r.param.trim_start_matches("n=").parse::<f64>().map_or("?".into(), thousands),
+                read("/proc/sys/vm/max_map_count"),
+                md_escape(&r.note)
+            );
+        }
+        let _ = writeln!(
+            md,
+            "Peak RSS of the echo servers (`VmHWM`, 16 KiB read buffer per connection included, except the floor's \
+             single shared buffer) is in the echo tables below.\n"
+        );
+        md
+    }
+
+    fn charts(&self, report: &Report) -> Vec<(String, String)> {
+        let panels: Vec<Panel> = counts(report.mode)
+            .iter()
+            .map(|&n| {
+                let p = format!("n={n}");
+                let bars = PEERS
+                    .iter()
+                    .map(|imp| {
+                        let mut bar = report.bar(
+                            ("memory", imp, &p),
+                            label(imp).1,
+                            "kib_per_task",
+                            "KiB",
+                            Some(("tasklet", &p)),
+                        );
+                        if bar.segments.is_empty() {
+                            let record = report
+                                .records
+                                .iter()
+                                .find(|r| r.case == "memory" && r.imp == *imp && r.param == p);
+                            bar.note = match record {
+                                Some(r) => format!(
+                                    "failed at {} (mappings)",
+                                    r.get("failed_at").map_or("?".into(), thousands)
+                                ),
+                                None => "not run: failed at a smaller N".into(),
+                            };
+                        }
+                        bar
+                    })
+                    .collect();
+                Panel {
+                    title: format!("N = {} parked tasks: resident memory per task", thousands(n as f64)),
+                    unit: "KiB".into(),
+                    log: false,
+                    bars,
+                }
+            })
+            .collect();
+        vec![(
+            "compare-memory.svg".to_owned(),
+            svg::chart(
+                "Memory per parked task (VmRSS delta / N; lower is better)",
+                &report.subtitle(),
+                &panels,
+                &[("tasklet", svg::TASKLET), ("peer", svg::PEER)],
+            ),
+        )]
+    }
+}
 
 /// Counters before the tasks exist.
 struct Before {
@@ -43,7 +236,7 @@ fn parked(b: &Before, n: usize, parked: usize) {
     std::io::stdout().flush().ok();
 }
 
-pub fn tasklet(n: usize) {
+fn tasklet(n: usize) {
     // Warm up: the scheduler, the first stack region and the allocator's arenas.
     tasklets::spawn(|| ()).join().expect("warm-up tasklet");
     tasklets::run();
@@ -62,7 +255,7 @@ pub fn tasklet(n: usize) {
     tasklets::run();
 }
 
-pub fn may(n: usize) {
+fn may(n: usize) {
     // Warm up the scheduler (its threads and first coroutine).
     in_may(|| ());
     let b = before();
@@ -120,7 +313,7 @@ pub fn may(n: usize) {
     }
 }
 
-pub fn tokio(n: usize) {
+fn tokio(n: usize) {
     let rt = tokio_runtime();
     let local = tokio::task::LocalSet::new();
     rt.block_on(local.run_until(async {})); // warm up
@@ -144,8 +337,8 @@ pub fn tokio(n: usize) {
     rt.block_on(local);
 }
 
-/// Prints a may failure's last progress for the parent (used when the child dies by a signal).
-pub fn last_progress(stderr: &str) -> Option<(usize, usize)> {
+/// A may failure's last progress, from the child's stderr (used when the child dies by a signal).
+fn last_progress(stderr: &str) -> Option<(usize, usize)> {
     let line = stderr.lines().rev().find(|l| l.starts_with("PROGRESS") || l.starts_with("FAILED"))?;
     let field = |name: &str| -> Option<usize> {
         line.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
