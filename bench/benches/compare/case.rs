@@ -66,6 +66,28 @@ pub trait Case: Sync {
     }
 }
 
+/// A peer of a case measured at several numbers N of tasks (`memory`, `sleep`): one child
+/// process per (N, peer), pinned to CPU 0.
+pub struct PeerAtN {
+    pub imp: &'static str,
+    /// Display names: in the Markdown table, on the charts.
+    pub label: (&'static str, &'static str),
+    /// Child side: measures N tasks and prints the `RESULT` line.
+    pub measure: fn(usize),
+}
+
+/// The jobs of case `name` for these N and peers.
+pub fn plan_at_n(name: &'static str, counts: &[usize], peers: &[PeerAtN]) -> Vec<Job> {
+    counts.iter().flat_map(|&n| peers.iter().map(move |p| Job::new(name, p.imp, "0").with("n", n))).collect()
+}
+
+/// Child side of such a case: the job's peer measures the job's N.
+pub fn child_at_n(args: &ChildArgs, peers: &[PeerAtN]) {
+    let peer = peers.iter().find(|p| p.imp == args.imp);
+    let peer = peer.unwrap_or_else(|| panic!("unknown {} peer {}", args.case, args.imp));
+    (peer.measure)(args.num("n") as usize);
+}
+
 /// A child measurement: case, peer, CPUs to pin to, and `key=value` parameters.
 pub struct Job {
     pub case: &'static str,

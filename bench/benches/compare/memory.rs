@@ -11,15 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::case::{run_child, Case, ChildArgs, Job, Mode, Record};
+use crate::case::{child_at_n, plan_at_n, run_child, Case, ChildArgs, Job, Mode, PeerAtN, Record};
 use crate::common::{emit, in_may, mappings, may_go, status_kib, tokio_runtime};
 use crate::report::{md_escape, num, read, thousands, Reference, Report};
 use crate::svg::{self, Panel};
 
 /// The case `memory`.
 pub struct Memory;
-
-const PEERS: [&str; 3] = ["tasklet", "may", "tokio"];
 
 /// The numbers of parked tasks measured, one child process each.
 fn counts(mode: Mode) -> &'static [usize] {
@@ -30,15 +28,12 @@ fn counts(mode: Mode) -> &'static [usize] {
     }
 }
 
-/// Display names: (Markdown, plain text for the charts).
-fn label(imp: &str) -> (&'static str, &'static str) {
-    match imp {
-        "tasklet" => ("tasklet blocked in `Channel::receive`", "tasklet"),
-        "may" => ("may coroutine in `coroutine::park()`", "may"),
-        "tokio" => ("tokio task awaiting `Notify::notified()`", "tokio"),
-        _ => ("?", "?"),
-    }
-}
+/// The peers, in table order.
+const PEERS: [PeerAtN; 3] = [
+    PeerAtN { imp: "tasklet", label: ("tasklet blocked in `Channel::receive`", "tasklet"), measure: tasklet },
+    PeerAtN { imp: "may", label: ("may coroutine in `coroutine::park()`", "may"), measure: may },
+    PeerAtN { imp: "tokio", label: ("tokio task awaiting `Notify::notified()`", "tokio"), measure: tokio },
+];
 
 impl Case for Memory {
     fn names(&self) -> &'static [&'static str] {
@@ -50,21 +45,11 @@ impl Case for Memory {
     }
 
     fn plan(&self, name: &'static str, mode: Mode) -> Vec<Job> {
-        let mut jobs = Vec::new();
-        for &n in counts(mode) {
-            jobs.extend(PEERS.iter().map(|imp| Job::new(name, imp, "0").with("n", n)));
-        }
-        jobs
+        plan_at_n(name, counts(mode), &PEERS)
     }
 
     fn child(&self, args: &ChildArgs) {
-        let n = args.num("n") as usize;
-        match args.imp {
-            "tasklet" => tasklet(n),
-            "may" => may(n),
-            "tokio" => tokio(n),
-            other => panic!("unknown memory peer {other}"),
-        }
+        child_at_n(args, &PEERS);
     }
 
     fn run(&self, exe: &Path, job: &Job, record: &mut Record) {
@@ -111,8 +96,8 @@ impl Case for Memory {
         );
         for &n in counts(report.mode) {
             let p = format!("n={n}");
-            for imp in PEERS {
-                let (name, _) = label(imp);
+            for peer in &PEERS {
+                let (imp, name) = (peer.imp, peer.label.0);
                 let _ = writeln!(
                     md,
                     "| {} | {name} | {} | {} | {} | {} | {} |",
@@ -161,10 +146,11 @@ impl Case for Memory {
                 let p = format!("n={n}");
                 let bars = PEERS
                     .iter()
-                    .map(|imp| {
+                    .map(|peer| {
+                        let imp = peer.imp;
                         let mut bar = report.bar(
                             ("memory", imp, &p),
-                            label(imp).1,
+                            peer.label.1,
                             "kib_per_task",
                             "KiB",
                             Some(("tasklet", &p)),
@@ -173,7 +159,7 @@ impl Case for Memory {
                             let record = report
                                 .records
                                 .iter()
-                                .find(|r| r.case == "memory" && r.imp == *imp && r.param == p);
+                                .find(|r| r.case == "memory" && r.imp == imp && r.param == p);
                             bar.note = match record {
                                 Some(r) => format!(
                                     "failed at {} (mappings)",

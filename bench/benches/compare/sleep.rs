@@ -7,15 +7,13 @@ use std::fmt::Write;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::case::{Case, ChildArgs, Job, Mode, Record};
+use crate::case::{child_at_n, plan_at_n, Case, ChildArgs, Job, Mode, PeerAtN, Record};
 use crate::common::{emit, in_may, may_go, percentile, process_cpu, rusage, tokio_runtime, Rng};
 use crate::report::{num, thousands, Report};
 use crate::svg::{self, Panel};
 
 /// The case `sleep`.
 pub struct Sleep;
-
-const PEERS: [&str; 3] = ["tasklet", "may", "tokio"];
 
 /// The numbers of sleepers measured, one child process each.
 fn counts(mode: Mode) -> &'static [usize] {
@@ -26,15 +24,12 @@ fn counts(mode: Mode) -> &'static [usize] {
     }
 }
 
-/// Display names: (Markdown, plain text for the charts).
-fn label(imp: &str) -> (&'static str, &'static str) {
-    match imp {
-        "tasklet" => ("tasklet: `tasklets::time::sleep`", "tasklet"),
-        "may" => ("may: `coroutine::sleep`", "may"),
-        "tokio" => ("tokio: `time::sleep(..).await`", "tokio"),
-        _ => ("?", "?"),
-    }
-}
+/// The peers, in table order.
+const PEERS: [PeerAtN; 3] = [
+    PeerAtN { imp: "tasklet", label: ("tasklet: `tasklets::time::sleep`", "tasklet"), measure: tasklet },
+    PeerAtN { imp: "may", label: ("may: `coroutine::sleep`", "may"), measure: may },
+    PeerAtN { imp: "tokio", label: ("tokio: `time::sleep(..).await`", "tokio"), measure: tokio },
+];
 
 impl Case for Sleep {
     fn names(&self) -> &'static [&'static str] {
@@ -46,21 +41,11 @@ impl Case for Sleep {
     }
 
     fn plan(&self, name: &'static str, mode: Mode) -> Vec<Job> {
-        let mut jobs = Vec::new();
-        for &n in counts(mode) {
-            jobs.extend(PEERS.iter().map(|imp| Job::new(name, imp, "0").with("n", n)));
-        }
-        jobs
+        plan_at_n(name, counts(mode), &PEERS)
     }
 
     fn child(&self, args: &ChildArgs) {
-        let n = args.num("n") as usize;
-        match args.imp {
-            "tasklet" => tasklet(n),
-            "may" => may(n),
-            "tokio" => tokio(n),
-            other => panic!("unknown sleep peer {other}"),
-        }
+        child_at_n(args, &PEERS);
     }
 
     fn summary(&self, r: &Record) -> String {
@@ -92,8 +77,8 @@ impl Case for Sleep {
         for &n in counts(report.mode) {
             let p = format!("n={n}");
             for (round, prefix) in [("first", ""), ("second", "warm_")] {
-                for imp in PEERS {
-                    let (name, _) = label(imp);
+                for peer in &PEERS {
+                    let (imp, name) = (peer.imp, peer.label.0);
                     let key = |k: &str| format!("{prefix}{k}");
                     let _ = writeln!(
                         md,
@@ -131,10 +116,10 @@ impl Case for Sleep {
                 log: false,
                 bars: PEERS
                     .iter()
-                    .map(|imp| {
+                    .map(|peer| {
                         report.bar(
-                            ("sleep", imp, &p),
-                            label(imp).1,
+                            ("sleep", peer.imp, &p),
+                            peer.label.1,
                             "cpu_us_per_task",
                             "µs",
                             Some(("tasklet", &p)),
@@ -148,12 +133,13 @@ impl Case for Sleep {
                 log: false,
                 bars: PEERS
                     .iter()
-                    .map(|imp| {
-                        let mut b = report.bar(("sleep", imp, &p), label(imp).1, "late_p99_us", "ms", None);
+                    .map(|peer| {
+                        let mut b =
+                            report.bar(("sleep", peer.imp, &p), peer.label.1, "late_p99_us", "ms", None);
                         for seg in &mut b.segments {
                             seg.value /= 1e3;
                         }
-                        if let Some(v) = report.mean("sleep", imp, &p, "late_p99_us") {
+                        if let Some(v) = report.mean("sleep", peer.imp, &p, "late_p99_us") {
                             b.note = format!("{} ms", num(v / 1e3));
                         }
                         b
