@@ -67,6 +67,15 @@ pub(crate) struct Shared {
     remote: SegQueue<Remote>,
 }
 
+impl Shared {
+    /// Wakes the poller's owner if it sleeps in it, or makes its next wait return at once.
+    pub(crate) fn notify(&self) {
+        if let Err(err) = self.poller.notify() {
+            log::warn!("tasklet: cannot notify a poller: {err}");
+        }
+    }
+}
+
 /// A message from another thread.
 enum Remote {
     /// Wake the tasklet waiting with this token.
@@ -155,6 +164,7 @@ impl Reactor {
         }
         let shared = Arc::new(Shared { poller: Poller::new()?, remote: SegQueue::new() });
         *self.shared.borrow_mut() = Some(shared.clone());
+        scheduler().monitor().set_notifier(shared.clone());
         Ok(shared)
     }
 
@@ -341,6 +351,7 @@ impl Reactor {
         }
         // Before waking anyone: the dump shows what the tasklets waited on when it was asked for.
         crate::debug::dump_if_requested(&self.dumps_seen);
+        scheduler().monitor().polled(self.polls.get());
         let mut fds = self.fds.borrow_mut();
         for event in events.iter() {
             if event.key == DUMP_KEY {
@@ -393,6 +404,7 @@ impl Reactor {
     /// Polls without blocking if tasklets wait on I/O and the last poll is old enough.
     pub(crate) fn poll_while_busy(&self) {
         crate::debug::dump_if_requested(&self.dumps_seen);
+        scheduler().monitor().answer_if_requested();
         if self.parked.get() == 0 {
             return;
         }
