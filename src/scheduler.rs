@@ -113,7 +113,7 @@
 //! - The main stack as dispatcher (the design before this one, forced by corosensei's
 //!   asymmetric resume/suspend): every tasklet-to-tasklet hop was two stack switches plus
 //!   dispatcher bookkeeping: 35 ns per `switch/two_tasklets` hop against 14 ns now, 9 ns
-//!   with accounting off (`benches/core.rs`).
+//!   with accounting off (`bench/benches/core.rs`).
 //! - Idling on whichever stack is current: saves one hop when the thread goes to sleep
 //!   anyway, but would run the poller and deadlock reports on small tasklet stacks.
 //! - Releasing a finished tasklet's stack to the pool just before its last switch (correct

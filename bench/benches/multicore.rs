@@ -5,9 +5,9 @@
 //! cross-thread channel against one parked on a local channel.
 //!
 //! ```sh
-//! cargo bench --bench multicore                          # every case, 3 runs: tables on stdout
-//! cargo bench --bench multicore -- --runs 1              # one run
-//! cargo bench --bench multicore -- --only roundtrip,memory
+//! cargo bench -p tasklets-bench --bench multicore                     # every case, 3 runs
+//! cargo bench -p tasklets-bench --bench multicore -- --runs 1         # one run
+//! cargo bench -p tasklets-bench --bench multicore -- --only roundtrip,memory
 //! ```
 //!
 //! Every measurement runs in a fresh child process (this binary re-executed with `--child`;
@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 mod common;
 
-use common::{emit, median, process_cpu, status_kib};
+use common::{emit, may_go, median, process_cpu, status_kib, tokio_runtime};
 
 /// Sizes of one run: the full benchmark or the smoke test.
 #[derive(Clone, Copy)]
@@ -425,11 +425,10 @@ fn rt_tokio(workers: usize, warm: u64, n: u64) -> Measured {
 /// `tokio::sync::mpsc::channel(1)`: every wake crosses threads, as between two scheduler
 /// threads.
 fn rt_tokio_two_runtimes(warm: u64, n: u64) -> Measured {
-    let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
     let (ping_tx, mut ping_rx) = tokio::sync::mpsc::channel::<u64>(1);
     let (pong_tx, mut pong_rx) = tokio::sync::mpsc::channel::<u64>(1);
     let far = std::thread::spawn(move || {
-        runtime().block_on(async move {
+        tokio_runtime().block_on(async move {
             while let Some(value) = ping_rx.recv().await {
                 if pong_tx.send(value).await.is_err() {
                     break;
@@ -437,7 +436,7 @@ fn rt_tokio_two_runtimes(warm: u64, n: u64) -> Measured {
             }
         })
     });
-    let measured = runtime().block_on(async move {
+    let measured = tokio_runtime().block_on(async move {
         for _ in 0..warm {
             ping_tx.send(1).await.expect("ping");
             pong_rx.recv().await.expect("pong");
@@ -563,17 +562,11 @@ fn echo_server(imp: &str, threads: usize) {
             may::config().set_workers(threads);
             let listener = may::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             control(listener.local_addr().expect("addr").port(), Vec::new);
-            // SAFETY: may's coroutines must not keep thread-local references across a
-            // migration nor block their worker in a system call; these loops do neither.
-            let acceptor = unsafe {
-                may::coroutine::spawn(move || -> () {
-                    loop {
-                        let (stream, _) = listener.accept().expect("accept");
-                        stream.set_nodelay(true).expect("nodelay");
-                        may::coroutine::spawn(move || echo_loop(stream));
-                    }
-                })
-            };
+            let acceptor = may_go(move || loop {
+                let (stream, _) = listener.accept().expect("accept");
+                stream.set_nodelay(true).expect("nodelay");
+                may_go(move || echo_loop(stream));
+            });
             let _ = acceptor.join();
         }
         other => panic!("unknown echo server {other}"),
@@ -1016,7 +1009,7 @@ fn report(results: &Results, runs: usize, s: &Settings, go: Option<&GoPrograms>)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    println!("## Many cores (`cargo bench --bench multicore`)\n");
+    println!("## Many cores (`cargo bench -p tasklets-bench --bench multicore`)\n");
     println!("| | |\n|---|---|");
     println!(
         "| CPU | {cpu_model}, {} CPUs available |",
