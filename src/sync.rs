@@ -371,26 +371,40 @@ enum Outcome {
     Killed,
 }
 
+/// The channel's state, locked.
+type Locked<'a, T> = MutexGuard<'a, State<T>>;
+
 impl<T> Chan<T> {
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
+    fn lock(&self) -> Locked<'_, T> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The part of a send that never waits: `Ok` when the value went to a waiting receiver or
+    /// into the buffer; otherwise the value back, with the state still locked, or without it
+    /// when every receiver is gone.
+    fn send_now(&self, value: T) -> Result<(), (Option<Locked<'_, T>>, T)> {
+        let mut state = self.lock();
+        if state.receivers_gone {
+            return Err((None, value));
+        }
+        match state.offer(self.capacity, value) {
+            Ok(waker) => {
+                drop(state);
+                wake_all(waker);
+                Ok(())
+            }
+            Err(value) => Err((Some(state), value)),
+        }
     }
 
     fn send(&self, value: T, deadline: Option<Instant>) -> Result<(), (Outcome, T)> {
         if pending_kill_fails() {
             return Err((Outcome::Killed, value));
         }
-        let mut state = self.lock();
-        if state.receivers_gone {
-            return Err((Outcome::Closed, value));
-        }
-        let value = match state.offer(self.capacity, value) {
-            Ok(waker) => {
-                drop(state);
-                wake_all(waker);
-                return Ok(());
-            }
-            Err(value) => value,
+        let (state, value) = match self.send_now(value) {
+            Ok(()) => return Ok(()),
+            Err((None, value)) => return Err((Outcome::Closed, value)),
+            Err((Some(state), value)) => (state, value),
         };
         if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
             return Err((Outcome::Timeout, value));
@@ -403,17 +417,24 @@ impl<T> Chan<T> {
     }
 
     fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        self.send_now(value).map_err(|(state, value)| match state {
+            Some(_) => TrySendError::Full(value),
+            None => TrySendError::Closed(value),
+        })
+    }
+
+    /// The part of a receive that never waits: the next value if there is one; otherwise the
+    /// state still locked, or nothing when every sender is gone.
+    fn receive_now(&self) -> Result<T, Option<Locked<'_, T>>> {
         let mut state = self.lock();
-        if state.receivers_gone {
-            return Err(TrySendError::Closed(value));
-        }
-        match state.offer(self.capacity, value) {
-            Ok(waker) => {
+        match state.take() {
+            Some((value, waker)) => {
                 drop(state);
                 wake_all(waker);
-                Ok(())
+                Ok(value)
             }
-            Err(value) => Err(TrySendError::Full(value)),
+            None if state.senders_gone => Err(None),
+            None => Err(Some(state)),
         }
     }
 
@@ -421,15 +442,11 @@ impl<T> Chan<T> {
         if pending_kill_fails() {
             return Err(Outcome::Killed);
         }
-        let mut state = self.lock();
-        if let Some((value, waker)) = state.take() {
-            drop(state);
-            wake_all(waker);
-            return Ok(value);
-        }
-        if state.senders_gone {
-            return Err(Outcome::Closed);
-        }
+        let state = match self.receive_now() {
+            Ok(value) => return Ok(value),
+            Err(None) => return Err(Outcome::Closed),
+            Err(Some(state)) => state,
+        };
         if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
             return Err(Outcome::Timeout);
         }
@@ -441,16 +458,10 @@ impl<T> Chan<T> {
     }
 
     fn try_receive(&self) -> Result<T, TryRecvError> {
-        let mut state = self.lock();
-        match state.take() {
-            Some((value, waker)) => {
-                drop(state);
-                wake_all(waker);
-                Ok(value)
-            }
-            None if state.senders_gone => Err(TryRecvError::Closed),
-            None => Err(TryRecvError::Empty),
-        }
+        self.receive_now().map_err(|state| match state {
+            Some(_) => TryRecvError::Empty,
+            None => TryRecvError::Closed,
+        })
     }
 
     /// Enqueues `node` on `side` (the caller found nothing to do under `state`) and waits until

@@ -393,7 +393,7 @@ fn rt_tokio(workers: usize, warm: u64, n: u64) -> Measured {
         .expect("tokio");
     rt.block_on(async move {
         let (ping_tx, mut ping_rx) = tokio::sync::mpsc::channel::<u64>(1);
-        let (pong_tx, mut pong_rx) = tokio::sync::mpsc::channel::<u64>(1);
+        let (pong_tx, pong_rx) = tokio::sync::mpsc::channel::<u64>(1);
         let far = tokio::spawn(async move {
             while let Some(value) = ping_rx.recv().await {
                 if pong_tx.send(value).await.is_err() {
@@ -401,24 +401,32 @@ fn rt_tokio(workers: usize, warm: u64, n: u64) -> Measured {
                 }
             }
         });
-        let near = tokio::spawn(async move {
-            for _ in 0..warm {
-                ping_tx.send(1).await.expect("ping");
-                pong_rx.recv().await.expect("pong");
-            }
-            let (t0, c0) = (Instant::now(), process_cpu());
-            let mut done = 0;
-            while done < n && (done % 1024 != 0 || t0.elapsed() < MAX_MEASURE) {
-                ping_tx.send(1).await.expect("ping");
-                pong_rx.recv().await.expect("pong");
-                done += 1;
-            }
-            (t0.elapsed(), process_cpu() - c0, done)
-        });
+        let near = tokio::spawn(tokio_ping(ping_tx, pong_rx, warm, n));
         let measured = near.await.expect("near task");
         far.await.expect("far task");
         measured
     })
+}
+
+/// The measuring side of a tokio round trip: `warm` unmeasured round trips, then up to `n`.
+async fn tokio_ping(
+    ping: tokio::sync::mpsc::Sender<u64>,
+    mut pong: tokio::sync::mpsc::Receiver<u64>,
+    warm: u64,
+    n: u64,
+) -> Measured {
+    for _ in 0..warm {
+        ping.send(1).await.expect("ping");
+        pong.recv().await.expect("pong");
+    }
+    let (t0, c0) = (Instant::now(), process_cpu());
+    let mut done = 0;
+    while done < n && (done % 1024 != 0 || t0.elapsed() < MAX_MEASURE) {
+        ping.send(1).await.expect("ping");
+        pong.recv().await.expect("pong");
+        done += 1;
+    }
+    (t0.elapsed(), process_cpu() - c0, done)
 }
 
 /// Two tokio current-thread runtimes on two threads, one task each, ping-ponging through
@@ -426,7 +434,7 @@ fn rt_tokio(workers: usize, warm: u64, n: u64) -> Measured {
 /// threads.
 fn rt_tokio_two_runtimes(warm: u64, n: u64) -> Measured {
     let (ping_tx, mut ping_rx) = tokio::sync::mpsc::channel::<u64>(1);
-    let (pong_tx, mut pong_rx) = tokio::sync::mpsc::channel::<u64>(1);
+    let (pong_tx, pong_rx) = tokio::sync::mpsc::channel::<u64>(1);
     let far = std::thread::spawn(move || {
         tokio_runtime().block_on(async move {
             while let Some(value) = ping_rx.recv().await {
@@ -436,20 +444,7 @@ fn rt_tokio_two_runtimes(warm: u64, n: u64) -> Measured {
             }
         })
     });
-    let measured = tokio_runtime().block_on(async move {
-        for _ in 0..warm {
-            ping_tx.send(1).await.expect("ping");
-            pong_rx.recv().await.expect("pong");
-        }
-        let (t0, c0) = (Instant::now(), process_cpu());
-        let mut done = 0;
-        while done < n && (done % 1024 != 0 || t0.elapsed() < MAX_MEASURE) {
-            ping_tx.send(1).await.expect("ping");
-            pong_rx.recv().await.expect("pong");
-            done += 1;
-        }
-        (t0.elapsed(), process_cpu() - c0, done)
-    });
+    let measured = tokio_runtime().block_on(tokio_ping(ping_tx, pong_rx, warm, n));
     far.join().expect("far thread");
     measured
 }
