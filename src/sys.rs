@@ -113,6 +113,7 @@ pub(crate) unsafe fn mprotect(addr: *mut u8, len: usize, prot: libc::c_int) -> i
 }
 
 /// The CPUs the calling thread may run on (`sched_getaffinity(2)`), in increasing order.
+#[cfg(target_os = "linux")]
 pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: an all-zero `cpu_set_t` is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -123,6 +124,7 @@ pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
 }
 
 /// Pins the calling thread to `cpu` (`sched_setaffinity(2)`).
+#[cfg(target_os = "linux")]
 pub(crate) fn pin_thread(cpu: usize) -> io::Result<()> {
     if cpu >= libc::CPU_SETSIZE as usize {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "CPU number out of range"));
@@ -133,4 +135,16 @@ pub(crate) fn pin_thread(cpu: usize) -> io::Result<()> {
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
     syscall!(sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)).map(drop)
+}
+
+/// CPU pinning is implemented with Linux's affinity calls only.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "CPU pinning is implemented on Linux only"))
+}
+
+/// See [`allowed_cpus`].
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn pin_thread(_cpu: usize) -> io::Result<()> {
+    allowed_cpus().map(drop)
 }

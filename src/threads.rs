@@ -89,7 +89,8 @@ impl Builder {
     }
 
     /// Pins thread `i` to the `i`-th CPU this process may run on (`sched_setaffinity`),
-    /// wrapping around when there are more threads than CPUs. Off by default.
+    /// wrapping around when there are more threads than CPUs. Off by default. Linux only:
+    /// elsewhere [`spawn`](Builder::spawn) fails with `Unsupported` when it is on.
     pub fn pin_to_cpus(mut self, pin: bool) -> Builder {
         self.pin = pin;
         self
