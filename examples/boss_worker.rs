@@ -1,5 +1,6 @@
-//! The main demo: a boss/worker TCP server and its clients, all tasklets on one OS thread,
-//! all written blocking-style.
+//! The main demo: a boss/worker TCP server and its clients, all tasklets, all written
+//! blocking-style; on one OS thread by default, the workers spread over N scheduler threads
+//! with `--threads N`.
 //!
 //! - The **boss** tasklet accepts connections and hands each one, as a job, to a fixed pool of
 //!   **worker** tasklets over channels; each worker asks the boss for work and hands in the
@@ -10,10 +11,14 @@
 //!   answer written as it is generated. Each of these parks only the worker's tasklet.
 //! - The clients are tasklets too: each opens connections one after the other and checks every
 //!   answer.
+//! - With `--threads N` the boss and the clients stay on the main thread and the workers are
+//!   spread round robin over it and N - 1 more scheduler threads (`tasklets::threads`), fed
+//!   through `tasklets::sync` channels: same code, every core.
 //!
 //! ```sh
 //! cargo run --release --example boss_worker                         # the self-contained demo
 //! cargo run --release --example boss_worker -- --workers 4 --clients 64 --requests 1000
+//! cargo run --release --example boss_worker -- --threads 2            # workers over 2 threads
 //! cargo run --release --example boss_worker -- --serve 127.0.0.1:7100   # only the server (SIGQUIT dumps)
 //! printf 'SUM 1 2 3\nHASH 1000 tasklet\nSLEEP 20\nRAND 16 7\nQUIT\n' | nc 127.0.0.1 7100
 //! RUST_LOG=debug cargo run --release --example boss_worker -- --clients 2 --requests 10
@@ -41,12 +46,15 @@ use tasklets::net::TcpListener;
 mod server;
 use server::{Config, Ledger, Request, Server};
 
-const USAGE: &str = "usage: boss_worker [--workers N] [--clients N] [--requests N] [--per-connection N] \
-                     [--idle-timeout SECS] [--dump-after MS] [--console ADDR]\n       boss_worker --serve ADDR [--workers N] [--idle-timeout SECS] [--console ADDR]";
+const USAGE: &str = "usage: boss_worker [--workers N] [--threads N] [--clients N] [--requests N] \
+                     [--per-connection N] [--idle-timeout SECS] [--dump-after MS] [--console ADDR]\n       \
+                     boss_worker --serve ADDR [--workers N] [--threads N] [--idle-timeout SECS] [--console ADDR]";
 
 struct Args {
     serve: Option<String>,
     workers: usize,
+    /// Scheduler threads the workers are spread over (the main thread included).
+    threads: usize,
     clients: usize,
     requests: usize,
     per_connection: usize,
@@ -61,6 +69,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut parsed = Args {
         serve: None,
         workers: 8,
+        threads: 1,
         clients: 32,
         requests: 1500,
         per_connection: 100,
@@ -81,6 +90,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             name.as_str(),
             "--serve"
                 | "--workers"
+                | "--threads"
                 | "--clients"
                 | "--requests"
                 | "--per-connection"
@@ -101,6 +111,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--serve" => parsed.serve = Some(value.clone()),
             "--console" => parsed.console = Some(value.clone()),
             "--workers" => parsed.workers = count()?,
+            "--threads" => parsed.threads = count()?,
             "--clients" => parsed.clients = count()?,
             "--requests" => parsed.requests = count()?,
             "--per-connection" => parsed.per_connection = count()?,
@@ -132,7 +143,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = Config { workers: args.workers, idle_timeout: args.idle_timeout, ..Config::default() };
+    let config = Config {
+        workers: args.workers,
+        threads: args.threads,
+        idle_timeout: args.idle_timeout,
+        ..Config::default()
+    };
     let listen = args.serve.as_deref().unwrap_or("127.0.0.1:0");
     let server = match TcpListener::bind(listen).and_then(|listener| Server::start(listener, config)) {
         Ok(server) => server,
@@ -146,11 +162,24 @@ fn main() -> ExitCode {
         if let Err(err) = tasklets::dump_on_signal(libc::SIGQUIT) {
             eprintln!("boss_worker: no dump on SIGQUIT: {err}");
         }
-        println!("boss_worker: serving on {} with {} workers", server.local_addr(), args.workers);
+        println!(
+            "boss_worker: serving on {} with {} workers{}",
+            server.local_addr(),
+            args.workers,
+            over_threads(args.threads)
+        );
         server.wait(); // until the process is killed
         return ExitCode::SUCCESS;
     }
     demo(server, &args)
+}
+
+/// ` over N threads` when the workers are spread over more than the main thread.
+fn over_threads(threads: usize) -> String {
+    match threads {
+        1 => String::new(),
+        n => format!(" over {n} threads"),
+    }
 }
 
 /// What the clients measured.
@@ -206,8 +235,12 @@ fn demo(server: Server, args: &Args) -> ExitCode {
     let addr = server.local_addr();
     let total_requests = (args.clients * args.requests) as u64;
     println!(
-        "boss_worker: {} workers on {addr}; {} clients x {} requests, {} per connection",
-        args.workers, args.clients, args.requests, args.per_connection
+        "boss_worker: {} workers on {addr}{}; {} clients x {} requests, {} per connection",
+        args.workers,
+        over_threads(args.threads),
+        args.clients,
+        args.requests,
+        args.per_connection
     );
     let workload = Rc::new(Workload::new());
     let totals = Rc::new(RefCell::new(Totals::default()));
@@ -370,6 +403,10 @@ fn report(totals: &Totals, ledger: &Ledger, elapsed: Duration) -> ExitCode {
         ledger.refused,
         ledger.requests
     );
+    if ledger.by_thread.len() > 1 {
+        let jobs: Vec<String> = ledger.by_thread.iter().map(u64::to_string).collect();
+        println!("threads       {} (jobs per thread: {})", ledger.by_thread.len(), jobs.join(", "));
+    }
     let books_balance = ledger.accepted == totals.connections
         && ledger.finished == ledger.accepted
         && ledger.requests >= totals.requests;

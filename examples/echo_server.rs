@@ -2,9 +2,15 @@
 //! that reads and writes back until the client closes. Everything runs on one OS thread;
 //! `read` and `write` park only the connection's own tasklet.
 //!
+//! With `--threads N` it is the shared-nothing server of `docs/multicore.md`: N scheduler
+//! threads (`tasklets::threads`), each with its own listener on the same port
+//! (`TcpListener::options().reuse_port(true)`), its own acceptor and its own connections; the
+//! kernel spreads the connections over the listeners. Nothing is shared between the threads.
+//!
 //! ```sh
 //! cargo run --release --example echo_server                    # listens on 127.0.0.1:7000
 //! cargo run --release --example echo_server -- 127.0.0.1:7001
+//! cargo run --release --example echo_server -- 127.0.0.1:7001 --threads 2
 //! cargo run --release --example echo_load -- 127.0.0.1:7001    # in another terminal
 //! RUST_LOG=debug cargo run --release --example echo_server     # a line per connection
 //! ```
@@ -14,6 +20,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tasklets::net::TcpListener;
@@ -21,15 +28,19 @@ use tasklets::net::TcpListener;
 #[path = "shared/echo.rs"]
 mod echo;
 
-const USAGE: &str = "usage: echo_server [ADDR] [--idle-timeout SECS]   (ADDR defaults to 127.0.0.1:7000)";
+const USAGE: &str =
+    "usage: echo_server [ADDR] [--threads N] [--idle-timeout SECS]   (ADDR defaults to 127.0.0.1:7000)";
 
 struct Args {
     addr: String,
     idle_timeout: Duration,
+    /// Scheduler threads, each with its own listener.
+    threads: usize,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let mut parsed = Args { addr: "127.0.0.1:7000".into(), idle_timeout: Duration::from_secs(60) };
+    let mut parsed =
+        Args { addr: "127.0.0.1:7000".into(), idle_timeout: Duration::from_secs(60), threads: 1 };
     let mut addr_seen = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -47,6 +58,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                     return Err(format!("--idle-timeout must be positive, got {value}"));
                 }
                 parsed.idle_timeout = Duration::from_secs_f64(secs);
+            }
+            "--threads" => {
+                let value = inline.or_else(|| args.next()).ok_or("--threads needs a value")?;
+                parsed.threads = match value.parse() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(format!("--threads needs a positive number, got {value:?}")),
+                };
             }
             _ if arg.starts_with('-') => return Err(format!("unknown option {arg:?}")),
             _ if !addr_seen => {
@@ -72,19 +90,55 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match TcpListener::bind(&args.addr) {
-        Ok(listener) => listener,
+    let listeners = match bind(&args.addr, args.threads) {
+        Ok(listeners) => listeners,
         Err(err) => {
             eprintln!("echo_server: cannot listen on {}: {err}", args.addr);
             return ExitCode::FAILURE;
         }
     };
-    let addr = listener.local_addr().expect("a bound listener has an address");
-    println!("echo_server: listening on {addr}");
+    let addr = listeners[0].local_addr().expect("a bound listener has an address");
     let idle_timeout = args.idle_timeout;
-    tasklets::spawn(move || accept_loop(listener, idle_timeout));
-    tasklets::run(); // never returns: the acceptor always waits for the next connection
-    ExitCode::SUCCESS
+    if args.threads == 1 {
+        println!("echo_server: listening on {addr}");
+        let listener = listeners.into_iter().next().expect("one listener");
+        tasklets::spawn(move || accept_loop(listener, idle_timeout));
+        tasklets::run(); // never returns: the acceptor always waits for the next connection
+        return ExitCode::SUCCESS;
+    }
+    // One scheduler thread per listener; each takes its own and serves on its own.
+    let listeners = Mutex::new(listeners.into_iter().map(Some).collect::<Vec<_>>());
+    let threads = tasklets::threads::Builder::new(args.threads).name("echo").spawn(move |index| {
+        let listener = listeners.lock().unwrap()[index].take().expect("one listener per thread");
+        accept_loop(listener, idle_timeout)
+    });
+    match threads {
+        Ok(threads) => {
+            println!("echo_server: listening on {addr} with {} threads", args.threads);
+            threads.join(); // never returns: the acceptors always wait for the next connection
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("echo_server: cannot start {} threads: {err}", args.threads);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The listeners: one plain, or `threads` sharing one port with `SO_REUSEPORT` (the first one
+/// picks the port when `addr` says 0). All are bound here, so that a bad address is reported
+/// before any thread starts.
+fn bind(addr: &str, threads: usize) -> std::io::Result<Vec<TcpListener>> {
+    if threads == 1 {
+        return Ok(vec![TcpListener::bind(addr)?]);
+    }
+    let first = TcpListener::options().reuse_port(true).bind(addr)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(TcpListener::options().reuse_port(true).bind(addr)?);
+    }
+    Ok(listeners)
 }
 
 fn accept_loop(listener: TcpListener, idle_timeout: Duration) {

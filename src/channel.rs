@@ -96,6 +96,11 @@ const RECEIVE: isize = -1;
 
 static NEXT_CHANNEL_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A process-unique channel id (shared with `sync` channels, so snapshots name either kind).
+pub(crate) fn next_channel_id() -> u64 {
+    NEXT_CHANNEL_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A Stackless rendezvous channel: [`send`](Channel::send) blocks until a receiver takes the
 /// value, [`receive`](Channel::receive) until a sender brings one.
 ///
@@ -349,7 +354,7 @@ impl<T> Channel<T> {
     pub fn new() -> Channel<T> {
         Channel {
             inner: Rc::new(Inner {
-                id: NEXT_CHANNEL_ID.fetch_add(1, Ordering::Relaxed),
+                id: next_channel_id(),
                 waiters: RefCell::new(VecDeque::new()),
                 balance: Cell::new(0),
                 preference: Cell::new(Preference::Receiver),

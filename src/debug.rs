@@ -149,7 +149,7 @@ pub struct SchedulerStats {
     pub alive: usize,
     /// Tasklets runnable now, the current one included.
     pub runnable: usize,
-    /// Tasklets parked on fds or on the `unblock` pool now.
+    /// Tasklets parked on fds, on the `unblock` pool or on [`sync`](crate::sync) channels now.
     pub parked_on_io: usize,
     /// Armed timers now.
     pub timers: usize,

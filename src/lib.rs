@@ -114,11 +114,55 @@
 //! `vm.max_map_count`. Overflowing a stack prints which tasklet overflowed and aborts, as Rust
 //! does for threads.
 //!
-//! ## Threads
+//! ## Threads and cores
 //!
 //! Each OS thread has its own scheduler, created on first use. Tasklets, their handles and
-//! channels never leave their thread (they are `!Send`): moving a suspended stack to another
-//! thread is unsound because compiled code caches thread-local addresses.
+//! [`Channel`]s never leave their thread (they are `!Send`): moving a suspended stack to another
+//! thread is unsound because compiled code caches thread-local addresses. To use every core,
+//! run one scheduler per thread and let the threads talk through explicit `Send` types:
+//!
+//! - [`threads`] starts N scheduler threads (optionally pinned to CPUs), runs a closure on
+//!   each, and gives a `Send + Clone` handle per thread that spawns tasklets there from
+//!   anywhere; `join` and `shutdown` return each thread's result or panic.
+//! - [`sync::channel`] crosses threads: a tasklet that has to wait parks (its thread runs its
+//!   other tasklets) and is woken through its thread's poller; a plain thread blocks.
+//! - [`net::TcpListener::options`] binds with `SO_REUSEPORT`: a listener per thread on one
+//!   port, and the kernel spreads the connections.
+//!
+//! The boss on this thread, four workers on each of two scheduler threads:
+//!
+//! ```
+//! use tasklets::sync;
+//!
+//! let (jobs, work) = sync::channel::<u64>(0);
+//! let (results, collected) = sync::channel(16);
+//! let threads = tasklets::threads::spawn(2, |_| ())?;
+//! for thread in &threads {
+//!     for _ in 0..4 {
+//!         let (work, results) = (work.clone(), results.clone());
+//!         thread.spawn(move || {
+//!             for n in &work {                     // parks until the boss sends
+//!                 results.send(n * n).unwrap();
+//!             }
+//!         });
+//!     }
+//! }
+//! drop((work, results));
+//! let boss = tasklets::spawn(move || {
+//!     for n in 1..=100 {
+//!         jobs.send(n).unwrap();                   // waits for a free worker
+//!     }
+//! });                                              // `jobs` dropped: the workers' loops end
+//! let sum: u64 = collected.iter().sum();           // ends when every worker is gone
+//! boss.join().unwrap();
+//! assert_eq!(sum, (1..=100).map(|n| n * n).sum());
+//! threads.join();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! Each thread stays deterministic on its own; what the threads do to each other is not.
+//! `docs/multicore.md` in the repository describes the model, the patterns and their
+//! measurements.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -134,8 +178,10 @@ mod reactor;
 mod runqueue;
 mod scheduler;
 mod stack;
+pub mod sync;
 mod sys;
 mod tasklet;
+pub mod threads;
 pub mod time;
 mod timer;
 
@@ -160,3 +206,8 @@ pub use tasklet::{current, spawn, Builder, JoinError, Joinable, StateError, Task
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// So do the examples of `docs/multicore.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/multicore.md")]
+struct MulticoreDoctests;

@@ -28,7 +28,10 @@
 //!   in the poller until the next timer when none is.
 //! - **Cross-thread wake-ups.** Other threads (the `unblock` pool) cannot touch a scheduler;
 //!   they push a token onto the reactor's lock-free queue (`crossbeam-queue`) and call
-//!   `Poller::notify()`. The scheduler drains the queue whenever it polls.
+//!   `Poller::notify()`. The scheduler drains the queue whenever it polls. A token's slot
+//!   carries a generation, so a wake that arrives after its wait ended (a timeout or a kill
+//!   ended it first: `crate::sync`) is dropped. A wake made on the waiter's own thread skips
+//!   the queue and the poller.
 //!
 //! # Sockets that move between threads
 //!
@@ -296,28 +299,24 @@ impl Reactor {
     /// Parks the current tasklet until `waker` was woken. Returns `Wake::Never` only when the
     /// tasklet was killed again while unwinding.
     pub(crate) fn wait_remote(&self, waker: &RemoteWaker, blocked_on: BlockedOn) -> Wake {
-        let sched = scheduler();
-        let me = sched.current_rc();
         let (index, _) = split(waker.token);
-        let guard = RemoteWait { reactor: self, index };
-        loop {
-            {
-                let mut remotes = self.remotes.borrow_mut();
-                if remotes[index].done {
-                    break;
-                }
-                if remotes[index].task.is_none() {
-                    remotes[index].task = Some(me.clone());
-                    self.parked.set(self.parked.get() + 1);
-                }
-            }
-            me.set_state(State::Blocked(blocked_on));
-            if sched.park() == Wake::Never {
+        let wait = RemoteWait { reactor: self, index };
+        while !wait.woken() {
+            if wait.park(blocked_on) == Wake::Never {
                 return Wake::Never;
             }
         }
-        drop(guard);
         Wake::Woken
+    }
+
+    /// Begins a wait for another thread whose end the caller decides (a cross-thread channel
+    /// operation, which a timer or a kill may also end): the current tasklet parks with
+    /// [`RemoteWait::park`] until the returned waker is woken, and the guard frees the slot
+    /// when dropped (a wake still in flight is then dropped when it arrives).
+    pub(crate) fn remote_wait(&self) -> io::Result<(RemoteWait<'_>, RemoteWaker)> {
+        let waker = self.remote_waker()?;
+        let (index, _) = split(waker.token);
+        Ok((RemoteWait { reactor: self, index }, waker))
     }
 
     /// Polls for I/O events, waiting at most `timeout` (`None`: until something happens), and
@@ -416,10 +415,39 @@ impl Reactor {
     }
 }
 
-/// Frees a remote slot when its wait ends (normally or by unwinding).
-struct RemoteWait<'a> {
+/// A tasklet's wait for another thread, which frees its remote slot when the wait ends
+/// (normally or by unwinding).
+pub(crate) struct RemoteWait<'a> {
     reactor: &'a Reactor,
     index: usize,
+}
+
+impl RemoteWait<'_> {
+    /// Whether the waker was woken.
+    pub(crate) fn woken(&self) -> bool {
+        self.reactor.remotes.borrow()[self.index].done
+    }
+
+    /// Parks the current tasklet as `blocked_on` until the waker is woken or something else
+    /// makes it runnable (its timer, a kill: then [`Wake::Never`] as from any park); returns
+    /// at once if the waker was woken already. The wait stays open: a wake that comes later
+    /// still counts, until the guard is dropped.
+    pub(crate) fn park(&self, blocked_on: BlockedOn) -> Wake {
+        let sched = scheduler();
+        {
+            let mut remotes = self.reactor.remotes.borrow_mut();
+            let slot = &mut remotes[self.index];
+            if slot.done {
+                return Wake::Woken;
+            }
+            if slot.task.is_none() {
+                slot.task = Some(sched.current_rc());
+                self.reactor.parked.set(self.reactor.parked.get() + 1);
+            }
+        }
+        sched.current().set_state(State::Blocked(blocked_on));
+        sched.park()
+    }
 }
 
 impl Drop for RemoteWait<'_> {
@@ -447,7 +475,14 @@ pub(crate) struct RemoteWaker {
 
 impl RemoteWaker {
     /// Wakes the tasklet (from any thread). Waking a tasklet that stopped waiting is harmless.
+    /// On the tasklet's own thread the wake is made at once, without the queue and the poller.
     pub(crate) fn wake(&self) {
+        if let Some(sched) = crate::scheduler::existing_scheduler() {
+            if sched.reactor().owns(&self.shared) {
+                sched.reactor().wake_remote(self.token);
+                return;
+            }
+        }
         self.shared.remote.push(Remote::Wake(self.token));
         if let Err(err) = self.shared.poller.notify() {
             log::warn!("tasklet: cannot notify a poller: {err}");

@@ -1212,6 +1212,19 @@ impl Scheduler {
         wake
     }
 
+    /// Delivers a kill that is pending on the current tasklet now, if kills are not deferred
+    /// there: the tasklet unwinds, or gets [`Wake::Never`] if it is already unwinding (the
+    /// caller fails its operation). [`Wake::Woken`] when no kill can be delivered. For
+    /// operations that let a wait complete before its kill (see `sync`).
+    #[inline]
+    pub(crate) fn deliver_pending_kill(&self) -> Wake {
+        let me = self.current();
+        if me.kill_pending.get() && me.defer_kills.get() == 0 {
+            return self.killed(me);
+        }
+        Wake::Woken
+    }
+
     /// The current tasklet was resumed to be killed: unwind it, unless it is already unwinding.
     #[cold]
     fn killed(&self, me: &Task) -> Wake {

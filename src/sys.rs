@@ -111,3 +111,40 @@ pub(crate) unsafe fn madvise(addr: *mut u8, len: usize, advice: libc::c_int) -> 
 pub(crate) unsafe fn mprotect(addr: *mut u8, len: usize, prot: libc::c_int) -> io::Result<()> {
     syscall!(mprotect(addr.cast(), len, prot)).map(drop)
 }
+
+/// The CPUs the calling thread may run on (`sched_getaffinity(2)`), in increasing order.
+#[cfg(target_os = "linux")]
+pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: an all-zero `cpu_set_t` is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a writable `cpu_set_t` of the size passed.
+    syscall!(sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set))?;
+    // SAFETY: `CPU_ISSET` reads the set for indexes below `CPU_SETSIZE`.
+    Ok((0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect())
+}
+
+/// Pins the calling thread to `cpu` (`sched_setaffinity(2)`).
+#[cfg(target_os = "linux")]
+pub(crate) fn pin_thread(cpu: usize) -> io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "CPU number out of range"));
+    }
+    // SAFETY: an all-zero `cpu_set_t` is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below `CPU_SETSIZE` (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
+    syscall!(sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)).map(drop)
+}
+
+/// CPU pinning is implemented with Linux's affinity calls only.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "CPU pinning is implemented on Linux only"))
+}
+
+/// See [`allowed_cpus`].
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn pin_thread(_cpu: usize) -> io::Result<()> {
+    allowed_cpus().map(drop)
+}

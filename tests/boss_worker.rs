@@ -93,6 +93,45 @@ fn boss_worker_demo_runs_and_reports() {
     assert!(stderr.contains("requests/s"), "a progress line on stderr: {stderr}");
 }
 
+/// `boss_worker --threads 2`: the boss and the clients on the main thread, the workers spread
+/// over it and a second scheduler thread, fed through `sync` channels; every job accounted for,
+/// and both threads served some.
+#[test]
+fn boss_worker_demo_runs_over_two_threads() {
+    let args: &[&str] = if cfg!(debug_assertions) {
+        &["--threads", "2", "--clients", "8", "--requests", "300"]
+    } else {
+        &["--threads", "2"]
+    };
+    let output = run_example("boss_worker", args);
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8 report");
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "exit {}: {stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let connections = if cfg!(debug_assertions) { 8 * 3 } else { 32 * 15 };
+    let first = stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with("boss_worker: 8 workers on 127.0.0.1:") && first.contains(" over 2 threads;"),
+        "{first}"
+    );
+    assert_eq!(line_of(&stdout, "errors"), "errors        0");
+    assert!(line_of(&stdout, "boss  ")
+        .starts_with(&format!("boss          {connections} jobs accepted, {connections} finished")));
+    let threads = line_of(&stdout, "threads");
+    let per_thread: Vec<u64> = threads
+        .split_once("jobs per thread: ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .map(|list| list.split(", ").map(|n| n.parse().unwrap()).collect())
+        .unwrap_or_else(|| panic!("{threads}"));
+    assert_eq!(per_thread.len(), 2, "{threads}");
+    assert_eq!(per_thread.iter().sum::<u64>(), connections as u64, "{threads}");
+    assert!(per_thread.iter().all(|&n| n > 0), "a thread's workers got no job: {threads}");
+}
+
 #[test]
 fn boss_worker_flags_shape_the_run() {
     let output = run_example(
@@ -113,7 +152,14 @@ fn boss_worker_flags_shape_the_run() {
 
 #[test]
 fn boss_worker_rejects_bad_arguments() {
-    for args in [&["--workers"][..], &["--workers", "0"], &["--clients", "x"], &["--verbose"], &["extra"]] {
+    for args in [
+        &["--workers"][..],
+        &["--workers", "0"],
+        &["--threads", "0"],
+        &["--clients", "x"],
+        &["--verbose"],
+        &["extra"],
+    ] {
         let output = run_example("boss_worker", args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         assert!(output.stdout.is_empty(), "{args:?}");
@@ -214,6 +260,32 @@ fn echo_load_against_echo_server() {
     let output = run_example("echo_load", &[&addr, "--connections", "2", "--round-trips", "1"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stdout).contains("errors       2"));
+}
+
+/// `echo_server --threads 2`: two scheduler threads, each with its own `SO_REUSEPORT` listener
+/// on one port, loaded by `echo_load`: every byte verified.
+#[test]
+fn echo_load_against_echo_server_on_two_threads() {
+    let server = Background::start("echo_server", &["127.0.0.1:0", "--threads", "2"]);
+    let addr = server.addr.to_string();
+    let output =
+        run_example("echo_load", &[&addr, "--connections", "64", "--round-trips", "200", "--size", "64"]);
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8 report");
+    println!("{stdout}");
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(line_of(&stdout, "round trips").starts_with(&format!("round trips  {} in ", thousands(64 * 200))));
+    assert_eq!(line_of(&stdout, "errors"), "errors       0");
+    let threads = std::fs::read_dir(format!("/proc/{}/task", server.child.id())).map(|d| d.count());
+    assert!(threads.as_ref().is_ok_and(|&n| n >= 3), "main and two scheduler threads: {threads:?}");
+}
+
+#[test]
+fn echo_server_rejects_bad_arguments() {
+    for args in [&["--threads"][..], &["--threads", "0"], &["--threads", "x"], &["--verbose"]] {
+        let output = run_example("echo_server", args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("usage: echo_server"), "{args:?}");
+    }
 }
 
 fn thousands(n: usize) -> String {

@@ -12,6 +12,12 @@
 //! - A fixed pool of **worker** tasklets talk to the client blocking-style: read a request line,
 //!   compute, write the answer, until the client closes (or stays silent longer than the idle
 //!   timeout).
+//! - **Threads.** The boss runs on the thread that starts the server; the workers are spread
+//!   round robin over `Config::threads` scheduler threads: that thread and `threads - 1` more
+//!   (`tasklets::threads`). The channels are `tasklets::sync` channels, so a worker on another
+//!   thread talks to the boss exactly as one on the boss's thread does: the waiting side parks
+//!   and the other thread wakes it through its poller. A connection (`TcpStream` is `Send`)
+//!   moves to the worker's thread with the job.
 //! - On shutdown the boss stops accepting and collects the last report of every worker, so that
 //!   its ledger accounts for every job it accepted.
 //!
@@ -36,7 +42,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tasklets::net::{TcpListener, TcpStream};
-use tasklets::{Builder, Channel, Tasklet};
+use tasklets::threads::Threads;
+use tasklets::{sync, Builder, Tasklet};
 
 /// Most rounds a `HASH` may ask for.
 pub const MAX_HASH_ROUNDS: u64 = 100_000_000;
@@ -55,11 +62,13 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Longest request line; a longer one is answered `ERR` and the connection closed.
     pub max_line: usize,
+    /// Scheduler threads the workers are spread over: the boss's own and `threads - 1` more.
+    pub threads: usize,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { workers: 8, idle_timeout: Duration::from_secs(10), max_line: 64 * 1024 }
+        Config { workers: 8, idle_timeout: Duration::from_secs(10), max_line: 64 * 1024, threads: 1 }
     }
 }
 
@@ -81,6 +90,8 @@ pub enum Outcome {
 pub struct JobReport {
     pub job: u64,
     pub worker: usize,
+    /// The scheduler thread the worker runs on (0: the boss's).
+    pub thread: usize,
     pub peer: SocketAddr,
     /// Requests answered (`ERR` answers included).
     pub requests: u64,
@@ -103,12 +114,18 @@ pub struct Ledger {
     pub requests: u64,
     /// `accept` calls that failed (out of file descriptors, typically).
     pub accept_errors: u64,
+    /// Finished jobs by the scheduler thread of their worker.
+    pub by_thread: Vec<u64>,
 }
 
 impl Ledger {
     fn record(&mut self, report: JobReport) {
         self.finished += 1;
         self.requests += report.requests;
+        if self.by_thread.len() <= report.thread {
+            self.by_thread.resize(report.thread + 1, 0);
+        }
+        self.by_thread[report.thread] += 1;
         match report.outcome {
             Outcome::Closed => self.closed += 1,
             Outcome::TimedOut => self.timed_out += 1,
@@ -128,34 +145,48 @@ struct Job {
 /// A worker asking the boss for work, with the report of the job it just finished.
 struct Ready {
     finished: Option<JobReport>,
-    reply: Channel<Option<Job>>,
+    reply: sync::Sender<Option<Job>>,
 }
 
-/// A running boss/worker server (its tasklets live on the thread that started it).
+/// A running boss/worker server: the boss on the thread that started it, the workers there and
+/// on the server's other scheduler threads.
 pub struct Server {
     addr: SocketAddr,
     stopping: Rc<Cell<bool>>,
     boss: Tasklet<Ledger>,
+    /// The scheduler threads beyond the boss's own (none with `threads: 1`).
+    threads: Option<Threads<()>>,
 }
 
 impl Server {
-    /// Starts the boss and `config.workers` workers on the calling thread, serving `listener`.
-    /// They run while the thread runs its tasklets (`tasklets::run`, a `join`, ...).
+    /// Starts the boss on the calling thread, serving `listener`, and `config.workers`
+    /// workers spread over that thread and `config.threads - 1` new scheduler threads. The
+    /// tasklets of the calling thread run while it runs them (`tasklets::run`, a `join`, ...).
     pub fn start(listener: TcpListener, config: Config) -> io::Result<Server> {
         assert!(config.workers > 0, "a server needs at least one worker");
+        assert!(config.threads > 0, "a server needs at least one thread");
         let addr = listener.local_addr()?;
-        let idle = Channel::new();
+        let threads = match config.threads {
+            1 => None,
+            n => Some(tasklets::threads::Builder::new(n - 1).name("worker-thread").spawn(|_| ())?),
+        };
+        let (idle, ready) = sync::channel(0);
         for worker in 0..config.workers {
-            let (idle, config) = (idle.clone(), config.clone());
-            Builder::new().name(format!("worker {worker}")).spawn(move || work(worker, idle, config))?;
+            let (idle, worker_config) = (idle.clone(), config.clone());
+            let body = move || work(worker, idle, worker_config);
+            match (worker % config.threads, &threads) {
+                (0, _) | (_, None) => drop(Builder::new().name(format!("worker {worker}")).spawn(body)?),
+                (t, Some(threads)) => drop(threads.thread(t - 1).spawn(body)),
+            }
         }
+        drop(idle);
         let stopping = Rc::new(Cell::new(false));
         let boss = {
             let stopping = stopping.clone();
-            Builder::new().name("boss").spawn(move || boss(listener, idle, config.workers, stopping))?
+            Builder::new().name("boss").spawn(move || boss(listener, ready, config.workers, stopping))?
         };
-        log::info!("boss: serving {addr} with {} workers", config.workers);
-        Ok(Server { addr, stopping, boss })
+        log::info!("boss: serving {addr} with {} workers on {} threads", config.workers, config.threads);
+        Ok(Server { addr, stopping, boss, threads })
     }
 
     /// The address the server listens on.
@@ -172,7 +203,11 @@ impl Server {
         if let Err(err) = TcpStream::connect(self.addr) {
             log::warn!("boss: cannot wake the acceptor ({err}); waiting for a client to");
         }
-        self.boss.join().expect("the boss does not panic")
+        let ledger = self.boss.join().expect("the boss does not panic");
+        if let Some(threads) = self.threads {
+            threads.join(); // the workers have returned: their threads end
+        }
+        ledger
     }
 
     /// Serves until the process ends.
@@ -181,7 +216,12 @@ impl Server {
     }
 }
 
-fn boss(listener: TcpListener, idle: Channel<Ready>, workers: usize, stopping: Rc<Cell<bool>>) -> Ledger {
+fn boss(
+    listener: TcpListener,
+    idle: sync::Receiver<Ready>,
+    workers: usize,
+    stopping: Rc<Cell<bool>>,
+) -> Ledger {
     let mut ledger = Ledger::default();
     loop {
         let (stream, peer) = match listener.accept() {
@@ -226,11 +266,11 @@ fn boss(listener: TcpListener, idle: Channel<Ready>, workers: usize, stopping: R
     ledger
 }
 
-fn work(worker: usize, idle: Channel<Ready>, config: Config) {
-    let reply = Channel::new();
+fn work(worker: usize, idle: sync::Sender<Ready>, config: Config) {
+    let (reply_to, reply) = sync::channel(0);
     let mut finished = None;
     loop {
-        if idle.send(Ready { finished: finished.take(), reply: reply.clone() }).is_err() {
+        if idle.send(Ready { finished: finished.take(), reply: reply_to.clone() }).is_err() {
             return;
         }
         match reply.receive() {
@@ -251,8 +291,15 @@ fn serve(worker: usize, job: Job, config: &Config) -> JobReport {
         }
         Err(err) => Outcome::Aborted(err.kind()),
     };
-    let report =
-        JobReport { job: job.id, worker, peer: job.peer, requests, outcome, elapsed: start.elapsed() };
+    let report = JobReport {
+        job: job.id,
+        worker,
+        thread: worker % config.threads,
+        peer: job.peer,
+        requests,
+        outcome,
+        elapsed: start.elapsed(),
+    };
     log::debug!(
         "worker {worker}: job {} from {}: {:?} after {} requests in {:?}",
         report.job,

@@ -156,10 +156,12 @@ macro_rules! conversions {
     };
 }
 
+mod bind;
 mod tcp;
 mod udp;
 pub mod unix;
 
+pub use bind::BindOptions;
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 

@@ -8,12 +8,8 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
-use super::{each_addr, inet, NetSocket};
+use super::{each_addr, inet, BindOptions, NetSocket};
 use crate::reactor::Direction;
-
-/// Connections a listener queues before `accept` takes them (the kernel caps it at
-/// `net.core.somaxconn`).
-const BACKLOG: i32 = 1024;
 
 /// A TCP socket server, listening for connections: [`std::net::TcpListener`] for tasklets.
 ///
@@ -120,13 +116,19 @@ impl TcpListener {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn bind<A: ToSocketAddrs + Sync>(addr: A) -> io::Result<TcpListener> {
-        each_addr(&addr, |addr| {
-            let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
-            socket.set_reuse_address(true)?;
-            socket.bind(&(*addr).into())?;
-            socket.listen(BACKLOG)?;
-            Ok(TcpListener { inner: NetSocket::new(socket)? })
-        })
+        TcpListener::options().bind(addr)
+    }
+
+    /// Options for binding a listener (`SO_REUSEPORT`, the backlog, ...): see [`BindOptions`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let listener = tasklets::net::TcpListener::options().reuse_port(true).backlog(128).bind("127.0.0.1:0")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn options() -> BindOptions<TcpListener> {
+        BindOptions::new(true)
     }
 
     /// The local address the listener is bound to.
@@ -212,6 +214,26 @@ impl TcpListener {
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         self.inner.set_nonblocking(nonblocking);
         Ok(())
+    }
+}
+
+impl BindOptions<TcpListener> {
+    /// Sets how many connections the kernel queues before `accept` takes them (default
+    /// 1024; the kernel caps it at `net.core.somaxconn`).
+    pub fn backlog(&mut self, backlog: u32) -> &mut Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Creates a listener bound to `addr` with these options, as [`TcpListener::bind`] does
+    /// with the defaults: each address `addr` resolves to is tried in order until one can be
+    /// bound.
+    pub fn bind<A: ToSocketAddrs + Sync>(&self, addr: A) -> io::Result<TcpListener> {
+        each_addr(&addr, |addr| {
+            let socket = self.bound(addr, Type::STREAM)?;
+            socket.listen(i32::try_from(self.backlog).unwrap_or(i32::MAX))?;
+            Ok(TcpListener { inner: NetSocket::new(socket)? })
+        })
     }
 }
 

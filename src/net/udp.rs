@@ -6,9 +6,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use socket2::{Domain, Socket, Type};
+use socket2::Type;
 
-use super::{each_addr, inet, resolve, NetSocket};
+use super::{each_addr, inet, resolve, BindOptions, NetSocket};
 use crate::reactor::Direction;
 
 /// A UDP socket: [`std::net::UdpSocket`] for tasklets.
@@ -49,11 +49,12 @@ impl UdpSocket {
     /// A host name is resolved without blocking the thread (see the [module](crate::net)
     /// docs, which also explain the `Sync` bound).
     pub fn bind<A: ToSocketAddrs + Sync>(addr: A) -> io::Result<UdpSocket> {
-        each_addr(&addr, |addr| {
-            let socket = Socket::new(Domain::for_address(*addr), Type::DGRAM, None)?;
-            socket.bind(&(*addr).into())?;
-            Ok(UdpSocket { inner: NetSocket::new(socket)? })
-        })
+        UdpSocket::options().bind(addr)
+    }
+
+    /// Options for binding a UDP socket (`SO_REUSEPORT`, ...): see [`BindOptions`].
+    pub fn options() -> BindOptions<UdpSocket> {
+        BindOptions::new(false)
     }
 
     /// Receives one datagram, parking until one arrives (as
@@ -283,6 +284,25 @@ impl UdpSocket {
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         self.inner.set_nonblocking(nonblocking);
         Ok(())
+    }
+}
+
+impl BindOptions<UdpSocket> {
+    /// Creates a socket bound to `addr` with these options, as [`UdpSocket::bind`] does with
+    /// the defaults: each address `addr` resolves to is tried in order until one can be bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tasklets::net::UdpSocket;
+    ///
+    /// let a = UdpSocket::options().reuse_port(true).bind("127.0.0.1:0")?;
+    /// let b = UdpSocket::options().reuse_port(true).bind(a.local_addr()?)?;
+    /// assert_eq!(a.local_addr()?, b.local_addr()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn bind<A: ToSocketAddrs + Sync>(&self, addr: A) -> io::Result<UdpSocket> {
+        each_addr(&addr, |addr| Ok(UdpSocket { inner: NetSocket::new(self.bound(addr, Type::DGRAM)?)? }))
     }
 }
 
