@@ -127,6 +127,7 @@ mod debug;
 pub mod io;
 pub mod net;
 mod reactor;
+mod registry;
 mod runqueue;
 mod scheduler;
 mod stack;

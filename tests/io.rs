@@ -243,3 +243,67 @@ fn registrations_leave_no_fd_behind() {
     }
     assert_eq!(fd_count(), before);
 }
+
+#[test]
+fn two_registrations_of_one_fd_share_the_pollers_registration() {
+    let (a, b) = pair();
+    let fd = a.as_raw_fd();
+    // SAFETY: `a` outlives both registrations (dropped before it, below).
+    let first = Rc::new(unsafe { Registration::new(fd) });
+    // SAFETY: as above.
+    let second = Rc::new(unsafe { Registration::new(fd) });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let waiters: Vec<_> = [first.clone(), second.clone()]
+        .into_iter()
+        .map(|registration| tasklets::spawn(move || registration.wait(Interest::Readable, Some(deadline))))
+        .collect();
+    let write_later = |b: UnixStream| {
+        tasklets::spawn(move || {
+            tasklets::time::sleep(ms(20));
+            (&b).write_all(b"x").unwrap();
+            b
+        })
+    };
+    let writer = write_later(b);
+    for waiter in waiters {
+        waiter.join().unwrap().unwrap();
+    }
+    let b = writer.join().unwrap();
+    // Dropping one leaves the fd registered for the other, which still wakes.
+    drop(second);
+    let mut buf = [0; 1];
+    (&a).read_exact(&mut buf).unwrap();
+    let writer = write_later(b);
+    first.wait(Interest::Readable, Some(Instant::now() + Duration::from_secs(10))).unwrap();
+    (&a).read_exact(&mut buf).unwrap();
+    writer.join().unwrap();
+    drop(first);
+    drop(a);
+}
+
+#[test]
+fn deregister_wakes_the_fds_waiters_on_every_thread_with_ebadf() {
+    let (a, _b) = pair();
+    // SAFETY: `a` outlives the registration's use: it is deregistered before `a` drops.
+    let registration = Arc::new(unsafe { Registration::new(a.as_raw_fd()) });
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let registration = registration.clone();
+            std::thread::spawn(move || {
+                let t = tasklets::spawn(move || registration.wait(Interest::Readable, None));
+                t.join().unwrap()
+            })
+        })
+        .collect();
+    std::thread::sleep(ms(50)); // both park
+    registration.deregister(); // from a thread without a scheduler
+    for waiter in waiters {
+        let err = waiter.join().unwrap().unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
+    }
+    // Waiting through a deregistered registration fails at once too.
+    let err =
+        tasklets::spawn(move || registration.wait(Interest::Readable, None)).join().unwrap().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    drop(a);
+}

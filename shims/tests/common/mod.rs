@@ -42,3 +42,67 @@ pub fn run_in_child(test: &str) {
     assert!(stdout.contains("1 passed"), "the child did not run its test:\n{stdout}");
     print!("{stdout}");
 }
+
+/// The calling thread's `errno`.
+pub fn errno() -> i32 {
+    // SAFETY: reading the calling thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the calling thread's `errno`.
+pub fn set_errno(value: i32) {
+    // SAFETY: writing the calling thread's errno slot.
+    unsafe { *libc::__errno_location() = value }
+}
+
+/// What a C call returned, and `errno` after it (0 if the call left it alone: it is cleared
+/// first).
+pub type Outcome = (i64, i32);
+
+/// Makes a C call with `errno` cleared first and returns what it returned and `errno`.
+pub fn outcome(call: impl FnOnce() -> i64) -> Outcome {
+    set_errno(0);
+    let r = call();
+    (r, errno())
+}
+
+/// Runs `f` on a fresh thread that never uses the runtime: every hook forwards it to the
+/// kernel, so what it observes is glibc's behaviour (glibc's socket and sleep functions are
+/// thin wrappers of these system calls). Fails the test if `f` takes more than 20 s.
+pub fn glibc<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    bounded("on a plain thread", move || {
+        assert!(!tasklets::io::is_cooperative());
+        let r = f();
+        assert!(!tasklets::io::is_cooperative(), "the hooks gave a plain thread a scheduler");
+        r
+    })
+}
+
+/// Runs `f` in a tasklet on a fresh thread (so its hooked calls take the cooperative path)
+/// and returns what `f` returned. Fails the test if `f` takes more than 20 s (a hang).
+pub fn shimmed<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    install();
+    bounded("in a tasklet", move || {
+        let t = tasklets::spawn(f);
+        t.join().unwrap()
+    })
+}
+
+/// Runs `f` on a fresh thread and waits at most 20 s for it: a call that hangs fails the test
+/// instead of hanging the suite (the stuck thread is left behind; the test binary exits).
+pub fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let r = f();
+        let _ = tx.send(());
+        r
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(()) => thread.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Ok(_) => unreachable!(),
+            Err(panic) => std::panic::resume_unwind(panic),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("the call hung {what} (20 s)"),
+    }
+}
