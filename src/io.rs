@@ -160,13 +160,26 @@ impl Registration {
     /// an error of kind [`io::ErrorKind::Other`] when the tasklet is killed while kills are
     /// deferred (see [`with_kills_deferred`]). Otherwise a kill unwinds the tasklet from here.
     pub fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<()> {
-        self.user.wait(interest.into(), deadline).map_err(|err| {
-            if err.kind() == io::ErrorKind::WouldBlock {
-                io::Error::from(io::ErrorKind::TimedOut)
-            } else {
-                err
-            }
-        })
+        self.user.wait(interest.into(), deadline, None).map_err(timed_out_kind)
+    }
+
+    /// [`wait`](Registration::wait), also ended by an interrupt of the thread (see
+    /// [`interrupt`]) that came after the snapshot `since`: then it fails with
+    /// [`io::ErrorKind::Interrupted`], at once if the interrupt came before the call.
+    ///
+    /// For code that reports `EINTR` the way a blocking system call does: take the snapshot
+    /// when the blocking operation starts, and pass it to each wait the operation makes.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`wait`](Registration::wait), and [`io::ErrorKind::Interrupted`].
+    pub fn wait_interruptible(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
+        since: Interrupts,
+    ) -> io::Result<()> {
+        self.user.wait(interest.into(), deadline, Some(since.0)).map_err(timed_out_kind)
     }
 
     /// Runs `op` until it does not fail with `WouldBlock`, parking for `interest` between
@@ -193,10 +206,81 @@ impl Registration {
     }
 }
 
+/// The reactor reports an expired deadline as `WouldBlock` (what std reports for socket
+/// timeouts); a registration's wait says `TimedOut`.
+fn timed_out_kind(err: io::Error) -> io::Error {
+    if err.kind() == io::ErrorKind::WouldBlock {
+        io::Error::from(io::ErrorKind::TimedOut)
+    } else {
+        err
+    }
+}
+
 impl fmt::Debug for Registration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registration").field("fd", &self.fd()).finish_non_exhaustive()
     }
+}
+
+/// Interrupts the calling thread's interruptible waits, as a signal interrupts a blocking
+/// system call: every tasklet of the thread parked in [`Registration::wait_interruptible`] or
+/// [`sleep_interruptible`] wakes and its wait fails with [`io::ErrorKind::Interrupted`]; one
+/// that is not parked at the moment sees it at its next interruptible wait whose snapshot is
+/// older.
+///
+/// Async-signal-safe (an atomic add and at most one `write` to the thread's poller's
+/// eventfd), and meant to be called from a signal handler: that is how `tasklets-shims`
+/// reports `EINTR` from the blocking calls a handler interrupts. The thread does not have to
+/// be idle: a thread blocked in its poller is woken, and a busy one wakes the waiters at its
+/// next poll (once per pass over its run queue).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use tasklets::io::{interrupt, sleep_interruptible, Interrupts};
+///
+/// let sleeper = tasklets::spawn(|| {
+///     sleep_interruptible(Instant::now() + Duration::from_secs(3600), Interrupts::now())
+/// });
+/// tasklets::schedule(); // the sleeper parks
+/// interrupt(); // what a signal handler on this thread would do
+/// let err = sleeper.join().unwrap().unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::Interrupted);
+/// ```
+pub fn interrupt() {
+    crate::reactor::interrupt();
+}
+
+/// A snapshot of the calling thread's interrupt count (see [`interrupt`]): the point after
+/// which an interrupt ends an interruptible wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interrupts(u64);
+
+impl Interrupts {
+    /// The calling thread's count now.
+    pub fn now() -> Interrupts {
+        Interrupts(crate::reactor::interrupts())
+    }
+
+    /// Whether the calling thread was interrupted since this snapshot was taken.
+    pub fn interrupted_since(self) -> bool {
+        crate::reactor::interrupts() != self.0
+    }
+}
+
+/// Sleeps the current tasklet until `until`, unless the thread is interrupted (see
+/// [`interrupt`]) after the snapshot `since`: an interruptible [`crate::time::sleep_until`].
+///
+/// # Errors
+///
+/// [`io::ErrorKind::Interrupted`] when interrupted (at once if the interrupt came before the
+/// call); an error of kind [`io::ErrorKind::Other`] when the tasklet is killed while kills are
+/// deferred (see [`with_kills_deferred`]). Otherwise a kill unwinds the tasklet from here. On
+/// a thread without a scheduler this sleeps the thread, and only an interrupt that came
+/// before the call is reported.
+pub fn sleep_interruptible(until: Instant, since: Interrupts) -> io::Result<()> {
+    crate::reactor::sleep_interruptible(until, since.0)
 }
 
 /// Whether a wait on the calling thread parks the current tasklet rather than the thread:

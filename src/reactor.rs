@@ -53,6 +53,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,6 +156,40 @@ pub(crate) struct Reactor {
     dumps_seen: Cell<u64>,
     /// Whether the poller watches the dump-request eventfd.
     watches_dumps: Cell<bool>,
+    /// Tasklets in interruptible waits (see `io::interrupt`); a slot is freed by its waiter.
+    interruptible: RefCell<Vec<Option<Rc<Task>>>>,
+    free_interruptible: RefCell<Vec<usize>>,
+    /// The thread's interrupt count when the interruptible waiters were last woken.
+    interrupts_seen: Cell<u64>,
+}
+
+thread_local! {
+    /// This thread's interrupt count (see `io::interrupt`). Const-initialised and without a
+    /// destructor, so a signal handler may touch it.
+    static INTERRUPTS: AtomicU64 = const { AtomicU64::new(0) };
+    /// This thread's poller, for a signal handler to wake it (null while there is none).
+    static POLLER: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The calling thread's interrupt count.
+#[inline]
+pub(crate) fn interrupts() -> u64 {
+    INTERRUPTS.with(|count| count.load(Ordering::Relaxed))
+}
+
+/// Counts an interrupt of the calling thread and wakes its poller, so that the scheduler wakes
+/// the thread's interruptible waiters at once, even if the thread was about to block in (or
+/// is blocked in) the poller. Async-signal-safe: an atomic add, a thread-local read and at
+/// most one `write` to an eventfd.
+pub(crate) fn interrupt() {
+    INTERRUPTS.with(|count| count.fetch_add(1, Ordering::Relaxed));
+    let poller = POLLER.with(Cell::get);
+    if !poller.is_null() {
+        // SAFETY: the pointer is set while the thread's reactor holds its `Shared` and cleared
+        // (on this same thread) before the reactor lets it go, so it is live here.
+        // `Poller::notify` is an atomic swap and an eventfd write: async-signal-safe.
+        let _ = unsafe { &*poller }.poller.notify();
+    }
 }
 
 /// The key of the dump-request eventfd's events. `polling` reserves `usize::MAX`; no fd
@@ -192,6 +227,9 @@ impl Reactor {
             polls: Cell::new(0),
             dumps_seen: Cell::new(crate::debug::dump_requests()),
             watches_dumps: Cell::new(false),
+            interruptible: RefCell::new(Vec::new()),
+            free_interruptible: RefCell::new(Vec::new()),
+            interrupts_seen: Cell::new(interrupts()),
         }
     }
 
@@ -202,6 +240,7 @@ impl Reactor {
         }
         let shared = Arc::new(Shared { poller: Poller::new()?, remote: SegQueue::new() });
         *self.shared.borrow_mut() = Some(shared.clone());
+        POLLER.with(|poller| poller.set(Arc::as_ptr(&shared)));
         Ok(shared)
     }
 
@@ -391,6 +430,7 @@ impl Reactor {
         }
         // Before waking anyone: the dump shows what the tasklets waited on when it was asked for.
         crate::debug::dump_if_requested(&self.dumps_seen);
+        self.wake_interrupted();
         let mut fds = self.fds.borrow_mut();
         for event in events.iter() {
             if event.key == DUMP_KEY {
@@ -443,9 +483,47 @@ impl Reactor {
         }
     }
 
+    /// Adds the current tasklet, about to park, to the interruptible waiters; returns its slot
+    /// (free it with [`Reactor::end_interruptible`]).
+    pub(crate) fn begin_interruptible(&self, task: Rc<Task>) -> usize {
+        let mut waiters = self.interruptible.borrow_mut();
+        match self.free_interruptible.borrow_mut().pop() {
+            Some(index) => {
+                waiters[index] = Some(task);
+                index
+            }
+            None => {
+                waiters.push(Some(task));
+                waiters.len() - 1
+            }
+        }
+    }
+
+    /// Frees an interruptible waiter's slot (whether or not an interrupt woke it).
+    pub(crate) fn end_interruptible(&self, index: usize) {
+        self.interruptible.borrow_mut()[index] = None;
+        self.free_interruptible.borrow_mut().push(index);
+    }
+
+    /// Wakes every interruptible waiter if the thread was interrupted since the last time.
+    /// (Their slots stay theirs until they free them.)
+    fn wake_interrupted(&self) {
+        let now = interrupts();
+        if now == self.interrupts_seen.get() {
+            return;
+        }
+        self.interrupts_seen.set(now);
+        let woken: Vec<Rc<Task>> =
+            self.interruptible.borrow_mut().iter_mut().filter_map(Option::take).collect();
+        for task in woken {
+            scheduler().wake(task);
+        }
+    }
+
     /// Polls without blocking if tasklets wait on I/O and the last poll is old enough.
     pub(crate) fn poll_while_busy(&self) {
         crate::debug::dump_if_requested(&self.dumps_seen);
+        self.wake_interrupted();
         if self.parked.get() == 0 {
             return;
         }
@@ -454,6 +532,15 @@ impl Reactor {
             return;
         }
         self.poll(Some(Duration::ZERO));
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        // Before the `Shared` may go: a signal handler must not reach a poller being freed.
+        if self.shared.get_mut().is_some() {
+            POLLER.with(|poller| poller.set(std::ptr::null()));
+        }
     }
 }
 
@@ -591,7 +678,7 @@ impl Source {
 
     /// Parks until the socket is ready in `dir` (see [`FdUser::wait`]).
     pub(crate) fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
-        self.user.wait(dir, deadline)
+        self.user.wait(dir, deadline, None)
     }
 }
 
@@ -606,6 +693,61 @@ impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Source").field("fd", &self.socket.as_raw_fd()).finish_non_exhaustive()
     }
+}
+
+/// A tasklet's place among the interruptible waiters while it is parked (freed on drop, also
+/// when a kill unwinds the wait).
+pub(crate) struct Interruptible<'a> {
+    reactor: &'a Reactor,
+    index: usize,
+}
+
+impl<'a> Interruptible<'a> {
+    pub(crate) fn begin(reactor: &'a Reactor, task: &Rc<Task>) -> Interruptible<'a> {
+        Interruptible { reactor, index: reactor.begin_interruptible(task.clone()) }
+    }
+}
+
+impl Drop for Interruptible<'_> {
+    fn drop(&mut self) {
+        self.reactor.end_interruptible(self.index);
+    }
+}
+
+/// Sleeps the current tasklet until `until`, unless the thread is interrupted after interrupt
+/// count `since` first (`Interrupted`), or the tasklet is killed while it defers kills (the
+/// error of [`killed`]). On a thread without a scheduler, sleeps the thread (an interrupt
+/// cannot end that sleep early, but one that came before is reported).
+pub(crate) fn sleep_interruptible(until: Instant, since: u64) -> io::Result<()> {
+    let Some(sched) = crate::scheduler::existing_scheduler() else {
+        if since != interrupts() {
+            return Err(interrupted());
+        }
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        return Ok(());
+    };
+    let me = sched.current_rc();
+    let alarm = crate::timer::Alarm::arm(&me, until);
+    loop {
+        if since != interrupts() {
+            return Err(interrupted());
+        }
+        if alarm.fired() || Instant::now() >= until {
+            return Ok(());
+        }
+        let slot = Interruptible::begin(sched.reactor(), &me);
+        me.set_state(State::Blocked(BlockedOn::Sleep));
+        let wake = sched.park();
+        drop(slot);
+        if wake == Wake::Never {
+            return Err(killed());
+        }
+    }
+}
+
+/// The error of an interruptible wait ended by an interrupt (see `io::interrupt`).
+pub(crate) fn interrupted() -> io::Error {
+    io::Error::from(io::ErrorKind::Interrupted)
 }
 
 /// The error of a wait cut short by a kill that could not unwind (the tasklet was already

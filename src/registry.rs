@@ -72,7 +72,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use crate::reactor::{key, timed_out, Direction, Reactor, Shared};
+use crate::reactor::{interrupted, interrupts, key, timed_out, Direction, Interruptible, Reactor, Shared};
 use crate::scheduler::{existing_scheduler, scheduler, BlockedOn, State, Task, Wake};
 use crate::timer::Alarm;
 
@@ -205,9 +205,15 @@ impl FdUser {
     }
 
     /// Parks until the fd is ready in `dir` (or may be: wake-ups can be spurious), or
-    /// `deadline` passes (`WouldBlock`). Registers the fd with this thread's poller on the
-    /// first wait here.
-    pub(crate) fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
+    /// `deadline` passes (`WouldBlock`), or, with `interruptible`, until the thread is
+    /// interrupted after the given interrupt count (`Interrupted`; see `io::interrupt`).
+    /// Registers the fd with this thread's poller on the first wait here.
+    pub(crate) fn wait(
+        &self,
+        dir: Direction,
+        deadline: Option<Instant>,
+        interruptible: Option<u64>,
+    ) -> io::Result<()> {
         let sched = scheduler();
         let reactor = sched.reactor();
         self.registered(reactor)?;
@@ -217,13 +223,18 @@ impl FdUser {
         if deadline.is_some_and(|d| d <= Instant::now()) {
             return Err(timed_out());
         }
+        if interruptible.is_some_and(|since| since != interrupts()) {
+            return Err(interrupted());
+        }
         let me = sched.current_rc();
         reactor.add_waiter(self.fd, dir, me.clone());
         let waiting = IoWait { reactor, fd: self.fd, dir, task: &me };
         reactor.rearm(self.fd, self.epoch)?;
         me.set_state(State::Blocked(BlockedOn::Io(self.fd, dir)));
         let alarm = deadline.map(|d| Alarm::arm(&me, d));
+        let interrupts_slot = interruptible.map(|_| Interruptible::begin(reactor, &me));
         let wake = sched.park();
+        drop(interrupts_slot);
         let timed_out_now = alarm.as_ref().is_some_and(Alarm::fired);
         drop(alarm);
         drop(waiting);
@@ -235,6 +246,9 @@ impl FdUser {
         }
         if !reactor.is_registered(self.fd, self.epoch) || self.left.load(Ordering::Relaxed) {
             return Err(closed());
+        }
+        if interruptible.is_some_and(|since| since != interrupts()) {
+            return Err(interrupted());
         }
         Ok(())
     }

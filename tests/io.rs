@@ -307,3 +307,63 @@ fn deregister_wakes_the_fds_waiters_on_every_thread_with_ebadf() {
     assert_eq!(err.raw_os_error(), Some(libc::EBADF));
     drop(a);
 }
+
+extern "C" fn interrupt_on_signal(_: libc::c_int) {
+    tasklets::io::interrupt();
+}
+
+#[test]
+fn an_interrupt_from_a_signal_handler_ends_the_interruptible_waits_of_its_thread() {
+    use tasklets::io::{sleep_interruptible, Interrupts};
+    let sig = libc::SIGRTMIN() + 5;
+    // SAFETY: plain data; all zeroes is an empty mask and no flags.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = interrupt_on_signal as *const () as usize;
+    action.sa_flags = libc::SA_RESTART;
+    // SAFETY: a valid action.
+    assert_eq!(unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) }, 0);
+    let (a, _b) = pair();
+    std::thread::spawn(move || {
+        // SAFETY: plain call.
+        let me = unsafe { libc::pthread_self() };
+        let since = Interrupts::now();
+        // SAFETY: `a` outlives the registration.
+        let registration = Rc::new(unsafe { Registration::new(a.as_raw_fd()) });
+        let waiter = {
+            let registration = registration.clone();
+            tasklets::spawn(move || registration.wait_interruptible(Interest::Readable, None, since))
+        };
+        let sleeper =
+            tasklets::spawn(move || sleep_interruptible(Instant::now() + Duration::from_secs(3600), since));
+        // Not interruptible: only the timer ends it.
+        let plain = tasklets::spawn(|| tasklets::time::sleep(ms(300)));
+        let signaller = std::thread::spawn(move || {
+            std::thread::sleep(ms(100)); // the thread is idle in its poller by then
+                                         // SAFETY: the target joins this thread before it ends.
+            assert_eq!(unsafe { libc::pthread_kill(me, sig) }, 0);
+        });
+        let start = Instant::now();
+        assert_eq!(waiter.join().unwrap().unwrap_err().kind(), ErrorKind::Interrupted);
+        assert_eq!(sleeper.join().unwrap().unwrap_err().kind(), ErrorKind::Interrupted);
+        assert!(start.elapsed() < Duration::from_secs(10));
+        plain.join().unwrap();
+        assert!(start.elapsed() >= ms(300), "a plain sleep was cut short");
+        assert!(since.interrupted_since());
+        // A wait whose snapshot is older fails at once; a fresh snapshot waits.
+        assert_eq!(
+            registration.wait_interruptible(Interest::Readable, None, since).unwrap_err().kind(),
+            ErrorKind::Interrupted
+        );
+        let err = registration.wait_interruptible(
+            Interest::Readable,
+            Some(Instant::now() + ms(20)),
+            Interrupts::now(),
+        );
+        assert_eq!(err.unwrap_err().kind(), ErrorKind::TimedOut);
+        signaller.join().unwrap();
+        drop(registration);
+        drop(a);
+    })
+    .join()
+    .unwrap();
+}

@@ -8,15 +8,17 @@
 //! valid as the C function requires; every `unsafe` block inside relies on exactly that.
 
 use std::ptr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use libc::{
     c_int, c_long, c_uint, c_ulong, c_void, msghdr, nfds_t, pollfd, size_t, sockaddr, socklen_t, ssize_t,
     timespec, timeval,
 };
-use tasklets::io::Interest;
+use tasklets::io::{Interest, Interrupts};
 
 use crate::coop::{self, Waited};
+use crate::signals::{self, Marks};
 use crate::fdtable;
 use crate::sys::{self, raw};
 
@@ -46,16 +48,22 @@ unsafe fn recv_coop(
             }
         }
     };
-    if flags & libc::MSG_WAITALL == 0 || flags & libc::MSG_PEEK != 0 {
-        return coop::io_loop(fd, Interest::Readable, attempt(0, flags));
+    let mut call = coop::Call::new(fd, Interest::Readable);
+    if flags & libc::MSG_WAITALL == 0 || flags & libc::MSG_PEEK != 0 || len == 0 {
+        return call.io(attempt(0, flags));
     }
     let saved = sys::errno();
     let mut got = 0;
     while got < len {
-        match coop::io_loop(fd, Interest::Readable, attempt(got, flags & !libc::MSG_WAITALL)) {
+        match call.io(attempt(got, flags & !libc::MSG_WAITALL)) {
             r if r < 0 && got == 0 => return r,
             r if r <= 0 => break,
             r => got += r as usize,
+        }
+        // Only a stream waits for more: a datagram or a record is one message, whatever its
+        // length (the kernel ignores MSG_WAITALL there).
+        if got < len && sys::socket_type(fd) != Some(libc::SOCK_STREAM) {
+            break;
         }
     }
     sys::set_errno(saved);
@@ -78,8 +86,10 @@ unsafe fn send_coop(
 ) -> c_long {
     let saved = sys::errno();
     let mut sent = 0;
+    // One call, one deadline: SO_SNDTIMEO bounds the whole send, as in the kernel.
+    let mut call = coop::Call::new(fd, Interest::Writable);
     loop {
-        let r = coop::io_loop(fd, Interest::Writable, || {
+        let r = call.io(|| {
             // SAFETY: `buf[sent..len]` is part of the caller's buffer; the rest per the caller.
             unsafe {
                 raw!(
@@ -207,7 +217,7 @@ unsafe fn msg_call(sysno: c_long, interest: Interest, fd: c_int, msg: *mut msghd
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(sysno, fd, msg, flags) } as ssize_t;
     }
-    coop::io_loop(fd, interest, || {
+    coop::Call::new(fd, interest).io(|| {
         // SAFETY: the caller's arguments.
         unsafe { raw!(sysno, fd, msg, flags | libc::MSG_DONTWAIT) }
     }) as ssize_t
@@ -237,7 +247,9 @@ fn not_a_socket_after_all(fd: c_int, r: c_long, saved: c_int) -> bool {
 /// As `read(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
-    if coop::fd_is_cooperative(fd) {
+    // A read of zero bytes returns 0 at once on a socket and leaves a queued datagram alone
+    // (the kernel checks the length before anything else); `recv` would wait, or consume it.
+    if count > 0 && coop::fd_is_cooperative(fd) {
         let saved = sys::errno();
         // SAFETY: the caller's arguments.
         let r = unsafe { recv_coop(fd, buf, count, 0, ptr::null_mut(), ptr::null_mut()) };
@@ -276,43 +288,105 @@ fn iov_msg(iov: *const libc::iovec, iovcnt: c_int) -> msghdr {
     msg
 }
 
-/// `readv(2)`: on a socket in a tasklet, `recvmsg` with the same iovec, made cooperative.
+/// Most iovecs one `readv`/`writev` takes (Linux's `UIO_MAXIOV`, glibc's `IOV_MAX`).
+const IOV_MAX: c_int = 1024;
+
+/// Whether the kernel takes `RWF_NOWAIT` on sockets: unknown (0), yes (1), no (2).
+static NOWAIT_ON_SOCKETS: AtomicU8 = AtomicU8::new(0);
+
+/// `readv`/`writev` on a socket in a tasklet, made cooperative; `None` when the real call
+/// answers at once and must be made instead (a count the kernel refuses, an empty read, a
+/// number that is not a socket after all).
+///
+/// The exact cooperative form is the kernel's own `readv`/`writev` with `RWF_NOWAIT`
+/// (`preadv2`/`pwritev2` at the current position): it fails with `EAGAIN` instead of
+/// blocking and otherwise behaves as `readv`/`writev` in every respect (an empty read leaves a
+/// datagram queued, `SOCK_SEQPACKET` writes end a record). Kernels that do not take the flag
+/// on sockets say `EOPNOTSUPP` (detected once); then `recvmsg`/`sendmsg` with
+/// `MSG_DONTWAIT` stand in, after `process_vm_readv` has read the iovec's total length
+/// safely: an empty read goes to the real `readv`.
+///
+/// # Safety
+/// As `readv(2)`/`writev(2)`.
+unsafe fn vectored(fd: c_int, iov: *const libc::iovec, iovcnt: c_int, interest: Interest) -> Option<ssize_t> {
+    if !(1..=IOV_MAX).contains(&iovcnt) || !coop::fd_is_cooperative(fd) {
+        return None; // EINVAL, or 0 at once, from the real call
+    }
+    let saved = sys::errno();
+    let mut call = coop::Call::new(fd, interest);
+    if NOWAIT_ON_SOCKETS.load(Ordering::Relaxed) != 2 {
+        let sysno = match interest {
+            Interest::Readable => libc::SYS_preadv2,
+            Interest::Writable => libc::SYS_pwritev2,
+        };
+        // SAFETY: the caller's iovec; offset -1 (both halves) is "the current position".
+        let r = call.io(|| unsafe { raw!(sysno, fd, iov, iovcnt, -1, -1, libc::RWF_NOWAIT) });
+        match (r, sys::errno()) {
+            (r, _) if r >= 0 => {
+                NOWAIT_ON_SOCKETS.store(1, Ordering::Relaxed);
+                return Some(r as ssize_t);
+            }
+            (_, libc::EOPNOTSUPP) if sys::fstat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK) => {
+                NOWAIT_ON_SOCKETS.store(2, Ordering::Relaxed);
+                sys::set_errno(saved);
+            }
+            (_, err) => {
+                if not_a_socket_after_all(fd, r, saved) || err == libc::EOPNOTSUPP {
+                    sys::set_errno(saved);
+                    return None;
+                }
+                return Some(r as ssize_t);
+            }
+        }
+    }
+    if interest == Interest::Readable {
+        // SAFETY: `iov` is the caller's; `iov_total` reads it through the kernel.
+        let total = sys::iov_total(iov, iovcnt as usize).unwrap_or_else(|err| match err {
+            libc::EFAULT => 0, // the real call reports it
+            // process_vm_readv refused (seccomp): read the iovec directly.
+            // SAFETY: valid per the caller's contract.
+            _ => unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) }.iter().map(|v| v.iov_len).sum(),
+        });
+        if total == 0 {
+            return None;
+        }
+    }
+    let mut msg = iov_msg(iov, iovcnt);
+    let sysno = match interest {
+        Interest::Readable => libc::SYS_recvmsg,
+        Interest::Writable => libc::SYS_sendmsg,
+    };
+    // SAFETY: `msg` points to the caller's iovec, valid per the caller.
+    let r = call.io(|| unsafe { raw!(sysno, fd, &mut msg as *mut msghdr, libc::MSG_DONTWAIT) });
+    if not_a_socket_after_all(fd, r, saved) {
+        return None;
+    }
+    Some(r as ssize_t)
+}
+
+/// `readv(2)`: on a socket in a tasklet, made cooperative (see `vectored`).
 ///
 /// # Safety
 /// As `readv(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, iovcnt: c_int) -> ssize_t {
-    if iovcnt >= 0 && coop::fd_is_cooperative(fd) {
-        let saved = sys::errno();
-        let mut msg = iov_msg(iov, iovcnt);
-        let r = coop::io_loop(fd, Interest::Readable, || {
-            // SAFETY: `msg` points to the caller's iovec, valid per the caller.
-            unsafe { raw!(libc::SYS_recvmsg, fd, &mut msg as *mut msghdr, libc::MSG_DONTWAIT) }
-        });
-        if !not_a_socket_after_all(fd, r, saved) {
-            return r as ssize_t;
-        }
+    // SAFETY: the caller's arguments.
+    if let Some(r) = unsafe { vectored(fd, iov, iovcnt, Interest::Readable) } {
+        return r;
     }
     // SAFETY: the caller's arguments, forwarded.
     unsafe { raw!(libc::SYS_readv, fd, iov, iovcnt) as ssize_t }
 }
 
-/// `writev(2)`: on a socket in a tasklet, `sendmsg` with the same iovec, made cooperative.
+/// `writev(2)`: on a socket in a tasklet, made cooperative (see `vectored`).
 ///
 /// # Safety
 /// As `writev(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, iovcnt: c_int) -> ssize_t {
-    if iovcnt >= 0 && coop::fd_is_cooperative(fd) {
-        let saved = sys::errno();
-        let msg = iov_msg(iov, iovcnt);
-        let r = coop::io_loop(fd, Interest::Writable, || {
-            // SAFETY: `msg` points to the caller's iovec, valid per the caller.
-            unsafe { raw!(libc::SYS_sendmsg, fd, &msg as *const msghdr, libc::MSG_DONTWAIT) }
-        });
-        if !not_a_socket_after_all(fd, r, saved) {
-            return r as ssize_t;
-        }
+    // SAFETY: the caller's arguments.
+    if let Some(r) = unsafe { vectored(fd, iov, iovcnt, Interest::Writable) } {
+        return r;
     }
     // SAFETY: the caller's arguments, forwarded.
     unsafe { raw!(libc::SYS_writev, fd, iov, iovcnt) as ssize_t }
@@ -332,7 +406,9 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, addrlen: *mut so
 }
 
 /// `accept4(2)`. There is no per-call "don't wait" for accept, so the cooperative path asks
-/// `poll` first and calls the real `accept4` only when a connection (or an error) is pending.
+/// `poll` first and calls the real `accept4` only when a connection (or an error) is pending,
+/// or when the socket is not listening at all (`SO_ACCEPTCONN`): then the real call fails at
+/// once, as it does without the shims (`EINVAL`, `EOPNOTSUPP`).
 ///
 /// # Safety
 /// As `accept4(2)`.
@@ -355,19 +431,19 @@ pub unsafe extern "C" fn accept4(
         return real();
     }
     let saved = sys::errno();
-    let mut deadline = None;
+    let mut call = coop::Call::new(fd, Interest::Readable);
+    let mut listening = false;
     loop {
         match sys::poll_now(fd, libc::POLLIN) {
-            Some(0) if !coop::user_nonblocking(fd) => {}
+            Some(0) if !coop::user_nonblocking(fd) && (listening || sys::is_listening(fd)) => listening = true,
             _ => {
-                // A connection or an error is pending, or the user wants EAGAIN: the real call
-                // returns at once.
+                // A connection or an error is pending, the user wants EAGAIN, or the socket
+                // does not listen: the real call returns at once.
                 sys::set_errno(saved);
                 return real();
             }
         }
-        let deadline = *deadline.get_or_insert_with(|| coop::deadline_for(fd, Interest::Readable));
-        if let Err(err) = coop::park(fd, Interest::Readable, deadline) {
+        if let Err(err) = call.park() {
             return sys::fail(err) as c_int;
         }
     }
@@ -394,12 +470,17 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, addrlen: sock
         sys::set_errno(saved);
         return real();
     }
-    let deadline = coop::deadline_for(fd, Interest::Writable);
-    loop {
+    let mut call = coop::Call::new(fd, Interest::Writable);
+    let deadline = call.deadline();
+    let nonblocking_connect = || {
         sys::setfl(fd, flags | libc::O_NONBLOCK as c_long);
         let r = real();
         let err = sys::errno();
         sys::setfl(fd, flags);
+        (r, err)
+    };
+    loop {
+        let (r, err) = nonblocking_connect();
         if r == 0 {
             sys::set_errno(saved);
             return 0;
@@ -410,7 +491,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, addrlen: sock
             // for room, which has no readiness to park on. Retry shortly.
             libc::EAGAIN if deadline.is_none_or(|d| Instant::now() < d) => {
                 let soon = Instant::now() + Duration::from_millis(1);
-                match coop::park(fd, Interest::Writable, Some(soon.min(deadline.unwrap_or(soon)))) {
+                match call.park_until(Some(soon.min(deadline.unwrap_or(soon)))) {
                     Ok(()) | Err(libc::EAGAIN) => {}
                     Err(err) => return sys::fail(err) as c_int,
                 }
@@ -419,7 +500,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, addrlen: sock
         }
     }
     loop {
-        match coop::park(fd, Interest::Writable, deadline) {
+        match call.park() {
             Ok(()) => {}
             Err(libc::EAGAIN) => return sys::fail(libc::EINPROGRESS) as c_int,
             Err(err) => return sys::fail(err) as c_int,
@@ -431,6 +512,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, addrlen: sock
         }
         return match sys::socket_error(fd) {
             Some(0) => {
+                // The kernel marks the socket connected (so that a later connect fails with
+                // EISCONN, as after a blocking connect) only when connect is called again.
+                let _ = nonblocking_connect();
                 sys::set_errno(saved);
                 0
             }
@@ -460,6 +544,9 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
         return real(timeout);
     }
     let saved = sys::errno();
+    // poll is never restarted: any signal handler that runs from here on interrupts it.
+    let marks = Marks::now();
+    let mut since = Interrupts::now();
     let r = real(0);
     if r != 0 {
         return r;
@@ -486,16 +573,18 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
     };
     loop {
         let waited = match single {
-            Some((fd, interest)) => match coop::park(fd, interest, deadline) {
-                Ok(()) => Waited::Ready,
+            Some((fd, interest)) => match coop::park(fd, interest, deadline, since) {
+                // Closed under the wait: the zero-timeout poll reports POLLNVAL.
+                Ok(()) | Err(libc::EBADF) => Waited::Ready,
                 Err(libc::EAGAIN) => Waited::TimedOut,
+                Err(libc::EINTR) => Waited::Interrupted,
                 Err(libc::ENOTSOCK) => {
                     single = None; // not a socket after all: wait through epoll instead
                     continue;
                 }
                 Err(err) => Waited::Failed(err),
             },
-            None => coop::wait_many(deadline, |epfd| {
+            None => coop::wait_many(deadline, since, |epfd| {
                 for pfd in fds_slice.iter().filter(|pfd| pfd.fd >= 0 && pfd.events != 0) {
                     coop::epoll_add(epfd, pfd.fd, pfd.events as u16 as u32)?;
                 }
@@ -505,6 +594,11 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
         match waited {
             Waited::Ready => {}
             Waited::TimedOut => break,
+            Waited::Interrupted if marks.interrupted(false) => return sys::fail(libc::EINTR) as c_int,
+            Waited::Interrupted => {
+                since = Interrupts::now(); // not a signal handler's doing: wait on
+                continue;
+            }
             Waited::Failed(libc::ECANCELED) => return sys::fail(libc::ECANCELED) as c_int,
             Waited::Failed(_) => {
                 // The poller cannot help (out of fds, ...): block the thread as poll would.
@@ -558,16 +652,22 @@ pub unsafe extern "C" fn select(
         return real(timeout);
     }
     let saved = sys::errno();
+    // select is never restarted: any signal handler that runs from here on interrupts it.
+    let marks = Marks::now();
+    let mut since = Interrupts::now();
     // SAFETY: non-null sets are valid per the caller; `fd_set` is plain data.
     let original =
         unsafe { [readfds.as_ref().copied(), writefds.as_ref().copied(), exceptfds.as_ref().copied()] };
-    let check_now = || {
+    let restore_sets = || {
         for (set, copy) in [readfds, writefds, exceptfds].into_iter().zip(original) {
             if let Some(copy) = copy {
                 // SAFETY: `set` is non-null (it had a copy) and valid per the caller.
                 unsafe { *set = copy };
             }
         }
+    };
+    let check_now = || {
+        restore_sets();
         let mut zero = timeval { tv_sec: 0, tv_usec: 0 };
         real(&mut zero)
     };
@@ -589,7 +689,7 @@ pub unsafe extern "C" fn select(
         }
     };
     loop {
-        let waited = coop::wait_many(deadline, |epfd| {
+        let waited = coop::wait_many(deadline, since, |epfd| {
             for fd in 0..nfds {
                 let mut events = 0;
                 for (copy, bits) in original.iter().zip([libc::EPOLLIN, libc::EPOLLOUT, libc::EPOLLPRI]) {
@@ -615,6 +715,13 @@ pub unsafe extern "C" fn select(
                     return r;
                 }
             }
+            Waited::Interrupted if marks.interrupted(false) => {
+                // As the kernel's select: the time left, the sets as they were given.
+                report_left();
+                restore_sets();
+                return sys::fail(libc::EINTR) as c_int;
+            }
+            Waited::Interrupted => since = Interrupts::now(), // not a signal handler's doing
             Waited::Failed(libc::ECANCELED) => return sys::fail(libc::ECANCELED) as c_int,
             Waited::Failed(_) => {
                 report_left();
@@ -626,8 +733,10 @@ pub unsafe extern "C" fn select(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sleeping. A kill during a cooperative sleep ends it as completed, never with EINTR: std's
-// `thread::sleep` retries EINTR with the time left, which would spin while the kill is pending.
+// Sleeping. A signal handler that runs on the thread during a cooperative sleep interrupts it
+// (EINTR, with the time left), as it interrupts the kernel's. A kill ends it as completed, never
+// with EINTR: std's `thread::sleep` retries EINTR with the time left, which would spin while
+// the kill is pending.
 
 /// A valid `timespec` as a `Duration` (`None` if out of range, which the real call rejects).
 fn duration_of(ts: &timespec) -> Option<Duration> {
@@ -663,7 +772,8 @@ pub unsafe extern "C" fn clock_nanosleep(
         return real();
     }
     let Some(mut dur) = duration_of(req_ts) else { return real() };
-    if flags & libc::TIMER_ABSTIME != 0 {
+    let absolute = flags & libc::TIMER_ABSTIME != 0;
+    if absolute {
         let mut now = timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: `now` is a valid timespec (clock_gettime is a vDSO call, not hooked).
         if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
@@ -672,8 +782,23 @@ pub unsafe extern "C" fn clock_nanosleep(
         let Some(now) = duration_of(&now) else { return real() };
         dur = dur.saturating_sub(now);
     }
-    coop::sleep(dur);
-    0
+    match coop::sleep(dur) {
+        Ok(()) => 0,
+        Err(left) => {
+            if !absolute {
+                // SAFETY: a non-null `rem` is valid per the caller.
+                if let Some(rem) = unsafe { rem.as_mut() } {
+                    *rem = timespec_of(left);
+                }
+            }
+            libc::EINTR
+        }
+    }
+}
+
+/// `dur` as a `timespec`.
+fn timespec_of(dur: Duration) -> timespec {
+    timespec { tv_sec: dur.as_secs() as libc::time_t, tv_nsec: dur.subsec_nanos() as c_long }
 }
 
 /// `nanosleep(2)`.
@@ -685,8 +810,16 @@ pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> 
     if coop::thread_is_cooperative() {
         // SAFETY: a non-null `req` is valid per the caller.
         if let Some(dur) = unsafe { req.as_ref() }.and_then(duration_of) {
-            coop::sleep(dur);
-            return 0;
+            return match coop::sleep(dur) {
+                Ok(()) => 0,
+                Err(left) => {
+                    // SAFETY: a non-null `rem` is valid per the caller.
+                    if let Some(rem) = unsafe { rem.as_mut() } {
+                        *rem = timespec_of(left);
+                    }
+                    sys::fail(libc::EINTR) as c_int
+                }
+            };
         }
     }
     // SAFETY: the caller's arguments, forwarded.
@@ -701,35 +834,124 @@ pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> 
 pub unsafe extern "C" fn usleep(usec: libc::useconds_t) -> c_int {
     let dur = Duration::from_micros(usec.into());
     if coop::thread_is_cooperative() {
-        coop::sleep(dur);
-        return 0;
+        return match coop::sleep(dur) {
+            Ok(()) => 0,
+            Err(_) => sys::fail(libc::EINTR) as c_int,
+        };
     }
-    let req = timespec { tv_sec: dur.as_secs() as libc::time_t, tv_nsec: dur.subsec_nanos() as c_long };
+    let req = timespec_of(dur);
     // SAFETY: `req` is a valid timespec; no remainder is asked for.
     unsafe { raw!(libc::SYS_nanosleep, &req as *const timespec, 0) as c_int }
 }
 
-/// `sleep(3)`: returns the seconds not slept (0 unless interrupted by a signal handler).
+/// `sleep(3)`: returns the seconds not slept (0 unless interrupted by a signal handler), in
+/// whole seconds as glibc counts them (the fraction is dropped), with `errno` left at `EINTR`
+/// when interrupted.
 ///
 /// # Safety
 /// None beyond the C function's (it takes no pointers); `unsafe` as every hook.
 #[no_mangle]
 pub unsafe extern "C" fn sleep(seconds: c_uint) -> c_uint {
     if coop::thread_is_cooperative() {
-        coop::sleep(Duration::from_secs(seconds.into()));
-        return 0;
+        let saved = sys::errno();
+        return match coop::sleep(Duration::from_secs(seconds.into())) {
+            Ok(()) => {
+                sys::set_errno(saved);
+                0
+            }
+            Err(left) => {
+                sys::set_errno(libc::EINTR);
+                left.as_secs() as c_uint
+            }
+        };
     }
     let saved = sys::errno();
     let req = timespec { tv_sec: seconds as libc::time_t, tv_nsec: 0 };
     let mut rem = timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `req` and `rem` are valid timespecs.
     let r = unsafe { raw!(libc::SYS_nanosleep, &req as *const timespec, &mut rem as *mut timespec) };
-    sys::set_errno(saved);
     if r < 0 {
-        rem.tv_sec as c_uint + c_uint::from(rem.tv_nsec >= 500_000_000)
+        rem.tv_sec as c_uint
     } else {
+        sys::set_errno(saved);
         0
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signal handlers: wrapped so that a handler running on a thread interrupts the hooked calls
+// parked there (see `signals`).
+
+/// `sigaction(2)`.
+///
+/// # Safety
+/// As `sigaction(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
+    // SAFETY: the caller's arguments.
+    unsafe { signals::sigaction(sig, act, old) }
+}
+
+/// `signal(3)` (BSD semantics, as glibc's: `SA_RESTART` unless `siginterrupt` said otherwise).
+///
+/// # Safety
+/// As `signal(3)`: `handler` is `SIG_DFL`, `SIG_IGN` or a function of the right type.
+#[no_mangle]
+pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    signals::install(sig, handler, false)
+}
+
+/// `bsd_signal(3)`: `signal`.
+///
+/// # Safety
+/// As `signal(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn bsd_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    signals::install(sig, handler, false)
+}
+
+/// `sysv_signal(3)` (one-shot, not restarting).
+///
+/// # Safety
+/// As `signal(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    signals::install(sig, handler, true)
+}
+
+/// `__sysv_signal`: what `signal` is in C code compiled for strict POSIX (no `_DEFAULT_SOURCE`).
+///
+/// # Safety
+/// As `signal(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn __sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    signals::install(sig, handler, true)
+}
+
+/// `siginterrupt(3)`: toggles `SA_RESTART` of the installed action, as glibc's does, and
+/// remembers it for later `signal` calls.
+///
+/// # Safety
+/// None beyond the C function's; `unsafe` as every hook.
+#[no_mangle]
+pub unsafe extern "C" fn siginterrupt(sig: c_int, flag: c_int) -> c_int {
+    // SAFETY: plain data; all zeroes is valid.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a query into a valid struct.
+    if unsafe { sys::real_sigaction(sig, ptr::null(), &mut action) } != 0 {
+        return -1;
+    }
+    if flag != 0 {
+        action.sa_flags &= !libc::SA_RESTART;
+    } else {
+        action.sa_flags |= libc::SA_RESTART;
+    }
+    // SAFETY: the kernel's own action (our trampoline, if wrapped), with one flag changed.
+    if unsafe { sys::real_sigaction(sig, &action, ptr::null_mut()) } != 0 {
+        return -1;
+    }
+    signals::set_interrupting(sig, flag);
+    0
 }
 
 // ---------------------------------------------------------------------------------------------

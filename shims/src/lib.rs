@@ -173,6 +173,7 @@ if_supported! {
     mod coop;
     mod fdtable;
     mod hooks;
+    mod signals;
     mod sys;
     pub use fdtable::TABLE_SIZE;
 }

@@ -165,3 +165,104 @@ impl NextSymbol {
         (addr != 1).then_some(addr)
     }
 }
+
+extern "C" {
+    /// glibc's `sigaction` under its exported alias (the name `sigaction` is the hook's).
+    /// Not a raw system call: on x86_64 the kernel needs the `sa_restorer` trampoline that
+    /// only glibc can supply.
+    fn __sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int;
+}
+
+/// glibc's own `sigaction`.
+///
+/// # Safety
+///
+/// As `sigaction(2)`: `act` and `old` are null or valid.
+pub(crate) unsafe fn real_sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
+    // SAFETY: forwarded to the caller's contract.
+    unsafe { __sigaction(sig, act, old) }
+}
+
+/// Whether the handler the kernel has for `sig` was installed with `SA_RESTART`.
+/// Async-signal-safe (`sigaction` is); leaves `errno` alone.
+pub(crate) fn signal_restarts(sig: c_int) -> bool {
+    let saved = errno();
+    // SAFETY: plain data; all zeroes is valid.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a query: no new action, `current` is valid to write.
+    let r = unsafe { real_sigaction(sig, std::ptr::null(), &mut current) };
+    set_errno(saved);
+    r != 0 || current.sa_flags & libc::SA_RESTART != 0
+}
+
+/// Whether socket `fd` is listening (`SO_ACCEPTCONN`); `false` if it cannot be asked.
+pub(crate) fn is_listening(fd: c_int) -> bool {
+    let mut on: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: `on` and `len` are valid and `len` is the size of `on`.
+    let r = unsafe {
+        raw!(
+            libc::SYS_getsockopt,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            &mut on as *mut c_int,
+            &mut len as *mut libc::socklen_t
+        )
+    };
+    r == 0 && on != 0
+}
+
+/// The total length of `iovcnt` iovecs at `iov`, read through `process_vm_readv` on this
+/// process, so that a bad pointer is reported (`Err(EFAULT)`) as the kernel would report it
+/// instead of faulting here. `Err` with another `errno` when the call is not allowed
+/// (seccomp): the caller then decides without it.
+pub(crate) fn iov_total(iov: *const libc::iovec, iovcnt: usize) -> Result<usize, c_int> {
+    const CHUNK: usize = 64;
+    let saved = errno();
+    // SAFETY: getpid takes no arguments.
+    let pid = unsafe { raw!(libc::SYS_getpid) };
+    let mut total = 0usize;
+    let mut done = 0;
+    while done < iovcnt {
+        let n = (iovcnt - done).min(CHUNK);
+        let mut copy = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; CHUNK];
+        let bytes = n * std::mem::size_of::<libc::iovec>();
+        let local = libc::iovec { iov_base: copy.as_mut_ptr().cast(), iov_len: bytes };
+        let remote = libc::iovec { iov_base: iov.wrapping_add(done).cast_mut().cast(), iov_len: bytes };
+        // SAFETY: `local` describes `copy`, writable for `bytes`; the kernel checks `remote`.
+        let r = unsafe {
+            raw!(
+                libc::SYS_process_vm_readv,
+                pid,
+                &local as *const libc::iovec,
+                1,
+                &remote as *const libc::iovec,
+                1,
+                0
+            )
+        };
+        if r != bytes as c_long {
+            let err = if r < 0 { errno() } else { libc::EFAULT };
+            set_errno(saved);
+            return Err(err);
+        }
+        total = copy[..n].iter().fold(total, |sum, v| sum.saturating_add(v.iov_len));
+        done += n;
+    }
+    set_errno(saved);
+    Ok(total)
+}
+
+/// The type of socket `fd` (`SOCK_STREAM`, ...), if it can be asked.
+pub(crate) fn socket_type(fd: c_int) -> Option<c_int> {
+    let saved = errno();
+    let mut ty: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: `ty` and `len` are valid and `len` is the size of `ty`.
+    let r = unsafe {
+        raw!(libc::SYS_getsockopt, fd, libc::SOL_SOCKET, libc::SO_TYPE, &mut ty as *mut c_int, &mut len as *mut libc::socklen_t)
+    };
+    set_errno(saved);
+    (r == 0).then_some(ty)
+}
