@@ -49,8 +49,24 @@ unsafe fn recv_coop(
         }
     };
     let mut call = coop::Call::new(fd, Interest::Readable);
-    if flags & libc::MSG_WAITALL == 0 || flags & libc::MSG_PEEK != 0 || len == 0 {
+    if flags & libc::MSG_WAITALL == 0 || len == 0 {
         return call.io(attempt(0, flags));
+    }
+    if flags & libc::MSG_PEEK != 0 {
+        // Peeking for `len` bytes: each peek sees everything queued from the start, so peek
+        // again whenever more arrives, until `len` are there (a stream only), the end of the
+        // stream, an error, or the deadline (which returns what the last peek saw).
+        loop {
+            let r = call.io(attempt(0, flags & !libc::MSG_WAITALL));
+            if r <= 0 || r as usize >= len || sys::socket_type(fd) != Some(libc::SOCK_STREAM) {
+                return r;
+            }
+            let saved = sys::errno();
+            if call.park().is_err() {
+                sys::set_errno(saved);
+                return r;
+            }
+        }
     }
     let saved = sys::errno();
     let mut got = 0;
@@ -122,7 +138,7 @@ unsafe fn send_coop(
 /// As `recv(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    if forwarded_as_is(fd, flags) {
+    if forwarded_as_is(fd, flags, Interest::Readable) {
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(libc::SYS_recvfrom, fd, buf, len, flags, 0, 0) } as ssize_t;
     }
@@ -143,7 +159,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
-    if forwarded_as_is(fd, flags) {
+    if forwarded_as_is(fd, flags, Interest::Readable) {
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(libc::SYS_recvfrom, fd, buf, len, flags, addr, addrlen) } as ssize_t;
     }
@@ -157,7 +173,7 @@ pub unsafe extern "C" fn recvfrom(
 /// As `send(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    if forwarded_as_is(fd, flags) {
+    if forwarded_as_is(fd, flags, Interest::Writable) {
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(libc::SYS_sendto, fd, buf, len, flags, 0, 0) } as ssize_t;
     }
@@ -178,7 +194,7 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     addrlen: socklen_t,
 ) -> ssize_t {
-    if forwarded_as_is(fd, flags) {
+    if forwarded_as_is(fd, flags, Interest::Writable) {
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(libc::SYS_sendto, fd, buf, len, flags, addr, addrlen) } as ssize_t;
     }
@@ -213,7 +229,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 /// # Safety
 /// As the system call `sysno` with these arguments.
 unsafe fn msg_call(sysno: c_long, interest: Interest, fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if forwarded_as_is(fd, flags) {
+    if forwarded_as_is(fd, flags, interest) {
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(sysno, fd, msg, flags) } as ssize_t;
     }
@@ -223,10 +239,16 @@ unsafe fn msg_call(sysno: c_long, interest: Interest, fd: c_int, msg: *mut msghd
     }) as ssize_t
 }
 
-/// Whether a socket call goes straight to the kernel: the caller asked for `MSG_DONTWAIT`
-/// itself, or the fd does not cooperate (see `coop::fd_is_cooperative`).
-fn forwarded_as_is(fd: c_int, flags: c_int) -> bool {
-    flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd)
+/// Whether a socket call goes straight to the kernel: the call never waits (the caller asked
+/// for `MSG_DONTWAIT`; a receive of the error queue or of out-of-band data, which the kernel
+/// answers at once, with `EAGAIN` if there is nothing, even on a blocking socket), or the fd
+/// does not cooperate (see `coop::fd_is_cooperative`).
+fn forwarded_as_is(fd: c_int, flags: c_int, interest: Interest) -> bool {
+    let never_waits = match interest {
+        Interest::Readable => libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE | libc::MSG_OOB,
+        Interest::Writable => libc::MSG_DONTWAIT,
+    };
+    flags & never_waits != 0 || !coop::fd_is_cooperative(fd)
 }
 
 /// A socket call made through `read`/`write`/`readv`/`writev` on what the table thought was a
@@ -314,6 +336,11 @@ unsafe fn vectored(fd: c_int, iov: *const libc::iovec, iovcnt: c_int, interest: 
     }
     let saved = sys::errno();
     let mut call = coop::Call::new(fd, interest);
+    if NOWAIT_ON_SOCKETS.load(Ordering::Relaxed) == 0
+        && std::env::var_os("TASKLETS_SHIMS_RWF_NOWAIT").is_some_and(|v| v == "off")
+    {
+        NOWAIT_ON_SOCKETS.store(2, Ordering::Relaxed); // the fallback, forced (for its tests)
+    }
     if NOWAIT_ON_SOCKETS.load(Ordering::Relaxed) != 2 {
         let sysno = match interest {
             Interest::Readable => libc::SYS_preadv2,
@@ -340,13 +367,8 @@ unsafe fn vectored(fd: c_int, iov: *const libc::iovec, iovcnt: c_int, interest: 
         }
     }
     if interest == Interest::Readable {
-        // SAFETY: `iov` is the caller's; `iov_total` reads it through the kernel.
-        let total = sys::iov_total(iov, iovcnt as usize).unwrap_or_else(|err| match err {
-            libc::EFAULT => 0, // the real call reports it
-            // process_vm_readv refused (seccomp): read the iovec directly.
-            // SAFETY: valid per the caller's contract.
-            _ => unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) }.iter().map(|v| v.iov_len).sum(),
-        });
+        // A bad iovec pointer (EFAULT) goes to the real call too, which reports it.
+        let total = sys::iov_total(iov, iovcnt as usize).unwrap_or(0);
         if total == 0 {
             return None;
         }
@@ -427,7 +449,8 @@ pub unsafe extern "C" fn accept4(
         }
         r
     };
-    if !coop::fd_is_cooperative(fd) {
+    // Bad flags fail at once, before any connection is taken.
+    if flags & !(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) != 0 || !coop::fd_is_cooperative(fd) {
         return real();
     }
     let saved = sys::errno();
@@ -486,7 +509,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, addrlen: sock
             return 0;
         }
         match err {
-            libc::EINPROGRESS => break,
+            // EALREADY: a connect still in progress (one interrupted by a signal): a blocking
+            // connect waits for it, as here.
+            libc::EINPROGRESS | libc::EALREADY => break,
             // A Unix socket whose listener's backlog is full: a blocking connect would wait
             // for room, which has no readiness to park on. Retry shortly.
             libc::EAGAIN if deadline.is_none_or(|d| Instant::now() < d) => {
@@ -585,7 +610,9 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
                 Err(err) => Waited::Failed(err),
             },
             None => coop::wait_many(deadline, since, |epfd| {
-                for pfd in fds_slice.iter().filter(|pfd| pfd.fd >= 0 && pfd.events != 0) {
+                // Entries with no events too: poll reports POLLERR and POLLHUP regardless, and so
+                // does epoll.
+                for pfd in fds_slice.iter().filter(|pfd| pfd.fd >= 0) {
                     coop::epoll_add(epfd, pfd.fd, pfd.events as u16 as u32)?;
                 }
                 Ok(())
@@ -640,8 +667,11 @@ pub unsafe extern "C" fn select(
         // SAFETY: the caller's arguments, forwarded.
         unsafe { raw!(libc::SYS_select, nfds, readfds, writefds, exceptfds, timeout) as c_int }
     };
-    // SAFETY: a non-null `timeout` is valid per the caller.
-    let limit = unsafe { timeout.as_ref() }.copied();
+    // The caller's pointers are read through the kernel: a bad one goes to the real call,
+    // which reports EFAULT, instead of faulting here.
+    let Ok(limit) = (if timeout.is_null() { Ok(None) } else { sys::read_user(timeout).map(Some) }) else {
+        return real(timeout);
+    };
     let valid_limit = limit.is_none_or(|tv| tv.tv_sec >= 0 && (0..1_000_000).contains(&tv.tv_usec));
     let zero = limit.is_some_and(|tv| tv.tv_sec == 0 && tv.tv_usec == 0);
     if zero
@@ -655,9 +685,14 @@ pub unsafe extern "C" fn select(
     // select is never restarted: any signal handler that runs from here on interrupts it.
     let marks = Marks::now();
     let mut since = Interrupts::now();
-    // SAFETY: non-null sets are valid per the caller; `fd_set` is plain data.
-    let original =
-        unsafe { [readfds.as_ref().copied(), writefds.as_ref().copied(), exceptfds.as_ref().copied()] };
+    let copy_of = |set: *mut libc::fd_set| if set.is_null() { Ok(None) } else { sys::read_user(set).map(Some) };
+    let (Ok(read_copy), Ok(write_copy), Ok(except_copy)) = (copy_of(readfds), copy_of(writefds), copy_of(exceptfds))
+    else {
+        return real(timeout);
+    };
+    let original = [read_copy, write_copy, except_copy];
+    // Writes to the sets: only after a zero-timeout select succeeded, so the kernel found them
+    // writable.
     let restore_sets = || {
         for (set, copy) in [readfds, writefds, exceptfds].into_iter().zip(original) {
             if let Some(copy) = copy {
@@ -671,21 +706,19 @@ pub unsafe extern "C" fn select(
         let mut zero = timeval { tv_sec: 0, tv_usec: 0 };
         real(&mut zero)
     };
-    let r = check_now();
+    let mut zero = timeval { tv_sec: 0, tv_usec: 0 };
+    let r = real(&mut zero); // the sets are still the caller's
     if r != 0 {
         return r;
     }
     let deadline = limit.and_then(|tv| {
         Instant::now().checked_add(Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000))
     });
+    // As the kernel: the time left, written back if the timeval is writable (ignored if not).
     let report_left = || {
-        if let (Some(tv), Some(left)) = (
-            // SAFETY: a non-null `timeout` is valid per the caller.
-            unsafe { timeout.as_mut() },
-            coop::remaining(deadline),
-        ) {
-            tv.tv_sec = left.as_secs() as libc::time_t;
-            tv.tv_usec = left.subsec_micros() as libc::suseconds_t;
+        if let (false, Some(left)) = (timeout.is_null(), coop::remaining(deadline)) {
+            let tv = timeval { tv_sec: left.as_secs() as libc::time_t, tv_usec: left.subsec_micros() as libc::suseconds_t };
+            let _ = sys::write_user(timeout, tv);
         }
     };
     loop {
@@ -765,13 +798,13 @@ pub unsafe extern "C" fn clock_nanosleep(
         sys::set_errno(saved);
         err
     };
-    // SAFETY: a non-null `req` is valid per the caller.
-    let Some(req_ts) = (unsafe { req.as_ref() }) else { return real() };
     let clock_ok = clock == libc::CLOCK_MONOTONIC || clock == libc::CLOCK_REALTIME;
-    if !clock_ok || !coop::thread_is_cooperative() {
+    if req.is_null() || !clock_ok || !coop::thread_is_cooperative() {
         return real();
     }
-    let Some(mut dur) = duration_of(req_ts) else { return real() };
+    // Read through the kernel: a bad pointer goes to the real call (EFAULT).
+    let Ok(req_ts) = sys::read_user(req) else { return real() };
+    let Some(mut dur) = duration_of(&req_ts) else { return real() };
     let absolute = flags & libc::TIMER_ABSTIME != 0;
     if absolute {
         let mut now = timespec { tv_sec: 0, tv_nsec: 0 };
@@ -785,11 +818,8 @@ pub unsafe extern "C" fn clock_nanosleep(
     match coop::sleep(dur) {
         Ok(()) => 0,
         Err(left) => {
-            if !absolute {
-                // SAFETY: a non-null `rem` is valid per the caller.
-                if let Some(rem) = unsafe { rem.as_mut() } {
-                    *rem = timespec_of(left);
-                }
+            if !absolute && !rem.is_null() && sys::write_user(rem, timespec_of(left)).is_err() {
+                return libc::EFAULT;
             }
             libc::EINTR
         }
@@ -807,18 +837,15 @@ fn timespec_of(dur: Duration) -> timespec {
 /// As `nanosleep(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int {
-    if coop::thread_is_cooperative() {
-        // SAFETY: a non-null `req` is valid per the caller.
-        if let Some(dur) = unsafe { req.as_ref() }.and_then(duration_of) {
+    if !req.is_null() && coop::thread_is_cooperative() {
+        // Read through the kernel: a bad pointer goes to the real call (EFAULT).
+        if let Some(dur) = sys::read_user(req).ok().as_ref().and_then(duration_of) {
             return match coop::sleep(dur) {
                 Ok(()) => 0,
-                Err(left) => {
-                    // SAFETY: a non-null `rem` is valid per the caller.
-                    if let Some(rem) = unsafe { rem.as_mut() } {
-                        *rem = timespec_of(left);
-                    }
-                    sys::fail(libc::EINTR) as c_int
+                Err(left) if !rem.is_null() && sys::write_user(rem, timespec_of(left)).is_err() => {
+                    sys::fail(libc::EFAULT) as c_int
                 }
+                Err(_) => sys::fail(libc::EINTR) as c_int,
             };
         }
     }
@@ -1037,7 +1064,8 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// As `dup3(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    if old != new && sys::getfl(old) >= 0 {
+    // Only a call that will succeed closes `new` (bad flags or a bad `old` fail first).
+    if old != new && flags & !libc::O_CLOEXEC == 0 && sys::getfl(old) >= 0 {
         fdtable::closing(new);
     }
     // SAFETY: the caller's arguments, forwarded.

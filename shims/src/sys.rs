@@ -213,44 +213,73 @@ pub(crate) fn is_listening(fd: c_int) -> bool {
     r == 0 && on != 0
 }
 
-/// The total length of `iovcnt` iovecs at `iov`, read through `process_vm_readv` on this
-/// process, so that a bad pointer is reported (`Err(EFAULT)`) as the kernel would report it
-/// instead of faulting here. `Err` with another `errno` when the call is not allowed
-/// (seccomp): the caller then decides without it.
-pub(crate) fn iov_total(iov: *const libc::iovec, iovcnt: usize) -> Result<usize, c_int> {
-    const CHUNK: usize = 64;
+/// Copies `len` bytes between this process's memory at `local` and at `user` (a pointer the
+/// caller of a hook passed) through `process_vm_readv` (`to_user == false`) or
+/// `process_vm_writev`, so that a bad user pointer is reported as the kernel reports it,
+/// `Err(EFAULT)`, instead of faulting in the hook. When the call itself is refused (`ENOSYS`,
+/// `EPERM`: a seccomp filter), copies directly: then a bad pointer faults, as it would in most
+/// C libraries. Leaves `errno` alone.
+fn copy_user(local: *mut u8, user: *mut u8, len: usize, to_user: bool) -> Result<(), c_int> {
     let saved = errno();
     // SAFETY: getpid takes no arguments.
     let pid = unsafe { raw!(libc::SYS_getpid) };
-    let mut total = 0usize;
-    let mut done = 0;
+    let local_iov = libc::iovec { iov_base: local.cast(), iov_len: len };
+    let user_iov = libc::iovec { iov_base: user.cast(), iov_len: len };
+    let sysno = if to_user { libc::SYS_process_vm_writev } else { libc::SYS_process_vm_readv };
+    // SAFETY: `local` is valid for `len` bytes (the caller's own memory); the kernel checks
+    // `user`.
+    let r = unsafe {
+        raw!(sysno, pid, &local_iov as *const libc::iovec, 1, &user_iov as *const libc::iovec, 1, 0)
+    };
+    let result = match (r, errno()) {
+        (r, _) if r == len as c_long => Ok(()),
+        (r, _) if r >= 0 => Err(libc::EFAULT), // a partial copy: the rest is not mapped
+        (_, libc::ENOSYS | libc::EPERM) => {
+            // SAFETY: the caller's pointer, valid per its contract (nothing can check it).
+            unsafe {
+                if to_user {
+                    std::ptr::copy_nonoverlapping(local, user, len);
+                } else {
+                    std::ptr::copy_nonoverlapping(user, local, len);
+                }
+            }
+            Ok(())
+        }
+        (_, err) => Err(err),
+    };
+    set_errno(saved);
+    result
+}
+
+/// Reads a `T` from a pointer a hook's caller passed (see [`copy_user`]): `Err(EFAULT)` for
+/// a bad pointer.
+pub(crate) fn read_user<T: Copy>(user: *const T) -> Result<T, c_int> {
+    let mut value = std::mem::MaybeUninit::<T>::uninit();
+    copy_user(value.as_mut_ptr().cast(), user.cast_mut().cast(), std::mem::size_of::<T>(), false)?;
+    // SAFETY: fully written by the copy (`T` is plain data: `Copy`).
+    Ok(unsafe { value.assume_init() })
+}
+
+/// Writes a `T` to a pointer a hook's caller passed (see [`copy_user`]): `Err(EFAULT)` for a
+/// bad pointer.
+pub(crate) fn write_user<T: Copy>(user: *mut T, value: T) -> Result<(), c_int> {
+    let mut value = value;
+    copy_user((&mut value as *mut T).cast(), user.cast(), std::mem::size_of::<T>(), true)
+}
+
+/// The total length of `iovcnt` iovecs at `iov` (a caller's pointer, read safely in chunks:
+/// see [`copy_user`]).
+pub(crate) fn iov_total(iov: *const libc::iovec, iovcnt: usize) -> Result<usize, c_int> {
+    const CHUNK: usize = 64;
+    let mut copy = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; CHUNK];
+    let (mut total, mut done) = (0usize, 0);
     while done < iovcnt {
         let n = (iovcnt - done).min(CHUNK);
-        let mut copy = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; CHUNK];
         let bytes = n * std::mem::size_of::<libc::iovec>();
-        let local = libc::iovec { iov_base: copy.as_mut_ptr().cast(), iov_len: bytes };
-        let remote = libc::iovec { iov_base: iov.wrapping_add(done).cast_mut().cast(), iov_len: bytes };
-        // SAFETY: `local` describes `copy`, writable for `bytes`; the kernel checks `remote`.
-        let r = unsafe {
-            raw!(
-                libc::SYS_process_vm_readv,
-                pid,
-                &local as *const libc::iovec,
-                1,
-                &remote as *const libc::iovec,
-                1,
-                0
-            )
-        };
-        if r != bytes as c_long {
-            let err = if r < 0 { errno() } else { libc::EFAULT };
-            set_errno(saved);
-            return Err(err);
-        }
+        copy_user(copy.as_mut_ptr().cast(), iov.wrapping_add(done).cast_mut().cast(), bytes, false)?;
         total = copy[..n].iter().fold(total, |sum, v| sum.saturating_add(v.iov_len));
         done += n;
     }
-    set_errno(saved);
     Ok(total)
 }
 

@@ -100,69 +100,70 @@ fn accept_on_a_socket_that_is_not_listening_fails_at_once_as_in_glibc() {
     assert_eq!(shimmed(probe), expected);
 }
 
+fn zero_byte_reads_of_a_queued_datagram() -> Vec<Outcome> {
+    let socket = udp_with_a_datagram();
+    let fd = raw(&socket);
+    let mut buf = [0u8; 16];
+    let zero = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: 0 };
+    vec![
+        // SAFETY: valid buffers (zero bytes long).
+        outcome(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 0) } as i64),
+        // SAFETY: no iovec at all.
+        outcome(|| unsafe { libc::readv(fd, ptr::null(), 0) } as i64),
+        // SAFETY: one valid iovec of zero bytes.
+        outcome(|| unsafe { libc::readv(fd, &zero, 1) } as i64),
+        // The datagram is still there.
+        // SAFETY: a valid buffer.
+        outcome(|| unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) } as i64),
+    ]
+}
+
 #[test]
 fn read_of_zero_bytes_leaves_the_datagram_queued() {
-    fn probe() -> Vec<Outcome> {
-        let socket = udp_with_a_datagram();
-        let fd = raw(&socket);
-        let mut buf = [0u8; 16];
-        let zero = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: 0 };
-        vec![
-            // SAFETY: valid buffers (zero bytes long).
-            outcome(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 0) } as i64),
-            // SAFETY: no iovec at all.
-            outcome(|| unsafe { libc::readv(fd, ptr::null(), 0) } as i64),
-            // SAFETY: one valid iovec of zero bytes.
-            outcome(|| unsafe { libc::readv(fd, &zero, 1) } as i64),
-            // The datagram is still there.
-            // SAFETY: a valid buffer.
-            outcome(
-                || unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) } as i64
-            ),
-        ]
-    }
-    let expected = glibc(probe);
+    let expected = glibc(zero_byte_reads_of_a_queued_datagram);
     assert_eq!(expected.last(), Some(&(5, 0)));
-    assert_eq!(shimmed(probe), expected);
+    assert_eq!(shimmed(zero_byte_reads_of_a_queued_datagram), expected);
+}
+
+fn zero_byte_reads_of_an_idle_stream() -> Vec<Outcome> {
+    let (client, _server) = tcp_pair();
+    let fd = raw(&client);
+    let mut buf = [0u8; 1];
+    vec![
+        // SAFETY: a valid buffer (zero bytes long).
+        outcome(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 0) } as i64),
+        // SAFETY: no iovec at all.
+        outcome(|| unsafe { libc::readv(fd, ptr::null(), 0) } as i64),
+    ]
 }
 
 #[test]
 fn read_of_zero_bytes_on_an_idle_tcp_socket_returns_zero_at_once() {
-    fn probe() -> Vec<Outcome> {
-        let (client, _server) = tcp_pair();
-        let fd = raw(&client);
-        let mut buf = [0u8; 1];
-        vec![
-            // SAFETY: a valid buffer (zero bytes long).
-            outcome(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 0) } as i64),
-            // SAFETY: no iovec at all.
-            outcome(|| unsafe { libc::readv(fd, ptr::null(), 0) } as i64),
-        ]
-    }
-    let expected = glibc(probe);
+    let expected = glibc(zero_byte_reads_of_an_idle_stream);
     assert_eq!(expected, [(0, 0), (0, 0)]);
-    assert_eq!(shimmed(probe), expected);
+    assert_eq!(shimmed(zero_byte_reads_of_an_idle_stream), expected);
+}
+
+fn vectored_calls_with_bad_counts() -> Vec<Outcome> {
+    let (client, _server) = tcp_pair();
+    let fd = raw(&client);
+    let mut byte = [0u8; 1];
+    let iovs = vec![libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 }; 1025];
+    let mut seen = Vec::new();
+    for count in [1025, -1] {
+        // SAFETY: `iovs` holds 1025 valid iovecs.
+        seen.push(outcome(|| unsafe { libc::readv(fd, iovs.as_ptr(), count) } as i64));
+        // SAFETY: as above.
+        seen.push(outcome(|| unsafe { libc::writev(fd, iovs.as_ptr(), count) } as i64));
+    }
+    seen
 }
 
 #[test]
 fn readv_and_writev_with_a_bad_buffer_count_fail_with_einval() {
-    fn probe() -> Vec<Outcome> {
-        let (client, _server) = tcp_pair();
-        let fd = raw(&client);
-        let mut byte = [0u8; 1];
-        let iovs = vec![libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 }; 1025];
-        let mut seen = Vec::new();
-        for count in [1025, -1] {
-            // SAFETY: `iovs` holds 1025 valid iovecs.
-            seen.push(outcome(|| unsafe { libc::readv(fd, iovs.as_ptr(), count) } as i64));
-            // SAFETY: as above.
-            seen.push(outcome(|| unsafe { libc::writev(fd, iovs.as_ptr(), count) } as i64));
-        }
-        seen
-    }
-    let expected = glibc(probe);
+    let expected = glibc(vectored_calls_with_bad_counts);
     assert!(expected.iter().all(|&o| o == (-1, libc::EINVAL)), "{expected:?}");
-    assert_eq!(shimmed(probe), expected);
+    assert_eq!(shimmed(vectored_calls_with_bad_counts), expected);
 }
 
 #[test]
@@ -264,4 +265,297 @@ fn so_rcvtimeo_bounds_a_waitall_receive_which_returns_what_it_has() {
     println!("shims: received {got} bytes in {took:?}");
     assert!(got > 0 && got < 200, "the partial count glibc returns: {got} bytes");
     assert!(took < ms(800), "the timeout did not bound the whole call: {took:?}");
+}
+
+#[test]
+fn receiving_the_error_queue_or_out_of_band_data_never_waits() {
+    fn probe() -> Vec<Outcome> {
+        let (client, _server) = tcp_pair();
+        let fd = raw(&client);
+        let mut buf = [0u8; 16];
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // SAFETY: plain data; all zeroes is an empty message header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        vec![
+            // SAFETY: a valid buffer.
+            outcome(|| unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_OOB) } as i64),
+            // SAFETY: a valid message header.
+            outcome(|| unsafe { libc::recvmsg(raw(&udp), &mut msg, libc::MSG_ERRQUEUE) } as i64),
+        ]
+    }
+    let expected = glibc(probe);
+    assert!(expected.iter().all(|&(r, _)| r == -1), "{expected:?}");
+    assert_eq!(shimmed(probe), expected);
+}
+
+#[test]
+fn accept4_with_bad_flags_fails_at_once_with_einval() {
+    fn probe() -> Vec<Outcome> {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // SAFETY: null address pointers are allowed.
+        vec![outcome(|| unsafe {
+            libc::accept4(raw(&listener), ptr::null_mut(), ptr::null_mut(), 0x7fff_0000)
+        } as i64)]
+    }
+    let expected = glibc(probe);
+    assert_eq!(expected, [(-1, libc::EINVAL)]);
+    assert_eq!(shimmed(probe), expected);
+}
+
+#[test]
+fn a_peeking_waitall_receive_waits_for_the_whole_length() {
+    fn probe() -> (Outcome, bool) {
+        let (client, server) = tcp_pair();
+        let writer = std::thread::spawn(move || {
+            let mut server = std::fs::File::from(server);
+            server.write_all(b"01234").unwrap();
+            std::thread::sleep(ms(150));
+            server.write_all(b"56789").unwrap();
+            server
+        });
+        let mut buf = [0u8; 10];
+        let start = Instant::now();
+        let seen = outcome(|| {
+            // SAFETY: a valid buffer.
+            unsafe {
+                libc::recv(raw(&client), buf.as_mut_ptr().cast(), 10, libc::MSG_PEEK | libc::MSG_WAITALL)
+                    as i64
+            }
+        });
+        let waited = start.elapsed() >= ms(100);
+        writer.join().unwrap();
+        (seen, waited)
+    }
+    let expected = glibc(probe);
+    assert_eq!(expected, ((10, 0), true));
+    assert_eq!(shimmed(probe), expected);
+}
+
+#[test]
+fn poll_with_no_events_still_wakes_on_a_hangup() {
+    fn probe() -> (Outcome, i16, bool) {
+        let (client, server) = tcp_pair();
+        // Both directions closed make a hangup: ours now, the peer's in 100 ms.
+        // SAFETY: plain call.
+        assert_eq!(unsafe { libc::shutdown(raw(&client), libc::SHUT_WR) }, 0);
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(ms(100));
+            drop(server);
+        });
+        let mut fds = [libc::pollfd { fd: raw(&client), events: 0, revents: 0 }];
+        let start = Instant::now();
+        // SAFETY: one valid pollfd.
+        let seen = outcome(|| unsafe { libc::poll(fds.as_mut_ptr(), 1, 5000) } as i64);
+        let early = start.elapsed() < ms(2500);
+        closer.join().unwrap();
+        (seen, fds[0].revents, early)
+    }
+    let expected = glibc(probe);
+    assert!(expected.2 && expected.0 == (1, 0), "{expected:?}");
+    assert_eq!(shimmed(probe), expected);
+}
+
+#[test]
+fn dup3_with_bad_flags_leaves_the_target_socket_alone() {
+    shimmed(|| {
+        let (client, server) = tcp_pair();
+        let (other, _other_peer) = tcp_pair();
+        let fd = raw(&client);
+        let reader = tasklets::spawn(move || {
+            let mut buf = [0u8; 1];
+            // SAFETY: a valid buffer.
+            outcome(|| unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), 1, 0) } as i64)
+        });
+        tasklets::schedule(); // the reader parks on `client`
+                              // SAFETY: plain call with bad flags: fails, and `client` stays open.
+        assert_eq!(
+            outcome(|| unsafe { libc::dup3(raw(&other), fd, 0x4000_0000) } as i64),
+            (-1, libc::EINVAL)
+        );
+        let mut server = std::fs::File::from(server);
+        server.write_all(b"z").unwrap();
+        assert_eq!(reader.join().unwrap(), (1, 0), "the parked reader lost its registration");
+        drop(client);
+    });
+}
+
+fn bad_descriptors_and_pointers() -> Vec<Outcome> {
+    let (client, _server) = tcp_pair();
+    let fd = raw(&client);
+    let unopened = 19_999;
+    let mut buf = [0u8; 4];
+    let bad = 8 as *mut libc::c_void; // a never-mapped address
+    let file = std::fs::File::open("/proc/self/status").unwrap();
+    let mut seen = Vec::new();
+    for target in [-1, unopened, raw(&file)] {
+        // SAFETY: valid buffers; the fds are bad on purpose.
+        seen.push(outcome(|| unsafe { libc::recv(target, buf.as_mut_ptr().cast(), 4, 0) } as i64));
+        // SAFETY: as above.
+        seen.push(outcome(
+            || unsafe { libc::send(target, buf.as_ptr().cast(), 4, libc::MSG_NOSIGNAL) } as i64
+        ));
+        // SAFETY: as above.
+        seen.push(outcome(|| unsafe { libc::accept(target, ptr::null_mut(), ptr::null_mut()) } as i64));
+    }
+    let mut server = std::fs::File::from(_server);
+    server.write_all(b"data").unwrap();
+    // The kernel reports bad pointers as EFAULT; the shims must not fault on them.
+    // SAFETY: bad pointers on purpose: the kernel checks them.
+    seen.push(outcome(|| unsafe { libc::recv(fd, bad, 4, 0) } as i64));
+    // SAFETY: as above.
+    seen.push(outcome(|| unsafe { libc::readv(fd, bad.cast(), 1) } as i64));
+    // SAFETY: as above.
+    seen.push(outcome(|| unsafe { libc::writev(fd, bad.cast(), 1) } as i64));
+    // SAFETY: as above.
+    seen.push(outcome(|| unsafe { libc::recvmsg(fd, bad.cast(), 0) } as i64));
+    // SAFETY: as above.
+    seen.push(outcome(|| unsafe { libc::send(fd, bad, 4, libc::MSG_NOSIGNAL) } as i64));
+    let mut fds = [libc::pollfd { fd: unopened, events: libc::POLLIN, revents: 0 }];
+    // SAFETY: one valid pollfd (for a closed fd: POLLNVAL).
+    seen.push(outcome(|| unsafe { libc::poll(fds.as_mut_ptr(), 1, 1000) } as i64));
+    seen.push((fds[0].revents as i64, 0));
+    // SAFETY: a bad pointer with nfds > 0: EFAULT.
+    seen.push(outcome(|| unsafe { libc::poll(bad.cast(), 1, 1000) } as i64));
+    // SAFETY: as above.
+    seen.push(outcome(|| unsafe { libc::nanosleep(bad.cast(), ptr::null_mut()) } as i64));
+    drop(server);
+    seen
+}
+
+#[test]
+fn bad_descriptors_and_bad_pointers_fail_as_in_glibc() {
+    let expected = glibc(bad_descriptors_and_pointers);
+    assert_eq!(shimmed(bad_descriptors_and_pointers), expected);
+}
+
+#[test]
+fn a_connect_retried_after_eintr_waits_for_the_connection_as_glibc() {
+    // A listener with a full backlog drops the SYN, so a connect stays in progress; a signal
+    // interrupts it; a second connect waits for it (once a slot is free, the SYN is resent).
+    extern "C" fn on_signal(_: libc::c_int) {}
+    let sig = libc::SIGRTMIN() + 6;
+    common::install();
+    // SAFETY: plain data; all zeroes is an empty mask and no flags.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = on_signal as *const () as usize;
+    // SAFETY: a valid action.
+    assert_eq!(unsafe { libc::sigaction(sig, &action, ptr::null_mut()) }, 0);
+    fn probe() -> Vec<Outcome> {
+        let sig = libc::SIGRTMIN() + 6;
+        let listener = fresh_tcp();
+        let (addr, len) = sockaddr_of("127.0.0.1:0".parse().unwrap());
+        let addr_ptr = (&addr as *const libc::sockaddr_in).cast();
+        // SAFETY: valid address; backlog 0 (one pending connection at most).
+        assert_eq!(unsafe { libc::bind(raw(&listener), addr_ptr, len) }, 0);
+        // SAFETY: plain call.
+        assert_eq!(unsafe { libc::listen(raw(&listener), 0) }, 0);
+        let bound = {
+            // SAFETY: plain data.
+            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            let mut l = len;
+            // SAFETY: valid buffers.
+            unsafe { libc::getsockname(raw(&listener), (&mut sin as *mut libc::sockaddr_in).cast(), &mut l) };
+            sin
+        };
+        let target = (&bound as *const libc::sockaddr_in).cast();
+        // Fill the backlog.
+        let fillers: Vec<_> = (0..2)
+            .map(|_| {
+                let s = fresh_tcp();
+                // SAFETY: non-blocking connect to a valid address.
+                unsafe {
+                    libc::fcntl(raw(&s), libc::F_SETFL, libc::O_NONBLOCK);
+                    libc::connect(raw(&s), target, len);
+                }
+                s
+            })
+            .collect();
+        std::thread::sleep(ms(50));
+        let socket = fresh_tcp();
+        let signaller = {
+            // SAFETY: plain call.
+            let me = unsafe { libc::pthread_self() };
+            std::thread::spawn(move || {
+                std::thread::sleep(ms(100));
+                // SAFETY: the target joins this thread before it ends.
+                unsafe { libc::pthread_kill(me, sig) };
+            })
+        };
+        // SAFETY: a valid address.
+        let first = outcome(|| unsafe { libc::connect(raw(&socket), target, len) } as i64);
+        signaller.join().unwrap();
+        let listener_fd = raw(&listener);
+        let acceptor = std::thread::spawn(move || {
+            for _ in 0..3 {
+                // SAFETY: null address pointers are allowed.
+                let fd = unsafe { libc::accept(listener_fd, ptr::null_mut(), ptr::null_mut()) };
+                assert!(fd >= 0);
+                // SAFETY: closing the accepted fd.
+                unsafe { libc::close(fd) };
+            }
+        });
+        // SAFETY: a valid address.
+        let second = outcome(|| unsafe { libc::connect(raw(&socket), target, len) } as i64);
+        acceptor.join().unwrap();
+        drop(fillers);
+        vec![first, second]
+    }
+    let expected = glibc(probe);
+    assert_eq!(expected, [(-1, libc::EINTR), (0, 0)]);
+    assert_eq!(shimmed(probe), expected);
+}
+
+/// `writev` of three buffers and `readv` into two, on a stream and on a datagram socket.
+fn vectored_transfers() -> Vec<Outcome> {
+    let (client, server) = tcp_pair();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(udp.local_addr().unwrap()).unwrap();
+    let parts: [&[u8]; 3] = [b"one", b"two", b"three"];
+    let out: Vec<libc::iovec> = parts
+        .iter()
+        .map(|p| libc::iovec { iov_base: p.as_ptr().cast_mut().cast(), iov_len: p.len() })
+        .collect();
+    let mut seen = Vec::new();
+    for (writer, reader) in [(raw(&client), raw(&server)), (raw(&udp), raw(&udp))] {
+        // SAFETY: three valid iovecs.
+        seen.push(outcome(|| unsafe { libc::writev(writer, out.as_ptr(), 3) } as i64));
+        let (mut a, mut b) = ([0u8; 4], [0u8; 16]);
+        let input = [
+            libc::iovec { iov_base: a.as_mut_ptr().cast(), iov_len: a.len() },
+            libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() },
+        ];
+        // SAFETY: two valid iovecs.
+        seen.push(outcome(|| unsafe { libc::readv(reader, input.as_ptr(), 2) } as i64));
+        assert_eq!((&a, &b[..7]), (b"onet", &b"wothree"[..]));
+    }
+    seen
+}
+
+#[test]
+fn vectored_transfers_match_glibc() {
+    let expected = glibc(vectored_transfers);
+    assert_eq!(expected, [(11, 0); 4]);
+    assert_eq!(shimmed(vectored_transfers), expected);
+}
+
+#[test]
+fn readv_and_writev_match_glibc_on_kernels_without_rwf_nowait_on_sockets() {
+    // The fallback taken where preadv2/pwritev2 refuse RWF_NOWAIT on sockets (EOPNOTSUPP),
+    // forced here with the shims' switch, in a child process (the choice is process-wide).
+    const NAME: &str = "readv_and_writev_match_glibc_on_kernels_without_rwf_nowait_on_sockets";
+    if !common::in_child(NAME) {
+        return common::run_in_child_with(NAME, &[("TASKLETS_SHIMS_RWF_NOWAIT", "off")]);
+    }
+    for probe in [
+        zero_byte_reads_of_a_queued_datagram,
+        zero_byte_reads_of_an_idle_stream,
+        vectored_calls_with_bad_counts,
+        vectored_transfers,
+        bad_descriptors_and_pointers,
+    ] {
+        assert_eq!(shimmed(probe), glibc(probe));
+    }
 }

@@ -31,9 +31,15 @@ pub fn in_child(test: &str) -> bool {
 /// passed. For tests that count the process's fds or that must not share the process-wide
 /// install flag with tests running in parallel.
 pub fn run_in_child(test: &str) {
+    run_in_child_with(test, &[]);
+}
+
+/// [`run_in_child`], with these environment variables set in the child.
+pub fn run_in_child_with(test: &str, env: &[(&str, &str)]) {
     let out: Output = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(CHILD, test)
+        .envs(env.iter().copied())
         .output()
         .expect("re-executing the test binary");
     let stdout = String::from_utf8_lossy(&out.stdout);
