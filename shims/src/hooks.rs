@@ -212,8 +212,8 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     unsafe { msg_call(libc::SYS_recvmsg, Interest::Readable, fd, msg, flags) }
 }
 
-/// `sendmsg(2)`. A partial send of a stream socket is returned as such (callers of `sendmsg`
-/// handle short counts; the iovec is not re-sliced here).
+/// `sendmsg(2)`. On a stream socket, sends everything, as a blocking `sendmsg` does (see
+/// `stream_rest`).
 ///
 /// # Safety
 /// As `sendmsg(2)`.
@@ -233,10 +233,81 @@ unsafe fn msg_call(sysno: c_long, interest: Interest, fd: c_int, msg: *mut msghd
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(sysno, fd, msg, flags) } as ssize_t;
     }
-    coop::Call::new(fd, interest).io(|| {
+    let mut call = coop::Call::new(fd, interest);
+    let r = call.io(|| {
         // SAFETY: the caller's arguments.
         unsafe { raw!(sysno, fd, msg, flags | libc::MSG_DONTWAIT) }
-    }) as ssize_t
+    });
+    // A blocking sendmsg on a stream sends everything, and a blocking MSG_WAITALL recvmsg
+    // fills every buffer: go on with the rest (without ancillary data, which went with the
+    // first part). The kernel has just read `msg` and its iovec: they are valid to read here.
+    let goes_on = match interest {
+        Interest::Writable => true,
+        Interest::Readable => flags & libc::MSG_WAITALL != 0 && flags & libc::MSG_PEEK == 0,
+    };
+    if r <= 0 || !goes_on {
+        return r as ssize_t;
+    }
+    // SAFETY: `msg` was read by the kernel in the call that just succeeded.
+    let (iov, iovcnt) = unsafe { ((*msg).msg_iov.cast_const(), (*msg).msg_iovlen) };
+    let rest_flags = (flags & !libc::MSG_WAITALL) | libc::MSG_DONTWAIT;
+    // SAFETY: as above, for the iovec.
+    unsafe {
+        stream_rest(&mut call, fd, iov, iovcnt, r, |rest, count| {
+            // SAFETY: plain data; all zeroes is an empty header.
+            let mut part: msghdr = std::mem::zeroed();
+            part.msg_iov = rest.cast_mut();
+            part.msg_iovlen = count;
+            raw!(sysno, fd, &mut part as *mut msghdr, rest_flags)
+        })
+    }
+}
+
+/// Goes on with a vectored transfer on a stream socket after a first attempt moved `done`
+/// bytes of the `iovcnt` buffers at `iov`, as a blocking call does: until every byte is
+/// moved, the end of the stream, an error, the call's deadline or an interrupting signal.
+/// Returns the bytes moved in all (at least `done`). Other socket types return `done` at
+/// once (a datagram or a record is one message).
+///
+/// # Safety
+/// `iov[..iovcnt]` must be readable (the kernel has just read it) and its buffers valid for
+/// the transfer, as the caller's contract says.
+unsafe fn stream_rest(
+    call: &mut coop::Call,
+    fd: c_int,
+    iov: *const libc::iovec,
+    iovcnt: usize,
+    done: c_long,
+    mut attempt: impl FnMut(*const libc::iovec, usize) -> c_long,
+) -> ssize_t {
+    // SAFETY: readable per this function's contract.
+    let buffers = unsafe { std::slice::from_raw_parts(iov, iovcnt) };
+    let total: usize = buffers.iter().map(|b| b.iov_len).sum();
+    let mut moved = done as usize;
+    if moved >= total || sys::socket_type(fd) != Some(libc::SOCK_STREAM) {
+        return done as ssize_t;
+    }
+    let saved = sys::errno();
+    let mut rest: Vec<libc::iovec> = Vec::with_capacity(iovcnt);
+    while moved < total {
+        // The buffers not yet (fully) moved, the first one advanced.
+        rest.clear();
+        let mut skip = moved;
+        for b in buffers {
+            if skip >= b.iov_len {
+                skip -= b.iov_len;
+                continue;
+            }
+            rest.push(libc::iovec { iov_base: b.iov_base.cast::<u8>().wrapping_add(skip).cast(), iov_len: b.iov_len - skip });
+            skip = 0;
+        }
+        match call.io(|| attempt(rest.as_ptr(), rest.len())) {
+            r if r > 0 => moved += r as usize,
+            _ => break, // the end, an error, the deadline, a signal: report what was moved
+        }
+    }
+    sys::set_errno(saved);
+    moved as ssize_t
 }
 
 /// Whether a socket call goes straight to the kernel: the call never waits (the caller asked
@@ -351,7 +422,16 @@ unsafe fn vectored(fd: c_int, iov: *const libc::iovec, iovcnt: c_int, interest: 
         match (r, sys::errno()) {
             (r, _) if r >= 0 => {
                 NOWAIT_ON_SOCKETS.store(1, Ordering::Relaxed);
-                return Some(r as ssize_t);
+                if interest == Interest::Readable || r == 0 {
+                    return Some(r as ssize_t);
+                }
+                // A blocking writev on a stream writes everything (see `stream_rest`).
+                // SAFETY: the kernel has just read the iovec.
+                return Some(unsafe {
+                    stream_rest(&mut call, fd, iov, iovcnt as usize, r, |rest, count| {
+                        raw!(sysno, fd, rest, count, -1, -1, libc::RWF_NOWAIT)
+                    })
+                });
             }
             (_, libc::EOPNOTSUPP) if sys::fstat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK) => {
                 NOWAIT_ON_SOCKETS.store(2, Ordering::Relaxed);
@@ -383,7 +463,16 @@ unsafe fn vectored(fd: c_int, iov: *const libc::iovec, iovcnt: c_int, interest: 
     if not_a_socket_after_all(fd, r, saved) {
         return None;
     }
-    Some(r as ssize_t)
+    if interest == Interest::Readable || r <= 0 {
+        return Some(r as ssize_t);
+    }
+    // SAFETY: the kernel has just read the iovec.
+    Some(unsafe {
+        stream_rest(&mut call, fd, iov, iovcnt as usize, r, |rest, count| {
+            let mut part = iov_msg(rest, count as c_int);
+            raw!(sysno, fd, &mut part as *mut msghdr, libc::MSG_DONTWAIT)
+        })
+    })
 }
 
 /// `readv(2)`: on a socket in a tasklet, made cooperative (see `vectored`).
@@ -412,6 +501,71 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, iovcnt: c_in
     }
     // SAFETY: the caller's arguments, forwarded.
     unsafe { raw!(libc::SYS_writev, fd, iov, iovcnt) as ssize_t }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fortified entry points: what C code built with `_FORTIFY_SOURCE` calls instead of `read`,
+// `recv`, `recvfrom` and `poll` when the compiler knows the buffer's size. Each checks the size
+// as glibc's does, then is the plain call.
+
+/// `__read_chk`: `read` with the buffer's size checked.
+///
+/// # Safety
+/// As `read(2)`; `buflen` is the size of `buf`.
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(fd: c_int, buf: *mut c_void, count: size_t, buflen: size_t) -> ssize_t {
+    if count > buflen {
+        sys::chk_fail();
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { read(fd, buf, count) }
+}
+
+/// `__recv_chk`: `recv` with the buffer's size checked.
+///
+/// # Safety
+/// As `recv(2)`; `buflen` is the size of `buf`.
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int) -> ssize_t {
+    if len > buflen {
+        sys::chk_fail();
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { recv(fd, buf, len, flags) }
+}
+
+/// `__recvfrom_chk`: `recvfrom` with the buffer's size checked.
+///
+/// # Safety
+/// As `recvfrom(2)`; `buflen` is the size of `buf`.
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    if len > buflen {
+        sys::chk_fail();
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { recvfrom(fd, buf, len, flags, addr, addrlen) }
+}
+
+/// `__poll_chk`: `poll` with the array's size checked.
+///
+/// # Safety
+/// As `poll(2)`; `fdslen` is the size of `fds` in bytes.
+#[no_mangle]
+pub unsafe extern "C" fn __poll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: c_int, fdslen: size_t) -> c_int {
+    if fdslen / std::mem::size_of::<pollfd>() < nfds as usize {
+        sys::chk_fail();
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { poll(fds, nfds, timeout) }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -295,3 +295,15 @@ pub(crate) fn socket_type(fd: c_int) -> Option<c_int> {
     set_errno(saved);
     (r == 0).then_some(ty)
 }
+
+extern "C" {
+    /// glibc's report of a buffer overflow caught by a fortified call (`*** buffer overflow
+    /// detected ***`, then abort).
+    fn __chk_fail() -> !;
+}
+
+/// What a fortified call (`__read_chk`, ...) does when the length exceeds the buffer.
+pub(crate) fn chk_fail() -> ! {
+    // SAFETY: glibc's function, which takes no arguments and does not return.
+    unsafe { __chk_fail() }
+}

@@ -555,7 +555,214 @@ fn readv_and_writev_match_glibc_on_kernels_without_rwf_nowait_on_sockets() {
         vectored_calls_with_bad_counts,
         vectored_transfers,
         bad_descriptors_and_pointers,
+        vectored_calls_that_must_wait_for_the_rest,
     ] {
         assert_eq!(shimmed(probe), glibc(probe));
     }
+}
+
+/// Data calls on sockets in states where the kernel answers at once with an error or an end:
+/// a closed peer, a listening socket, an unconnected one, a datagram socket without a peer.
+fn sockets_in_odd_states() -> Vec<Outcome> {
+    let (client, server) = tcp_pair();
+    drop(server);
+    std::thread::sleep(ms(20)); // the FIN (and the RST after the first write) arrive
+    let fd = raw(&client);
+    let mut buf = [0u8; 8];
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let unconnected = fresh_tcp();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut seen = vec![
+        // SAFETY (all): valid buffers; the sockets are in odd states on purpose.
+        outcome(|| unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), 8, 0) } as i64),
+        outcome(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 8) } as i64),
+        outcome(|| unsafe { libc::send(fd, b"x".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) } as i64),
+    ];
+    std::thread::sleep(ms(20));
+    seen.extend([
+        outcome(|| unsafe { libc::send(fd, b"x".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) } as i64),
+        // `write` raises SIGPIPE as the kernel does (ignored by Rust programs): EPIPE.
+        outcome(|| unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) } as i64),
+        outcome(|| unsafe { libc::recv(raw(&listener), buf.as_mut_ptr().cast(), 8, 0) } as i64),
+        outcome(|| unsafe { libc::recv(raw(&unconnected), buf.as_mut_ptr().cast(), 8, 0) } as i64),
+        outcome(
+            || unsafe { libc::send(raw(&unconnected), b"x".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) } as i64
+        ),
+        outcome(|| unsafe { libc::send(raw(&udp), b"x".as_ptr().cast(), 1, 0) } as i64),
+        outcome(|| unsafe { libc::write(raw(&listener), b"x".as_ptr().cast(), 1) } as i64),
+        outcome(|| unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), 8, libc::MSG_WAITALL) } as i64),
+    ]);
+    seen
+}
+
+#[test]
+fn data_calls_on_sockets_in_odd_states_fail_as_in_glibc() {
+    let expected = glibc(sockets_in_odd_states);
+    assert_eq!(shimmed(sockets_in_odd_states), expected);
+}
+
+#[test]
+fn name_resolution_errors_match_glibc() {
+    fn probe() -> Vec<i64> {
+        let mut res: *mut libc::addrinfo = ptr::null_mut();
+        let mut seen = Vec::new();
+        // SAFETY: valid (or null, as allowed) arguments.
+        seen.push(unsafe { libc::getaddrinfo(ptr::null(), ptr::null(), ptr::null(), &mut res) } as i64);
+        // SAFETY: as above.
+        seen.push(unsafe {
+            libc::getaddrinfo(c"127.0.0.1".as_ptr(), c"no-such-service-x".as_ptr(), ptr::null(), &mut res)
+        } as i64);
+        // SAFETY: as above.
+        let r = unsafe { libc::getaddrinfo(c"127.0.0.1".as_ptr(), c"80".as_ptr(), ptr::null(), &mut res) };
+        seen.push(r as i64);
+        if r == 0 {
+            // SAFETY: a list getaddrinfo returned.
+            unsafe { libc::freeaddrinfo(res) };
+        }
+        let mut host = [0 as libc::c_char; 64];
+        // SAFETY: a null address with length 0: EAI_FAMILY (or similar) from glibc.
+        seen.push(
+            unsafe { libc::getnameinfo(ptr::null(), 0, host.as_mut_ptr(), 64, ptr::null_mut(), 0, 0) } as i64
+        );
+        seen
+    }
+    let expected = glibc(probe);
+    assert_eq!(expected[2], 0);
+    assert_eq!(shimmed(probe), expected);
+}
+
+/// `writev` and `sendmsg` of 4 MiB in four buffers to a reader that takes 64 KiB every 5 ms,
+/// and `recvmsg(MSG_WAITALL)` of 100 bytes that arrive 10 at a time.
+fn vectored_calls_that_must_wait_for_the_rest() -> Vec<Outcome> {
+    let mut seen = Vec::new();
+    let chunk = vec![3u8; 1 << 20];
+    let iovs: Vec<libc::iovec> = (0..4)
+        .map(|_| libc::iovec { iov_base: chunk.as_ptr().cast_mut().cast(), iov_len: chunk.len() })
+        .collect();
+    for use_sendmsg in [false, true] {
+        let (client, server) = tcp_pair();
+        set_int_option(raw(&client), libc::SO_SNDBUF, 64 << 10);
+        let reader = std::thread::spawn(move || {
+            let mut server = std::fs::File::from(server);
+            let mut buf = vec![0u8; 64 << 10];
+            let mut total = 0;
+            loop {
+                match std::io::Read::read(&mut server, &mut buf) {
+                    Ok(0) | Err(_) => break total,
+                    Ok(n) => total += n,
+                }
+                std::thread::sleep(ms(5));
+            }
+        });
+        seen.push(outcome(|| {
+            if use_sendmsg {
+                // SAFETY: plain data; all zeroes is an empty header.
+                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+                msg.msg_iov = iovs.as_ptr().cast_mut();
+                msg.msg_iovlen = iovs.len();
+                // SAFETY: a valid header and iovec.
+                unsafe { libc::sendmsg(raw(&client), &msg, libc::MSG_NOSIGNAL) as i64 }
+            } else {
+                // SAFETY: four valid iovecs.
+                unsafe { libc::writev(raw(&client), iovs.as_ptr(), 4) as i64 }
+            }
+        }));
+        drop(client);
+        seen.push((reader.join().unwrap() as i64, 0));
+    }
+    let (client, server) = tcp_pair();
+    let writer = std::thread::spawn(move || {
+        let mut server = std::fs::File::from(server);
+        for _ in 0..10 {
+            server.write_all(&[9; 10]).unwrap();
+            std::thread::sleep(ms(10));
+        }
+        server
+    });
+    let mut buf = [0u8; 100];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: plain data; all zeroes is an empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: a valid header and iovec.
+    seen.push(outcome(|| unsafe { libc::recvmsg(raw(&client), &mut msg, libc::MSG_WAITALL) as i64 }));
+    writer.join().unwrap();
+    seen
+}
+
+#[test]
+fn writev_sendmsg_and_waitall_recvmsg_on_a_stream_move_everything_as_in_glibc() {
+    let expected = glibc(vectored_calls_that_must_wait_for_the_rest);
+    assert_eq!(expected, [(4 << 20, 0), (4 << 20, 0), (4 << 20, 0), (4 << 20, 0), (100, 0)]);
+    assert_eq!(shimmed(vectored_calls_that_must_wait_for_the_rest), expected);
+}
+
+extern "C" {
+    fn __read_chk(fd: libc::c_int, buf: *mut libc::c_void, count: usize, buflen: usize) -> isize;
+    fn __recv_chk(
+        fd: libc::c_int,
+        buf: *mut libc::c_void,
+        len: usize,
+        buflen: usize,
+        flags: libc::c_int,
+    ) -> isize;
+    fn __poll_chk(
+        fds: *mut libc::pollfd,
+        nfds: libc::nfds_t,
+        timeout: libc::c_int,
+        fdslen: usize,
+    ) -> libc::c_int;
+}
+
+/// The fortified calls C code built with `_FORTIFY_SOURCE` makes, each waiting for data a
+/// thread writes 50 ms later; what they return, and whether another tasklet ran meanwhile
+/// (`None` on a plain thread, which has no other tasklet).
+fn fortified_calls() -> (Vec<Outcome>, Option<bool>) {
+    let (client, server) = tcp_pair();
+    let fd = raw(&client);
+    let ticks = std::rc::Rc::new(std::cell::Cell::new(0));
+    let running = std::rc::Rc::new(std::cell::Cell::new(true));
+    let ticker = tasklets::io::is_cooperative().then(|| {
+        let (ticks, running) = (ticks.clone(), running.clone());
+        tasklets::spawn(move || {
+            while running.get() {
+                tasklets::time::sleep(ms(2));
+                ticks.set(ticks.get() + 1);
+            }
+        })
+    });
+    let writer = std::thread::spawn(move || {
+        let mut server = std::fs::File::from(server);
+        for _ in 0..3 {
+            std::thread::sleep(ms(50));
+            server.write_all(b"ab").unwrap();
+        }
+        server
+    });
+    let mut buf = [0u8; 2];
+    let mut fds = [libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
+    let seen = vec![
+        // SAFETY (all): valid buffers of the sizes given.
+        outcome(|| unsafe { __poll_chk(fds.as_mut_ptr(), 1, 5000, std::mem::size_of_val(&fds)) } as i64),
+        outcome(|| unsafe { __recv_chk(fd, buf.as_mut_ptr().cast(), 2, 2, libc::MSG_WAITALL) } as i64),
+        outcome(|| unsafe { __read_chk(fd, buf.as_mut_ptr().cast(), 2, 2) } as i64),
+        outcome(|| unsafe { __read_chk(fd, buf.as_mut_ptr().cast(), 2, 2) } as i64),
+    ];
+    running.set(false);
+    let others_ran = ticker.map(|t| {
+        t.join().unwrap();
+        ticks.get() >= 10
+    });
+    writer.join().unwrap();
+    (seen, others_ran)
+}
+
+#[test]
+fn fortified_calls_from_c_are_cooperative_too() {
+    let (expected, _) = glibc(fortified_calls);
+    assert_eq!(expected, [(1, 0), (2, 0), (2, 0), (2, 0)]);
+    let (seen, others_ran) = shimmed(fortified_calls);
+    assert_eq!(seen, expected);
+    assert_eq!(others_ran, Some(true), "the thread was blocked in a fortified call");
 }
