@@ -17,6 +17,10 @@
 //! - **Kills.** A tasklet killed while parked in [`Registration::wait`] unwinds from there,
 //!   like from any blocking call of the runtime. Code that must not unwind (a function called
 //!   through a C ABI frame) runs its waits inside [`with_kills_deferred`].
+//! - **Interrupts.** [`interrupt`], called from a signal handler, ends the thread's
+//!   *interruptible* waits ([`Registration::wait_interruptible`], [`sleep_interruptible`])
+//!   with [`io::ErrorKind::Interrupted`]: how code that stands in for blocking system calls
+//!   (the shims) reports `EINTR`. Ordinary waits are never interrupted.
 //!
 //! # Examples
 //!
@@ -47,7 +51,7 @@ use std::os::fd::RawFd;
 use std::time::Instant;
 
 use crate::reactor::Direction;
-use crate::registry::FdUser;
+use crate::registrations::FdUser;
 use crate::scheduler::existing_scheduler;
 
 /// The readiness a tasklet waits for.

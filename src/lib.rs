@@ -127,7 +127,7 @@ mod debug;
 pub mod io;
 pub mod net;
 mod reactor;
-mod registry;
+mod registrations;
 mod runqueue;
 mod scheduler;
 mod stack;

@@ -12,7 +12,7 @@
 //!   *before* the fd is closed. Every layer that uses the fd (`net`'s `Source`,
 //!   `io::Registration`, the shims) shares that one registration per poller: the
 //!   process-wide half of the bookkeeping, who uses each fd and where it is registered, is
-//!   the `registry` module's. Oneshot mode would need an `epoll_ctl(MOD)` before every park
+//!   the `registrations` module's. Oneshot mode would need an `epoll_ctl(MOD)` before every park
 //!   to re-arm; edge mode needs none (`TASKLET_POLL_MODE=oneshot` selects oneshot, to measure
 //!   the difference; see `docs/io.md`).
 //! - **Per-fd waiters, indexed by fd number.** The reactor's entry for an fd (a vector indexed
@@ -24,7 +24,7 @@
 //!   may read one socket at once: each byte goes to exactly one of them, in the order the
 //!   kernel hands them out.
 //! - **Stale events.** A registration's key is the fd number and the *epoch* of the fd's
-//!   registry record, which changes whenever the fd's last user leaves, so an event still
+//!   record in `registrations`, which changes whenever the fd's last user leaves, so an event still
 //!   queued for a closed fd (whose number the kernel may already have reused) is recognised
 //!   and dropped.
 //! - **When the poller runs.** Never on a switch: `epoll_wait` costs about a microsecond
@@ -41,7 +41,7 @@
 //! thread where it would block, once per thread (epoll lets one fd sit in several epoll
 //! instances, and each gets the edges). So a listener moved to another thread works there, and
 //! the common std pattern of several threads blocking in `accept` on one shared listener works
-//! without any registration moving back and forth. The registry lists every poller an fd is
+//! without any registration moving back and forth. The fd's record lists every poller an fd is
 //! registered with; the last user to leave, on whatever thread, deletes it from all of them
 //! (`epoll_ctl` works on any thread's epoll instance) before the fd is closed, and tells each
 //! reactor to drop its entry (directly on its own thread, by a message on the others).
@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::SegQueue;
 use polling::{Event, Events, PollMode, Poller};
 
-use crate::registry::FdUser;
+use crate::registrations::FdUser;
 use crate::scheduler::{scheduler, BlockedOn, State, Task, Wake};
 
 /// Which readiness a tasklet waits for.
@@ -85,7 +85,7 @@ enum Remote {
     Forget(usize),
 }
 
-/// The reactor's state of one fd number: whether (and under which registry epoch) it is
+/// The reactor's state of one fd number: whether (and under which epoch of its record) it is
 /// registered with this thread's poller, and who waits on it.
 #[derive(Default)]
 struct FdEntry {
@@ -264,7 +264,7 @@ impl Reactor {
         self.parked.get() > 0
     }
 
-    /// Whether `fd` is registered with this thread's poller under registry epoch `epoch`.
+    /// Whether `fd` is registered with this thread's poller under its record's epoch `epoch`.
     #[inline]
     pub(crate) fn is_registered(&self, fd: RawFd, epoch: u32) -> bool {
         let fds = self.fds.borrow();
@@ -595,8 +595,8 @@ impl Shared {
         unsafe { self.poller.add_with_mode(fd, Event::all(key), mode) }
     }
 
-    /// Re-keys an fd already in this poller (one whose registration the registry lost track
-    /// of: see `registry`).
+    /// Re-keys an fd already in this poller (one whose registration the fd's record lost track
+    /// of: see `registrations`).
     pub(crate) fn modify(&self, fd: BorrowedFd<'_>, key: usize, mode: PollMode) -> io::Result<()> {
         self.poller.modify_with_mode(fd, Event::all(key), mode)
     }

@@ -239,7 +239,7 @@ fn a_socket_number_closed_behind_libcs_back_and_reused_by_tasklets_net_registers
         let listener = tasklets::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let fd = std::os::fd::IntoRawFd::into_raw_fd(client);
-        // Closed with a raw system call: neither the shims nor the registry hear of it.
+        // Closed with a raw system call: neither the shims nor the runtime hear of it.
         // SAFETY: closing an fd this test owns.
         assert_eq!(unsafe { libc::syscall(libc::SYS_close, fd) }, 0);
         // The next socket takes the freed number.

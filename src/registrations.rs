@@ -10,7 +10,7 @@
 //! `EEXIST`), so the layers cannot each register: every user of an fd is an [`FdUser`], and the
 //! users of one fd share one registration per poller. Two tables, both indexed by fd number:
 //!
-//! - **The registry** (this module, process-wide): per fd number, the number of live users, an
+//! - **The records** (this module, process-wide): per fd number, the number of live users, an
 //!   *epoch* that changes whenever the last user leaves, the pollers the fd is registered
 //!   with, and the identity (device, inode) of the file registered. One mutex per fd number,
 //!   taken only when a user joins or leaves and when the fd is first registered with a
@@ -23,7 +23,7 @@
 //!
 //! ```text
 //! join(fd)          users += 1; the user remembers the record's epoch
-//! first park on X   (registry lock) add fd to X's poller, key = (fd, epoch); X joins the
+//! first park on X   (record lock) add fd to X's poller, key = (fd, epoch); X joins the
 //!                   record's pollers; X's entry says "registered under epoch"
 //! later parks on X  entry[fd].epoch == user.epoch: park (no lock, no system call)
 //! leave()           users -= 1; the last user, under the lock, deletes the fd from every
@@ -76,7 +76,7 @@ use crate::reactor::{interrupted, interrupts, key, timed_out, Direction, Interru
 use crate::scheduler::{existing_scheduler, scheduler, BlockedOn, State, Task, Wake};
 use crate::timer::Alarm;
 
-/// What the registry knows of one fd number.
+/// What is known of one fd number's users and registrations.
 #[derive(Default)]
 struct Record {
     /// Live users (see [`FdUser`]).
@@ -174,7 +174,7 @@ impl FdUser {
         }
         let mut record = lock(fd);
         if !record.pollers.is_empty() && identity(fd).ok() != record.identity {
-            // A record left behind by a close the registry never heard of: its registrations
+            // A record left behind by a close nobody here heard of: its registrations
             // died with the old file.
             forget_everywhere(fd, &mut record);
             record.users = 0;
@@ -278,7 +278,7 @@ impl FdUser {
             // the last user's `leave`, before it is closed.
             match unsafe { shared.add(self.fd, key, reactor.mode()) } {
                 Ok(()) => {}
-                // Already in this poller under a registration the registry lost track of (a
+                // Already in this poller under a registration the record lost track of (a
                 // stale record reset while the same file stayed open): take it over.
                 Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
                     // SAFETY: the fd is open (see above).
