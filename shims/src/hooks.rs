@@ -70,6 +70,7 @@ unsafe fn recv_coop(
     }
     let saved = sys::errno();
     let mut got = 0;
+    let mut stream = None;
     while got < len {
         match call.io(attempt(got, flags & !libc::MSG_WAITALL)) {
             r if r < 0 && got == 0 => return r,
@@ -78,7 +79,7 @@ unsafe fn recv_coop(
         }
         // Only a stream waits for more: a datagram or a record is one message, whatever its
         // length (the kernel ignores MSG_WAITALL there).
-        if got < len && sys::socket_type(fd) != Some(libc::SOCK_STREAM) {
+        if got < len && !*stream.get_or_insert_with(|| sys::socket_type(fd) == Some(libc::SOCK_STREAM)) {
             break;
         }
     }
