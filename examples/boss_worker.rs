@@ -17,7 +17,11 @@
 //! cargo run --release --example boss_worker -- --serve 127.0.0.1:7100   # only the server (SIGQUIT dumps)
 //! printf 'SUM 1 2 3\nHASH 1000 tasklet\nSLEEP 20\nRAND 16 7\nQUIT\n' | nc 127.0.0.1 7100
 //! RUST_LOG=debug cargo run --release --example boss_worker -- --clients 2 --requests 10
+//! cargo run --release --example boss_worker -- --console 127.0.0.1:6680 --requests 100000
 //! ```
+//!
+//! `--console ADDR` serves the live web console (`tasklets-console`) on ADDR while it runs:
+//! open `http://ADDR/` in a browser (docs/debugging.md).
 //!
 //! Without `--serve` it starts the server on a free port of 127.0.0.1, runs the clients against
 //! it with a progress line on stderr, prints a report (connections, requests, requests/s,
@@ -38,7 +42,7 @@ mod server;
 use server::{Config, Ledger, Request, Server};
 
 const USAGE: &str = "usage: boss_worker [--workers N] [--clients N] [--requests N] [--per-connection N] \
-                     [--idle-timeout SECS] [--dump-after MS]\n       boss_worker --serve ADDR [--workers N] [--idle-timeout SECS]";
+                     [--idle-timeout SECS] [--dump-after MS] [--console ADDR]\n       boss_worker --serve ADDR [--workers N] [--idle-timeout SECS] [--console ADDR]";
 
 struct Args {
     serve: Option<String>,
@@ -49,6 +53,8 @@ struct Args {
     idle_timeout: Duration,
     /// Print a snapshot of every tasklet (`tasklets::dump`) this long into the run.
     dump_after: Option<Duration>,
+    /// Serve the web console on this address.
+    console: Option<String>,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -60,6 +66,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         per_connection: 100,
         idle_timeout: Duration::from_secs(10),
         dump_after: None,
+        console: None,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -79,6 +86,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 | "--per-connection"
                 | "--idle-timeout"
                 | "--dump-after"
+                | "--console"
         ) {
             return Err(format!("unexpected argument {arg:?}"));
         }
@@ -91,6 +99,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         };
         match name.as_str() {
             "--serve" => parsed.serve = Some(value.clone()),
+            "--console" => parsed.console = Some(value.clone()),
             "--workers" => parsed.workers = count()?,
             "--clients" => parsed.clients = count()?,
             "--requests" => parsed.requests = count()?,
@@ -113,6 +122,14 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("boss_worker: {message}\n{USAGE}");
             return ExitCode::from(2);
+        }
+    };
+    // Started first, on its own thread: it shows this thread's scheduler from the start.
+    let _console = match args.console.as_deref().map(tasklets_console::serve).transpose() {
+        Ok(console) => console.inspect(|c| eprintln!("boss_worker: console on {}", c.url())),
+        Err(err) => {
+            eprintln!("boss_worker: cannot serve the console: {err}");
+            return ExitCode::FAILURE;
         }
     };
     let config = Config { workers: args.workers, idle_timeout: args.idle_timeout, ..Config::default() };

@@ -24,10 +24,25 @@
 //! same on every run.
 //!
 //! Run it with `cargo run --release --example network_simulation`.
+//!
+//! With `--ui ADDR` it keeps running, injecting the same packets round after round at a pace a
+//! person can follow, and serves a page at `http://ADDR/simulation` that draws the network and
+//! animates each packet as it is forwarded (a hub forwards only to devices that listen:
+//! `balance() < 0`), with counters per element; the web console of all tasklets is at
+//! `http://ADDR/`. Without `--ui` the output is exactly the one above.
+//!
+//! ```sh
+//! cargo run --release --example network_simulation -- --ui 127.0.0.1:6680
+//! ```
 
 use std::collections::{BTreeMap, VecDeque};
+use std::process::ExitCode;
+use std::time::Duration;
 
 use tasklets::{Channel, Tasklet};
+
+#[path = "shared/network_ui.rs"]
+mod ui;
 
 const HUBS: [&str; 2] = ["hub-a", "hub-b"];
 const NODES: [&str; 5] = ["alice", "bob", "carol", "dave", "erin"];
@@ -95,8 +110,11 @@ fn start<A: Actor>(mut actor: A) -> Tasklet<A> {
     tasklets::Builder::new()
         .name(actor.name())
         .spawn(move || {
+            ui::record_listening([(actor.name(), true)]);
             while let Ok(packet) = actor.in_channel().receive() {
+                ui::record_listening([(actor.name(), false)]);
                 actor.action(packet);
+                ui::record_listening([(actor.name(), true)]);
             }
             actor
         })
@@ -137,16 +155,19 @@ impl Actor for Node {
                 self.name, packet.id, packet.from, packet.payload
             );
             self.received.push(packet);
+            ui::record_received(self.name, packet.id);
             return;
         }
         let onward: Vec<&Link> = self.links.iter().filter(|link| Some(link.peer) != packet.via).collect();
         if onward.is_empty() {
             println!("  {} ignores packet {} (for {})", self.name, packet.id, packet.to);
+            ui::record_ignored(self.name, packet.id);
         }
         for link in onward {
             println!("  {} forwards packet {} to {}", self.name, packet.id, link.peer);
             // A plain blocking send: a hub picks it up even while it is busy sending.
             link.channel.send(Packet { via: Some(self.name), ..packet }).expect("the network is running");
+            ui::record_forwarded(self.name, link.peer, packet.id);
         }
     }
 }
@@ -200,10 +221,12 @@ impl Actor for Hub {
                         .send(Packet { via: Some(self.name), ..packet })
                         .expect("a receiver is waiting");
                     self.forwarded += 1;
+                    ui::record_forwarded(self.name, link.peer, packet.id);
                 } else {
                     // The device is busy: try it again later, meanwhile take what is sent to us.
                     if !reported {
                         println!("  {} holds packet {}: {} is busy", self.name, packet.id, link.peer);
+                        ui::record_held(self.name, link.peer, packet.id);
                     }
                     waiting.push_back((link, true));
                     if self.in_channel.balance() > 0 {
@@ -216,27 +239,66 @@ impl Actor for Hub {
     }
 }
 
-fn main() {
+/// Injects the packets of one round (ids offset by `first_id - 1`): one at a time, letting the
+/// network settle after each, then a burst. With `pace`, main sleeps that long after each
+/// packet, so that a person watching the UI can follow.
+fn inject_round(channels: &BTreeMap<&'static str, Channel<Packet>>, first_id: u32, pace: Option<Duration>) {
+    let rest = |pace: Option<Duration>| {
+        if let Some(pace) = pace {
+            tasklets::time::sleep(pace);
+        }
+    };
+    for packet in PACKETS {
+        let packet = Packet { id: packet.id + first_id - 1, ..packet };
+        println!("packet {}: {} -> {} {:?}", packet.id, packet.from, packet.to, packet.payload);
+        ui::record_injected(packet.from, packet.id);
+        channels[packet.from].send(packet).expect("the source node is listening");
+        tasklets::run(); // until every element waits again
+        rest(pace);
+    }
+
+    // A burst: the next packet arrives while the previous ones are still on their way, so the
+    // hubs find busy devices and hold packets. All of it flows from hub-a to hub-b.
+    println!("burst: alice -> erin, packets {} to {}", first_id + 4, first_id + 6);
+    for (id, payload) in (first_id + 4..).zip(["one", "two", "three"]) {
+        let packet = Packet { id, from: "alice", to: "erin", payload, via: None };
+        ui::record_injected(packet.from, packet.id);
+        channels[packet.from].send(packet).expect("alice takes every packet");
+    }
+    tasklets::run();
+    rest(pace);
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let ui_addr = match args.as_slice() {
+        [] => None,
+        [flag, addr] if flag == "--ui" => Some(addr.clone()),
+        _ => {
+            eprintln!("usage: network_simulation [--ui ADDR]");
+            return ExitCode::from(2);
+        }
+    };
+    let _console = match ui_addr.map(|addr| ui::serve(&addr, &HUBS, &NODES, &CABLES)).transpose() {
+        Ok(console) => console.inspect(|c| println!("network_simulation: UI on {}simulation", c.url())),
+        Err(err) => {
+            eprintln!("network_simulation: cannot serve the UI: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let channels: BTreeMap<&'static str, Channel<Packet>> =
         HUBS.iter().chain(&NODES).map(|&name| (name, Channel::new())).collect();
     let hubs: Vec<Tasklet<Hub>> = HUBS.iter().map(|&name| start(Hub::new(name, &channels))).collect();
     let nodes: Vec<Tasklet<Node>> = NODES.iter().map(|&name| start(Node::new(name, &channels))).collect();
     tasklets::run(); // every element starts and waits on its input channel
 
-    for packet in PACKETS {
-        println!("packet {}: {} -> {} {:?}", packet.id, packet.from, packet.to, packet.payload);
-        channels[packet.from].send(packet).expect("the source node is listening");
-        tasklets::run(); // until every element waits again
+    if ui::enabled() {
+        // Round after round, until the process is killed.
+        for round in 0.. {
+            inject_round(&channels, round * 10 + 1, Some(Duration::from_millis(1500)));
+        }
     }
-
-    // A burst: the next packet arrives while the previous ones are still on their way, so the
-    // hubs find busy devices and hold packets. All of it flows from hub-a to hub-b.
-    println!("burst: alice -> erin, packets 5 to 7");
-    for (id, payload) in (5..).zip(["one", "two", "three"]) {
-        let packet = Packet { id, from: "alice", to: "erin", payload, via: None };
-        channels[packet.from].send(packet).expect("alice takes every packet");
-    }
-    tasklets::run();
+    inject_round(&channels, 1, None);
 
     println!("shutting down");
     for channel in channels.values() {
@@ -252,4 +314,5 @@ fn main() {
         let ids: Vec<u32> = node.received.iter().map(|packet| packet.id).collect();
         println!("{} received {} packet(s) {ids:?}", node.name, ids.len());
     }
+    ExitCode::SUCCESS
 }

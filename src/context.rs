@@ -42,7 +42,7 @@
 //! - **Our own switch instead of corosensei.** Corosensei's coroutines are asymmetric (resume /
 //!   suspend back to the resumer), so a tasklet-to-tasklet hop had to suspend to a dispatcher
 //!   on the main stack and be resumed from there: two switches plus dispatcher bookkeeping.
-//!   Measured here (criterion, `benches/core.rs`): 36 ns per tasklet-to-tasklet switch, where a
+//!   Measured here (criterion, `bench/benches/core.rs`): 36 ns per tasklet-to-tasklet switch, where a
 //!   bare symmetric switch costs ~9 ns; corosensei's suspend from a non-inlined function, as
 //!   in real use, alone cost 28 ns per hop. Keeping corosensei and its dispatcher was rejected
 //!   for that reason; what it gave besides (a portable switch) we do not use, since the crate

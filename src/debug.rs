@@ -129,6 +129,9 @@ pub struct TaskletInfo {
     pub switches: u64,
     /// CPU time spent running (zero with accounting off).
     pub cpu_time: Duration,
+    /// Where it was spawned or bound (the caller of `spawn`, `Builder::spawn` or
+    /// `Builder::bind`); `None` for the main tasklet.
+    pub spawned_at: Option<&'static std::panic::Location<'static>>,
 }
 
 /// Scheduler counters in a [`Snapshot`].
@@ -218,6 +221,7 @@ pub fn snapshot() -> Snapshot {
                     .then(|| clock::to_duration(now_tick.saturating_sub(last_ran))),
                 switches,
                 cpu_time: clock::to_duration(cpu),
+                spawned_at: task.spawned_at(),
             }
         })
         .collect::<Vec<_>>();

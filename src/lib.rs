@@ -100,7 +100,10 @@
 //! last ran, its switches and CPU time. [`dump_on_signal`] prints that for every thread on
 //! `kill -QUIT`, as Go does. A tasklet that holds the thread longer than the stall threshold is
 //! named in a `log::warn!`; [`run_watchdog`] is Stackless's `run(timeout)`; deadlock errors
-//! name the blocked tasklets. `docs/debugging.md` shows them at work.
+//! name the blocked tasklets. [`monitor`] lets another thread watch every scheduler of the
+//! process (shared counters, snapshots on request, stalls found while they happen); the
+//! companion crate `tasklets-console` (`console/` in the repository) shows all of it live in a
+//! browser. `docs/debugging.md` shows them at work.
 //!
 //! ## Stacks and memory
 //!
@@ -125,6 +128,7 @@ mod clock;
 mod context;
 mod debug;
 pub mod io;
+pub mod monitor;
 pub mod net;
 mod reactor;
 mod registrations;

@@ -76,6 +76,15 @@ pub(crate) struct Shared {
     remote: SegQueue<Remote>,
 }
 
+impl Shared {
+    /// Wakes the poller's owner if it sleeps in it, or makes its next wait return at once.
+    pub(crate) fn notify(&self) {
+        if let Err(err) = self.poller.notify() {
+            log::warn!("tasklet: cannot notify a poller: {err}");
+        }
+    }
+}
+
 /// A message from another thread.
 enum Remote {
     /// Wake the tasklet waiting with this token.
@@ -246,6 +255,7 @@ impl Reactor {
         let shared = Arc::new(Shared { poller: Poller::new()?, remote: SegQueue::new() });
         *self.shared.borrow_mut() = Some(shared.clone());
         POLLER.with(|poller| poller.set(Arc::as_ptr(&shared)));
+        scheduler().monitor().set_notifier(shared.clone());
         Ok(shared)
     }
 
@@ -436,6 +446,7 @@ impl Reactor {
         // Before waking anyone: the dump shows what the tasklets waited on when it was asked for.
         crate::debug::dump_if_requested(&self.dumps_seen);
         self.wake_interrupted();
+        scheduler().monitor().polled(self.polls.get());
         let mut fds = self.fds.borrow_mut();
         for event in events.iter() {
             if event.key == DUMP_KEY {
@@ -529,6 +540,7 @@ impl Reactor {
     pub(crate) fn poll_while_busy(&self) {
         crate::debug::dump_if_requested(&self.dumps_seen);
         self.wake_interrupted();
+        scheduler().monitor().answer_if_requested();
         if self.parked.get() == 0 {
             return;
         }

@@ -113,7 +113,7 @@
 //! - The main stack as dispatcher (the design before this one, forced by corosensei's
 //!   asymmetric resume/suspend): every tasklet-to-tasklet hop was two stack switches plus
 //!   dispatcher bookkeeping: 35 ns per `switch/two_tasklets` hop against 14 ns now, 9 ns
-//!   with accounting off (`benches/core.rs`).
+//!   with accounting off (`bench/benches/core.rs`).
 //! - Idling on whichever stack is current: saves one hop when the thread goes to sleep
 //!   anyway, but would run the poller and deadlock reports on small tasklet stacks.
 //! - Releasing a finished tasklet's stack to the pool just before its last switch (correct
@@ -127,14 +127,17 @@ use std::cell::{Cell, RefCell, RefMut, UnsafeCell};
 use std::fmt;
 use std::io;
 use std::mem;
+use std::panic::Location;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::context::{self, Context};
+use crate::monitor;
 use crate::reactor::{Direction, Reactor};
 use crate::runqueue::{Priority, RunQueue};
 use crate::stack::{self, OverflowInfo, Stack, StackPool};
@@ -269,6 +272,8 @@ pub(crate) struct Task {
     last_ran: Cell<u64>,
     /// Its level in the run queue (see `runqueue`).
     priority: Cell<Priority>,
+    /// Where it was spawned (`None` for main).
+    spawned_at: Cell<Option<&'static Location<'static>>>,
 }
 
 impl Task {
@@ -311,6 +316,15 @@ impl Task {
 
     pub(crate) fn timer(&self) -> Option<TimerKey> {
         self.timer.get()
+    }
+
+    /// Where it was spawned (`None` for main).
+    pub(crate) fn spawned_at(&self) -> Option<&'static Location<'static>> {
+        self.spawned_at.get()
+    }
+
+    pub(crate) fn set_spawned_at(&self, location: &'static Location<'static>) {
+        self.spawned_at.set(Some(location));
     }
 
     /// `(switches, cpu ticks, last_ran tick)`, for introspection.
@@ -363,6 +377,7 @@ impl Task {
             cpu,
             last_ran,
             priority,
+            spawned_at,
         } = self;
         *old_id = id;
         *old_name = name;
@@ -380,6 +395,7 @@ impl Task {
         cpu.set(0);
         last_ran.set(0);
         priority.set(Priority::Normal);
+        spawned_at.set(None);
     }
 
     fn discard_outcome(&self) {
@@ -486,10 +502,11 @@ pub(crate) struct Scheduler {
     watchdog: Cell<u64>,
     /// The tasklet the watchdog caught.
     caught: RefCell<Option<Rc<Task>>>,
-    /// Slices of tasklets other than main ended (see `end_slice`), and tasklets woken from a
-    /// wait, since the scheduler was created.
-    switches: Cell<u64>,
+    /// Tasklets woken from a wait since the scheduler was created.
     wakeups: Cell<u64>,
+    /// What other threads may see of this scheduler (see `monitor`); it also holds the switch
+    /// counter (slices of tasklets other than main ended, see `end_slice`).
+    monitor: Arc<monitor::Shared>,
     default_stack_size: Cell<usize>,
     /// Next id of this thread's block, and the block's end.
     ids: Cell<(u64, u64)>,
@@ -598,6 +615,12 @@ pub(crate) fn existing_scheduler() -> Option<&'static Scheduler> {
     Some(unsafe { &*sched })
 }
 
+/// The calling thread's scheduler, created on first use; `None` once the thread is exiting
+/// (its scheduler was torn down).
+pub(crate) fn try_scheduler() -> Option<&'static Scheduler> {
+    (SCHED.with(Cell::get) != DEAD).then(scheduler)
+}
+
 /// The calling thread's scheduler, created on first use.
 ///
 /// The reference is valid for the rest of the thread's life: the scheduler is freed only by the
@@ -641,6 +664,7 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         cpu: Cell::new(0),
         last_ran: Cell::new(0),
         priority: Cell::new(Priority::Normal),
+        spawned_at: Cell::new(None),
     });
     let sched = Box::new(Scheduler {
         current: Cell::new(Rc::into_raw(main.clone())),
@@ -661,8 +685,8 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         stall: Cell::new(clock::to_ticks(DEFAULT_STALL_THRESHOLD)),
         watchdog: Cell::new(u64::MAX),
         caught: RefCell::new(None),
-        switches: Cell::new(0),
         wakeups: Cell::new(0),
+        monitor: monitor::register(first),
         default_stack_size: Cell::new(stack::DEFAULT_STACK_SIZE),
         ids: Cell::new((first + 1, end)),
         altstack,
@@ -792,6 +816,7 @@ impl Scheduler {
                 cpu: Cell::new(0),
                 last_ran: Cell::new(0),
                 priority: Cell::new(Priority::Normal),
+                spawned_at: Cell::new(None),
             }),
         };
         // SAFETY: `closure` is 16-byte aligned and the INIT_FRAME bytes below it are unused
@@ -989,7 +1014,11 @@ impl Scheduler {
     #[inline(always)]
     fn end_slice(&self, me: &Task) -> u64 {
         let tasklet = !me.is_main();
-        self.switches.set(self.switches.get() + u64::from(tasklet));
+        let switches = self.monitor.count_switch(tasklet);
+        if switches.is_multiple_of(monitor::CHECK_EVERY) {
+            // A thread that never polls still answers snapshot requests (see `monitor`).
+            self.monitor.answer_if_requested();
+        }
         if !self.accounting.get() {
             return 0;
         }
@@ -1043,6 +1072,7 @@ impl Scheduler {
     /// `hop` without looking at why it was resumed.
     #[inline(always)]
     fn hop_raw(&self, me: &Task, next: Rc<Task>) {
+        self.monitor.set_running(next.id);
         let next = Rc::into_raw(next);
         self.current.set(next);
         // SAFETY: `next` is a live task (its count is now `current`'s) other than `me`, whose
@@ -1154,6 +1184,7 @@ impl Scheduler {
             self.resume.set(Resume::Idle);
             self.main.clone()
         });
+        self.monitor.set_running(next.id);
         let next = Rc::into_raw(next);
         self.current.set(next);
         // SAFETY: as in `hop_raw`, for `next`. Nothing on this stack needs dropping: `entry`
@@ -1220,20 +1251,29 @@ impl Scheduler {
             State::Blocked(on) => format!("blocked in {on:?}"),
             _ => "paused".to_owned(),
         };
-        log::warn!(
+        let message = format!(
             "deadlock: the main tasklet is {main} and nothing can wake it; {}",
             crate::debug::deadlock_report()
         );
+        log::warn!("{message}");
+        self.monitor.record(monitor::EventKind::Deadlock, None, message);
     }
 
     #[cold]
     fn stalled(&self, task: &Task, slice: u64) {
-        log::warn!(
+        let message = format!(
             "tasklet {} held the thread for {:?} without giving up the CPU (stall threshold {:?})",
             Describe(task.id, task.name()),
             clock::to_duration(slice),
             clock::to_duration(self.stall.get()),
         );
+        log::warn!("{message}");
+        self.monitor.record(monitor::EventKind::Stall, Some(task.id), message);
+    }
+
+    /// What other threads may see of this scheduler.
+    pub(crate) fn monitor(&self) -> &Arc<monitor::Shared> {
+        &self.monitor
     }
 
     /// Turns per-tasklet CPU accounting on or off.
@@ -1254,7 +1294,7 @@ impl Scheduler {
 
     /// `(switches, wakeups, polls)` since the scheduler was created.
     pub(crate) fn counters(&self) -> (u64, u64, u64) {
-        (self.switches.get(), self.wakeups.get(), self.reactor.polls())
+        (self.monitor.switches.load(Ordering::Relaxed), self.wakeups.get(), self.reactor.polls())
     }
 
     /// Every live tasklet, main first, then by id.
@@ -1315,13 +1355,19 @@ impl Scheduler {
                 self.end_epoch();
             }
             let timeout = deadline.map(|d| d.saturating_duration_since(now));
-            if !self.reactor.poll(timeout) {
+            self.monitor.set_idle(true);
+            let polled = self.reactor.poll(timeout);
+            if !polled {
                 // No poller: timers still work by sleeping; I/O waits cannot.
                 match timeout {
                     Some(timeout) => std::thread::sleep(timeout),
-                    None => return None,
+                    None => {
+                        self.monitor.set_idle(false);
+                        return None;
+                    }
                 }
             }
+            self.monitor.set_idle(false);
             self.fire_expired(Instant::now());
             if let Some(task) = self.pop_front() {
                 return Some(task);
@@ -1526,6 +1572,7 @@ impl Scheduler {
         if let Some(altstack) = self.altstack {
             stack::free_altstack(altstack);
         }
+        self.monitor.unregister();
     }
 }
 

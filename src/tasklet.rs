@@ -489,6 +489,7 @@ impl Builder {
     /// When no stack can be had: the stack size is over [`MAX_STACK_SIZE`](crate::MAX_STACK_SIZE)
     /// (`InvalidInput`), address space is exhausted, or guard pages cannot be installed (the
     /// message names the cause and the fix).
+    #[track_caller]
     pub fn spawn<F, T>(self, f: F) -> io::Result<Tasklet<T>>
     where
         F: FnOnce() -> T + 'static,
@@ -504,6 +505,7 @@ impl Builder {
     ///
     /// # Errors
     /// As [`Builder::spawn`].
+    #[track_caller]
     pub fn bind<F, T>(self, f: F) -> io::Result<Tasklet<T>>
     where
         F: FnOnce() -> T + 'static,
@@ -512,6 +514,7 @@ impl Builder {
         let sched = scheduler();
         let size = stack::usable_size(self.stack_size.unwrap_or_else(|| sched.default_stack_size()))?;
         let task = sched.create(f, self.name, size)?;
+        task.set_spawned_at(std::panic::Location::caller());
         sched.set_priority(&task, self.priority); // not queued yet: only records it
         Ok(Tasklet::from_task(task))
     }
@@ -532,6 +535,7 @@ impl Builder {
 /// tasklets::run();
 /// assert_eq!(t.join().unwrap(), 20);
 /// ```
+#[track_caller]
 pub fn spawn<F, T>(f: F) -> Tasklet<T>
 where
     F: FnOnce() -> T + 'static,

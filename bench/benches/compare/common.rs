@@ -1,5 +1,6 @@
 //! Measurement helpers shared by the comparison's cases: CPU clocks, memory counters, CPU
-//! pinning, a tiny random generator, percentiles, and the `RESULT` line a child process prints.
+//! pinning, a tiny random generator, percentiles, the `RESULT` line a child process prints, and
+//! how the peers' runtimes are set up.
 
 use std::time::{Duration, Instant};
 
@@ -156,4 +157,27 @@ pub fn emit_per_op(per_op: PerOp) {
         ("wall_ns", per_op.wall_ns),
         ("ops_per_sample", per_op.ops_per_sample as f64),
     ]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The peers' runtimes.
+
+/// A tokio current-thread runtime as `#[tokio::main(flavor = "current_thread")]` builds it.
+pub fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// Runs `f` in a may coroutine (on may's single worker thread) and waits for it, so that the
+/// coroutines it spawns go to the worker's local queue, as tasklets go to the thread's queue.
+pub fn in_may<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    // SAFETY: may requires that the coroutine does not use thread-local storage that outlives a
+    // migration and does not block the worker in a system call; these closures do neither.
+    let handle = unsafe { may::coroutine::spawn(f) };
+    handle.join().unwrap_or_else(|_| panic!("may coroutine panicked"))
+}
+
+/// Spawns a may coroutine (from inside a coroutine).
+pub fn may_go<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> may::coroutine::JoinHandle<T> {
+    // SAFETY: as in `in_may`.
+    unsafe { may::coroutine::spawn(f) }
 }

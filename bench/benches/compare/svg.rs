@@ -120,7 +120,9 @@ fn draw_panel(out: &mut String, panel: &Panel, mut y: f64) -> f64 {
     let max = positive.iter().copied().fold(0.0, f64::max);
     let min = positive.iter().copied().fold(f64::INFINITY, f64::min);
     // Axis: [lo, hi] in data units.
-    let (lo, hi) = if panel.log {
+    let (lo, hi) = if panel.log && positive.is_empty() {
+        (1.0, 10.0) // nothing measured (a partial run): an empty decade, not an endless tick loop
+    } else if panel.log {
         let lo = 10f64.powf(min.max(1e-9).log10().floor());
         let hi = 10f64.powf(max.max(lo * 10.0).log10().ceil());
         (lo, hi)

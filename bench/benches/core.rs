@@ -1,10 +1,10 @@
 //! Core micro-benchmarks of the tasklet runtime, all on the calling thread's scheduler.
 //!
-//! Run with `cargo bench --bench core`; results and the machine they were measured on are in
-//! `docs/benchmarks.md`. Every benchmark reports the time of ONE operation (one switch, one
-//! round trip, one tasklet, one message): the closures use `iter_custom` and scale the measured
-//! time to the number of iterations criterion asked for, so the tasklets that do the work are
-//! created once per sample, not once per operation.
+//! Run with `cargo bench -p tasklets-bench --bench core`; results and the machine they were
+//! measured on are in `docs/benchmarks.md`. Every benchmark reports the time of ONE operation
+//! (one switch, one round trip, one tasklet, one message): the closures use `iter_custom` and
+//! scale the measured time to the number of iterations criterion asked for, so the tasklets that
+//! do the work are created once per sample, not once per operation.
 //!
 //! - `switch/two_tasklets`: two tasklets alternate with `schedule()`; time per switch from one
 //!   tasklet to the other (one stack switch, one run-queue push and pop).

@@ -2,9 +2,12 @@
 //! tasklets, all on the same scheduler, talking through `tasklets::net`.
 //!
 //! ```sh
-//! cargo bench --bench echo                      # 100 connections x 2,000 round trips of 64 B
-//! cargo bench --bench echo -- 1000 200 4096     # connections, round trips each, message size
-//! TASKLET_POLL_MODE=oneshot cargo bench --bench echo   # oneshot registration instead of edge
+//! # 100 connections x 2,000 round trips of 64 B
+//! cargo bench -p tasklets-bench --bench echo
+//! # connections, round trips each, message size
+//! cargo bench -p tasklets-bench --bench echo -- 1000 200 4096
+//! # oneshot registration instead of edge
+//! TASKLET_POLL_MODE=oneshot cargo bench -p tasklets-bench --bench echo
 //! ```
 //!
 //! Prints round trips per second and the process's CPU time (user and system, from

@@ -1,10 +1,10 @@
 //! Memory cost of parked tasklets: how much resident memory and how many memory mappings each
 //! tasklet blocked on a channel costs, and whether the memory goes back when they finish.
 //!
-//! `cargo bench --bench parked` measures N = 10,000, 100,000 and 1,000,000;
-//! `cargo bench --bench parked -- 50000 2000000` measures the given counts instead. Each N runs
-//! in a fresh child process (this binary re-executed with `--child N`), so that one measurement's
-//! pooled stacks and heap do not distort the next.
+//! `cargo bench -p tasklets-bench --bench parked` measures N = 10,000, 100,000 and 1,000,000;
+//! `cargo bench -p tasklets-bench --bench parked -- 50000 2000000` measures the given counts
+//! instead. Each N runs in a fresh child process (this binary re-executed with `--child N`), so
+//! that one measurement's pooled stacks and heap do not distort the next.
 //!
 //! In the child: warm up the scheduler, read VmRSS (`/proc/self/status`) and the mapping count
 //! (lines of `/proc/self/maps`), spawn N tasklets that each block receiving on one channel, run

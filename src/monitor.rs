@@ -1,0 +1,480 @@
+//! Watching every scheduler of the process from another thread: a registry of live
+//! schedulers, the counters each one shares, snapshots taken on request, and stall detection
+//! by sampling, in the style of Go's `sysmon`.
+//!
+//! # Design
+//!
+//! A scheduler is confined to its thread, and a scheduler that is stalled (a tasklet computes
+//! without giving up the CPU, or is stuck in native code) cannot answer for itself. So the
+//! monitor splits what it knows in two:
+//!
+//! - **Shared counters, written by the owner, read by anyone** ([`Counters`]): the switch
+//!   counter, the id of the running tasklet, whether the thread sleeps in its poller, the
+//!   poll counter. The owner writes them with plain `Relaxed` stores where it already updates
+//!   its own state (one store per switch for the counter, which replaces the thread-local one,
+//!   one for the running id, two per blocking poll for the idle flag): no clock read, no
+//!   read-modify-write, no fence. A reader samples them without any cooperation from the owner.
+//! - **Snapshots, taken by the owner when asked** ([`SchedulerHandle::request_snapshot`]): the
+//!   reader bumps a request counter and notifies the scheduler's poller (the cross-thread wake-up
+//!   path the reactor already has); the owner compares the counter with the last one it answered
+//!   whenever it polls (at once when it sleeps in the poller, once per pass over the run queue
+//!   while tasklets wait on I/O or timers) and, on a thread that never polls, every
+//!   [`CHECK_EVERY`] switches, found with a mask test on the counter it has just incremented:
+//!   the atomic load happens once per 256 switches, never per switch. It then takes a
+//!   [`Snapshot`] and publishes it in a shared slot ([`SchedulerHandle::latest_snapshot`]). A
+//!   stalled scheduler does not answer; its last published snapshot stays there, with the
+//!   instant it was taken, so a reader can show it as stale.
+//!
+//! **Stalls** are found as Go's `sysmon` finds goroutines that run too long: a [`Watcher`]
+//! samples each scheduler's counters; a scheduler that is not idle in its poller, whose switch
+//! counter and running tasklet have not changed for longer than a threshold, is held by that
+//! tasklet right now ([`Activity::Stalled`]). The time is measured from the first sample that
+//! saw the counter at its current value, so it is a lower bound, exact to one sampling period.
+//! The main tasklet holding the thread is reported apart ([`Activity::MainBusy`]): main is the
+//! thread's own code, which runs outside the scheduler between `run()` calls, as the stall
+//! report of the accounting never counts main either.
+//!
+//! Events that the owner already reports after the fact (stalls seen by the accounting,
+//! deadlocks of the main tasklet) are also kept, the last [`EVENTS_KEPT`] per scheduler, for
+//! [`SchedulerHandle::events`].
+//!
+//! Rejected: asking each scheduler for its state at every refresh (a stalled one never
+//! answers, which is exactly when it matters); a clock read per switch to time slices from
+//! outside (issue 14: a TSC read can cost more than the switch in some VMs); a check of the
+//! request flag at every switch (an atomic load on the hot path for a feature used rarely);
+//! a monitor thread started by the library (the console, or a future built-in `sysmon`,
+//! decides when to sample: the library itself starts no thread for this).
+//!
+//! Everything here uses std atomics and the poller's portable notification: nothing is
+//! specific to Linux except the optional OS thread id ([`SchedulerHandle::os_thread_id`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{Thread, ThreadId};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::debug::{snapshot, Snapshot};
+
+/// A scheduler that never polls looks for snapshot requests once every this many switches.
+pub const CHECK_EVERY: u64 = 256;
+
+/// How many events ([`SchedulerHandle::events`]) each scheduler keeps.
+pub const EVENTS_KEPT: usize = 64;
+
+/// What one scheduler shares with other threads (see the module comment).
+pub(crate) struct Shared {
+    id: u64,
+    thread: Thread,
+    os_tid: Option<u64>,
+    main_id: u64,
+    /// Times a tasklet other than main gave up the CPU: the scheduler's own counter.
+    pub(crate) switches: AtomicU64,
+    polls: AtomicU64,
+    running: AtomicU64,
+    idle: AtomicBool,
+    alive: AtomicBool,
+    requested: AtomicU64,
+    answered: AtomicU64,
+    /// The reactor's shared half, to wake the poller; set when the poller is made.
+    notifier: Mutex<Option<Arc<crate::reactor::Shared>>>,
+    published: Mutex<Option<Arc<PublishedSnapshot>>>,
+    events: Mutex<(u64, VecDeque<Event>)>,
+}
+
+static REGISTRY: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Registers the calling thread's new scheduler, whose main tasklet has id `main_id`.
+pub(crate) fn register(main_id: u64) -> Arc<Shared> {
+    let shared = Arc::new(Shared {
+        id: NEXT_ID.fetch_add(1, Relaxed),
+        thread: std::thread::current(),
+        os_tid: os_thread_id(),
+        main_id,
+        switches: AtomicU64::new(0),
+        polls: AtomicU64::new(0),
+        running: AtomicU64::new(main_id),
+        idle: AtomicBool::new(false),
+        alive: AtomicBool::new(true),
+        requested: AtomicU64::new(0),
+        answered: AtomicU64::new(0),
+        notifier: Mutex::new(None),
+        published: Mutex::new(None),
+        events: Mutex::new((0, VecDeque::new())),
+    });
+    lock(&REGISTRY).push(shared.clone());
+    shared
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn os_thread_id() -> Option<u64> {
+    // SAFETY: `gettid` has no preconditions and cannot fail.
+    Some(unsafe { libc::gettid() } as u64)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn os_thread_id() -> Option<u64> {
+    None
+}
+
+/// The CPU time the calling thread has used.
+fn thread_cpu() -> Option<Duration> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    crate::sys::syscall!(clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts)).ok()?;
+    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+impl Shared {
+    /// The scheduler is going away: out of the registry, and its poller released.
+    pub(crate) fn unregister(self: &Arc<Self>) {
+        self.alive.store(false, Relaxed);
+        self.idle.store(false, Relaxed);
+        lock(&self.notifier).take();
+        lock(&REGISTRY).retain(|s| !Arc::ptr_eq(s, self));
+    }
+
+    /// The scheduler made its poller: requests can wake it from now on.
+    pub(crate) fn set_notifier(&self, notifier: Arc<crate::reactor::Shared>) {
+        *lock(&self.notifier) = Some(notifier);
+    }
+
+    /// The tasklet with this id runs now. One relaxed store.
+    #[inline(always)]
+    pub(crate) fn set_running(&self, id: u64) {
+        self.running.store(id, Relaxed);
+    }
+
+    /// The thread sleeps in its poller (`true`) or stopped sleeping.
+    #[inline]
+    pub(crate) fn set_idle(&self, idle: bool) {
+        self.idle.store(idle, Relaxed);
+    }
+
+    /// Counts one more switch of a tasklet other than main if `tasklet`; returns the count.
+    #[inline(always)]
+    pub(crate) fn count_switch(&self, tasklet: bool) -> u64 {
+        let n = self.switches.load(Relaxed) + u64::from(tasklet);
+        self.switches.store(n, Relaxed);
+        n
+    }
+
+    /// The poller was called: publishes the count and answers a pending snapshot request.
+    /// Called by the reactor after each poll, before it wakes anyone.
+    pub(crate) fn polled(&self, polls: u64) {
+        self.polls.store(polls, Relaxed);
+        self.answer_if_requested();
+    }
+
+    /// Takes and publishes a snapshot if one was requested since the last answer. Runs on the
+    /// owning thread with no scheduler state borrowed.
+    #[inline]
+    pub(crate) fn answer_if_requested(&self) {
+        let requested = self.requested.load(Relaxed);
+        if requested != self.answered.load(Relaxed) {
+            self.answer(requested);
+        }
+    }
+
+    #[cold]
+    fn answer(&self, ticket: u64) {
+        let published = PublishedSnapshot {
+            snapshot: snapshot(),
+            ticket,
+            taken_at: Instant::now(),
+            thread_cpu: thread_cpu(),
+        };
+        *lock(&self.published) = Some(Arc::new(published));
+        self.answered.store(ticket, Relaxed);
+    }
+
+    /// Keeps an event (a stall seen after the fact, a deadlock report).
+    #[cold]
+    pub(crate) fn record(&self, kind: EventKind, tasklet: Option<u64>, message: String) {
+        let mut events = lock(&self.events);
+        events.0 += 1;
+        let seq = events.0;
+        if events.1.len() == EVENTS_KEPT {
+            events.1.pop_front();
+        }
+        events.1.push_back(Event { seq, at: SystemTime::now(), kind, tasklet, message });
+    }
+}
+
+/// Every scheduler of the process that is alive now, oldest first.
+///
+/// # Examples
+///
+/// ```
+/// let here = tasklets::monitor::current().expect("this thread has a scheduler now");
+/// assert!(tasklets::monitor::schedulers().iter().any(|s| s.id() == here.id()));
+/// ```
+pub fn schedulers() -> Vec<SchedulerHandle> {
+    lock(&REGISTRY).iter().cloned().map(SchedulerHandle).collect()
+}
+
+/// The calling thread's scheduler, created if it has none yet (`None` only while the thread
+/// exits).
+pub fn current() -> Option<SchedulerHandle> {
+    crate::scheduler::try_scheduler().map(|s| SchedulerHandle(s.monitor().clone()))
+}
+
+/// A `Send + Sync` handle to one scheduler, for watching it from any thread.
+#[derive(Clone)]
+pub struct SchedulerHandle(Arc<Shared>);
+
+/// What a scheduler's shared counters say at one instant ([`SchedulerHandle::counters`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Times a tasklet other than main gave up the CPU ([`SchedulerStats::switches`](crate::SchedulerStats)).
+    pub switches: u64,
+    /// Calls to the poller, as of the last one.
+    pub polls: u64,
+    /// The id of the tasklet that runs now (main's while the thread idles).
+    pub running: u64,
+    /// Whether the thread sleeps in its poller, waiting for I/O, a timer or a wake-up.
+    pub idle: bool,
+}
+
+/// A snapshot a scheduler took of itself, on request ([`SchedulerHandle::latest_snapshot`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PublishedSnapshot {
+    /// The scheduler's tasklets and counters.
+    pub snapshot: Snapshot,
+    /// The request it answered (see [`SchedulerHandle::request_snapshot`]).
+    pub ticket: u64,
+    /// When it was taken.
+    pub taken_at: Instant,
+    /// The CPU time the thread had used then.
+    pub thread_cpu: Option<Duration>,
+}
+
+/// What a kept [`Event`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A tasklet held the thread longer than the stall threshold (seen when it gave up the
+    /// CPU; needs accounting, see [`set_stall_threshold`](crate::set_stall_threshold)).
+    Stall,
+    /// The main tasklet would have blocked for ever: its operation failed with a deadlock error.
+    Deadlock,
+}
+
+/// Something a scheduler reported about itself ([`SchedulerHandle::events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Event {
+    /// Numbers the scheduler's events from 1.
+    pub seq: u64,
+    /// When it happened.
+    pub at: SystemTime,
+    /// What it is.
+    pub kind: EventKind,
+    /// The tasklet it is about (the one that stalled), if any.
+    pub tasklet: Option<u64>,
+    /// The report, as logged.
+    pub message: String,
+}
+
+impl SchedulerHandle {
+    /// A process-unique number for this scheduler (not reused).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// The name of the scheduler's thread.
+    pub fn thread_name(&self) -> Option<&str> {
+        self.0.thread.name()
+    }
+
+    /// The std id of the scheduler's thread.
+    pub fn thread_id(&self) -> ThreadId {
+        self.0.thread.id()
+    }
+
+    /// The operating system's id of the thread (Linux: its TID, as in `/proc/self/task/TID`);
+    /// `None` on other systems.
+    pub fn os_thread_id(&self) -> Option<u64> {
+        self.0.os_tid
+    }
+
+    /// The id of the scheduler's main tasklet.
+    pub fn main_tasklet(&self) -> u64 {
+        self.0.main_id
+    }
+
+    /// Whether the scheduler still runs (its thread has not exited).
+    pub fn is_alive(&self) -> bool {
+        self.0.alive.load(Relaxed)
+    }
+
+    /// The shared counters, read without the scheduler's help.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            switches: self.0.switches.load(Relaxed),
+            polls: self.0.polls.load(Relaxed),
+            running: self.0.running.load(Relaxed),
+            idle: self.0.idle.load(Relaxed),
+        }
+    }
+
+    /// Asks the scheduler to publish a snapshot of itself, and returns the request's ticket.
+    ///
+    /// It answers the next time it polls (at once if it sleeps in its poller), or within
+    /// [`CHECK_EVERY`] switches on a thread that never polls; a stalled scheduler answers
+    /// when it moves again. Requests made before an answer are answered together.
+    pub fn request_snapshot(&self) -> u64 {
+        let ticket = self.0.requested.fetch_add(1, Relaxed) + 1;
+        if let Some(notifier) = lock(&self.0.notifier).as_ref() {
+            notifier.notify();
+        }
+        ticket
+    }
+
+    /// Whether the request with this ticket (or a later one) was answered.
+    pub fn is_answered(&self, ticket: u64) -> bool {
+        self.0.answered.load(Relaxed) >= ticket
+    }
+
+    /// The last snapshot the scheduler published, if it ever did.
+    pub fn latest_snapshot(&self) -> Option<Arc<PublishedSnapshot>> {
+        lock(&self.0.published).clone()
+    }
+
+    /// The events the scheduler kept (the last [`EVENTS_KEPT`]), oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        lock(&self.0.events).1.iter().cloned().collect()
+    }
+}
+
+impl fmt::Debug for SchedulerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SchedulerHandle")
+            .field("id", &self.0.id)
+            .field("thread", &self.0.thread.name().unwrap_or("<unnamed>"))
+            .field("alive", &self.is_alive())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for SchedulerHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SchedulerHandle {}
+
+/// What a [`Watcher`] found a scheduler doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Activity {
+    /// Sleeping in its poller.
+    Idle,
+    /// Switching between tasklets, or held by one for less than the threshold.
+    Running,
+    /// The main tasklet has held the thread for at least `for_at_least`: the thread runs its
+    /// own code outside the scheduler (or main computes between `run()` calls).
+    MainBusy {
+        /// How long, at least.
+        for_at_least: Duration,
+    },
+    /// The tasklet `tasklet` has held the thread for at least `for_at_least` without giving
+    /// up the CPU, longer than the threshold: the thread is stalled right now.
+    Stalled {
+        /// The tasklet that holds the thread.
+        tasklet: u64,
+        /// How long, at least (a lower bound, exact to one sampling period).
+        for_at_least: Duration,
+    },
+}
+
+/// Finds stalls while they happen by sampling the schedulers' shared counters, as Go's
+/// `sysmon` does (see the module comment). The caller samples periodically (every 10 to
+/// 100 ms, say): a stall is seen within one period after it passes the threshold.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use tasklets::monitor::{Activity, Watcher};
+///
+/// let stuck = std::thread::spawn(|| {
+///     let hog = tasklets::Builder::new().name("hog").spawn(|| std::thread::sleep(Duration::from_millis(300)));
+///     tasklets::run(); // the hog holds the thread in native code
+///     hog.unwrap().id()
+/// });
+/// let mut watcher = Watcher::new(Duration::from_millis(50));
+/// let mut seen = None;
+/// while seen.is_none() && !stuck.is_finished() {
+///     for s in tasklets::monitor::schedulers() {
+///         if let Activity::Stalled { tasklet, .. } = watcher.observe(&s, Instant::now()) {
+///             seen = Some(tasklet);
+///         }
+///     }
+///     std::thread::sleep(Duration::from_millis(10));
+/// }
+/// assert_eq!(seen, Some(stuck.join().unwrap()));
+/// ```
+#[derive(Debug)]
+pub struct Watcher {
+    threshold: Duration,
+    seen: HashMap<u64, Seen>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    switches: u64,
+    running: u64,
+    since: Instant,
+}
+
+impl Watcher {
+    /// A watcher that calls a scheduler stalled when one tasklet holds it longer than
+    /// `threshold`.
+    pub fn new(threshold: Duration) -> Watcher {
+        Watcher { threshold, seen: HashMap::new() }
+    }
+
+    /// The threshold.
+    pub fn threshold(&self) -> Duration {
+        self.threshold
+    }
+
+    /// Samples `scheduler`'s counters at `now` and says what it is doing.
+    pub fn observe(&mut self, scheduler: &SchedulerHandle, now: Instant) -> Activity {
+        let c = scheduler.counters();
+        if c.idle || !scheduler.is_alive() {
+            self.seen.remove(&scheduler.id());
+            return Activity::Idle;
+        }
+        let seen = self.seen.entry(scheduler.id()).or_insert(Seen {
+            switches: c.switches,
+            running: c.running,
+            since: now,
+        });
+        if seen.switches != c.switches || seen.running != c.running {
+            *seen = Seen { switches: c.switches, running: c.running, since: now };
+        }
+        let held = now.saturating_duration_since(seen.since);
+        if held < self.threshold {
+            Activity::Running
+        } else if c.running == scheduler.main_tasklet() {
+            Activity::MainBusy { for_at_least: held }
+        } else {
+            Activity::Stalled { tasklet: c.running, for_at_least: held }
+        }
+    }
+
+    /// Forgets the schedulers not in `alive` (call with [`schedulers()`] now and then).
+    pub fn retain(&mut self, alive: &[SchedulerHandle]) {
+        self.seen.retain(|id, _| alive.iter().any(|s| s.id() == *id));
+    }
+}
