@@ -170,13 +170,12 @@ fn deferral_scopes_nest() {
     assert!(matches!(t.join(), Err(JoinError::Killed)));
 }
 
-#[test]
-fn tasklets_of_two_threads_wait_on_one_fd() {
-    let (a, b) = pair();
-    let a = Arc::new(a);
-    // SAFETY: `a` outlives the registration: both threads are joined before `a` drops.
-    let registration = Arc::new(unsafe { Registration::new(a.as_raw_fd()) });
-    let waiters: Vec<_> = (0..2)
+/// A tasklet on each of two new threads waits for `registration` to be readable; the handles
+/// give the results.
+fn wait_on_two_threads(
+    registration: &Arc<Registration>,
+) -> Vec<std::thread::JoinHandle<std::io::Result<()>>> {
+    (0..2)
         .map(|_| {
             let registration = registration.clone();
             std::thread::spawn(move || {
@@ -184,7 +183,16 @@ fn tasklets_of_two_threads_wait_on_one_fd() {
                 t.join().unwrap()
             })
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn tasklets_of_two_threads_wait_on_one_fd() {
+    let (a, b) = pair();
+    let a = Arc::new(a);
+    // SAFETY: `a` outlives the registration: both threads are joined before `a` drops.
+    let registration = Arc::new(unsafe { Registration::new(a.as_raw_fd()) });
+    let waiters = wait_on_two_threads(&registration);
     std::thread::sleep(ms(50));
     (&b).write_all(b"x").unwrap();
     for waiter in waiters {
@@ -286,15 +294,7 @@ fn deregister_wakes_the_fds_waiters_on_every_thread_with_ebadf() {
     let (a, _b) = pair();
     // SAFETY: `a` outlives the registration's use: it is deregistered before `a` drops.
     let registration = Arc::new(unsafe { Registration::new(a.as_raw_fd()) });
-    let waiters: Vec<_> = (0..2)
-        .map(|_| {
-            let registration = registration.clone();
-            std::thread::spawn(move || {
-                let t = tasklets::spawn(move || registration.wait(Interest::Readable, None));
-                t.join().unwrap()
-            })
-        })
-        .collect();
+    let waiters = wait_on_two_threads(&registration);
     std::thread::sleep(ms(50)); // both park
     registration.deregister(); // from a thread without a scheduler
     for waiter in waiters {

@@ -116,22 +116,40 @@ pub(crate) fn socket_timeout(fd: c_int, opt: c_int) -> Option<std::time::Duratio
     Some(std::time::Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000))
 }
 
-/// The pending error of a socket (`SO_ERROR`), `Some(0)` if none; `None` if the call fails.
-pub(crate) fn socket_error(fd: c_int) -> Option<c_int> {
-    let mut err: c_int = 0;
+/// An `int` socket option at level `SOL_SOCKET`, or `None` (with `errno` set) if the call fails.
+fn int_option(fd: c_int, opt: c_int) -> Option<c_int> {
+    let mut value: c_int = 0;
     let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    // SAFETY: `err` and `len` are valid and `len` is the size of `err`.
+    // SAFETY: `value` and `len` are valid and `len` is the size of `value`.
     let r = unsafe {
         raw!(
             libc::SYS_getsockopt,
             fd,
             libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            &mut err as *mut c_int,
+            opt,
+            &mut value as *mut c_int,
             &mut len as *mut libc::socklen_t
         )
     };
-    (r == 0).then_some(err)
+    (r == 0).then_some(value)
+}
+
+/// The pending error of a socket (`SO_ERROR`), `Some(0)` if none; `None` if the call fails.
+pub(crate) fn socket_error(fd: c_int) -> Option<c_int> {
+    int_option(fd, libc::SO_ERROR)
+}
+
+/// Whether socket `fd` is listening (`SO_ACCEPTCONN`); `false` if it cannot be asked.
+pub(crate) fn is_listening(fd: c_int) -> bool {
+    int_option(fd, libc::SO_ACCEPTCONN).is_some_and(|on| on != 0)
+}
+
+/// The type of socket `fd` (`SOCK_STREAM`, ...), if it can be asked; leaves `errno` alone.
+pub(crate) fn socket_type(fd: c_int) -> Option<c_int> {
+    let saved = errno();
+    let ty = int_option(fd, libc::SO_TYPE);
+    set_errno(saved);
+    ty
 }
 
 /// Closes an fd the shims made themselves (a temporary epoll fd), bypassing the `close` hook.
@@ -193,24 +211,6 @@ pub(crate) fn signal_restarts(sig: c_int) -> bool {
     let r = unsafe { real_sigaction(sig, std::ptr::null(), &mut current) };
     set_errno(saved);
     r != 0 || current.sa_flags & libc::SA_RESTART != 0
-}
-
-/// Whether socket `fd` is listening (`SO_ACCEPTCONN`); `false` if it cannot be asked.
-pub(crate) fn is_listening(fd: c_int) -> bool {
-    let mut on: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    // SAFETY: `on` and `len` are valid and `len` is the size of `on`.
-    let r = unsafe {
-        raw!(
-            libc::SYS_getsockopt,
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            &mut on as *mut c_int,
-            &mut len as *mut libc::socklen_t
-        )
-    };
-    r == 0 && on != 0
 }
 
 /// Copies `len` bytes between this process's memory at `local` and at `user` (a pointer the
@@ -281,19 +281,6 @@ pub(crate) fn iov_total(iov: *const libc::iovec, iovcnt: usize) -> Result<usize,
         done += n;
     }
     Ok(total)
-}
-
-/// The type of socket `fd` (`SOCK_STREAM`, ...), if it can be asked.
-pub(crate) fn socket_type(fd: c_int) -> Option<c_int> {
-    let saved = errno();
-    let mut ty: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    // SAFETY: `ty` and `len` are valid and `len` is the size of `ty`.
-    let r = unsafe {
-        raw!(libc::SYS_getsockopt, fd, libc::SOL_SOCKET, libc::SO_TYPE, &mut ty as *mut c_int, &mut len as *mut libc::socklen_t)
-    };
-    set_errno(saved);
-    (r == 0).then_some(ty)
 }
 
 extern "C" {

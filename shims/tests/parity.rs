@@ -6,22 +6,14 @@
 //! Loopback sockets only; every run is bounded (a hang fails the test after 20 s).
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::ptr;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{glibc, ms, outcome, shimmed, Outcome};
-
-/// A connected pair of TCP sockets on loopback (client, server).
-fn tcp_pair() -> (OwnedFd, OwnedFd) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client.into(), server.into())
-}
+use common::{glibc, ms, outcome, same_as_glibc, set_option, shimmed, tcp_pair_fds, timeval, Outcome};
 
 /// A UDP socket bound on loopback with one 5-byte datagram ("dgram") queued on it.
 fn udp_with_a_datagram() -> UdpSocket {
@@ -53,39 +45,10 @@ fn sockaddr_of(addr: std::net::SocketAddr) -> (libc::sockaddr_in, libc::socklen_
     (sin, std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
 }
 
-fn set_timeout(fd: libc::c_int, opt: libc::c_int, timeout: Duration) {
-    let tv = libc::timeval { tv_sec: timeout.as_secs() as _, tv_usec: timeout.subsec_micros() as _ };
-    // SAFETY: a valid timeval of the size given.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0);
-}
-
-fn set_int_option(fd: libc::c_int, opt: libc::c_int, value: libc::c_int) {
-    // SAFETY: a valid int of the size given.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0);
-}
-
 #[test]
 fn accept_on_a_socket_that_is_not_listening_fails_at_once_as_in_glibc() {
     fn probe() -> Vec<Outcome> {
-        let (client, _server) = tcp_pair();
+        let (client, _server) = tcp_pair_fds();
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let unbound = fresh_tcp();
         let unix = UnixDatagram::unbound().unwrap();
@@ -95,9 +58,8 @@ fn accept_on_a_socket_that_is_not_listening_fails_at_once_as_in_glibc() {
             .map(|fd| outcome(|| unsafe { libc::accept(fd, ptr::null_mut(), ptr::null_mut()) } as i64))
             .collect()
     }
-    let expected = glibc(probe);
+    let expected = same_as_glibc(probe);
     assert!(expected.iter().all(|&(r, err)| r == -1 && err != 0), "{expected:?}");
-    assert_eq!(shimmed(probe), expected);
 }
 
 fn zero_byte_reads_of_a_queued_datagram() -> Vec<Outcome> {
@@ -120,13 +82,12 @@ fn zero_byte_reads_of_a_queued_datagram() -> Vec<Outcome> {
 
 #[test]
 fn read_of_zero_bytes_leaves_the_datagram_queued() {
-    let expected = glibc(zero_byte_reads_of_a_queued_datagram);
+    let expected = same_as_glibc(zero_byte_reads_of_a_queued_datagram);
     assert_eq!(expected.last(), Some(&(5, 0)));
-    assert_eq!(shimmed(zero_byte_reads_of_a_queued_datagram), expected);
 }
 
 fn zero_byte_reads_of_an_idle_stream() -> Vec<Outcome> {
-    let (client, _server) = tcp_pair();
+    let (client, _server) = tcp_pair_fds();
     let fd = raw(&client);
     let mut buf = [0u8; 1];
     vec![
@@ -139,13 +100,12 @@ fn zero_byte_reads_of_an_idle_stream() -> Vec<Outcome> {
 
 #[test]
 fn read_of_zero_bytes_on_an_idle_tcp_socket_returns_zero_at_once() {
-    let expected = glibc(zero_byte_reads_of_an_idle_stream);
+    let expected = same_as_glibc(zero_byte_reads_of_an_idle_stream);
     assert_eq!(expected, [(0, 0), (0, 0)]);
-    assert_eq!(shimmed(zero_byte_reads_of_an_idle_stream), expected);
 }
 
 fn vectored_calls_with_bad_counts() -> Vec<Outcome> {
-    let (client, _server) = tcp_pair();
+    let (client, _server) = tcp_pair_fds();
     let fd = raw(&client);
     let mut byte = [0u8; 1];
     let iovs = vec![libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 }; 1025];
@@ -161,9 +121,8 @@ fn vectored_calls_with_bad_counts() -> Vec<Outcome> {
 
 #[test]
 fn readv_and_writev_with_a_bad_buffer_count_fail_with_einval() {
-    let expected = glibc(vectored_calls_with_bad_counts);
+    let expected = same_as_glibc(vectored_calls_with_bad_counts);
     assert!(expected.iter().all(|&o| o == (-1, libc::EINVAL)), "{expected:?}");
-    assert_eq!(shimmed(vectored_calls_with_bad_counts), expected);
 }
 
 #[test]
@@ -179,22 +138,21 @@ fn a_second_connect_after_success_fails_with_eisconn() {
             .map(|_| outcome(|| unsafe { libc::connect(fd, addr, len) } as i64))
             .collect()
     }
-    let expected = glibc(probe);
+    let expected = same_as_glibc(probe);
     assert_eq!(expected, [(0, 0), (-1, libc::EISCONN), (-1, libc::EISCONN)]);
-    assert_eq!(shimmed(probe), expected);
 }
 
 /// `send` of 4 MiB with `SO_SNDTIMEO` = 200 ms to a peer that reads 16 KiB every 20 ms (so
 /// each wait for room ends with progress well within the timeout): what it returned, `errno`,
 /// and how long it took.
 fn send_4_mib_with_a_200_ms_timeout_to_a_slow_reader() -> (i64, i32, Duration) {
-    let (client, server) = tcp_pair();
+    let (client, server) = tcp_pair_fds();
     let fd = raw(&client);
     // Small buffers, so that the 4 MiB cannot simply be queued at once (whatever the
     // machine's tcp_wmem/tcp_rmem are).
-    set_int_option(fd, libc::SO_SNDBUF, 64 << 10);
-    set_int_option(raw(&server), libc::SO_RCVBUF, 64 << 10);
-    set_timeout(fd, libc::SO_SNDTIMEO, ms(200));
+    set_option(fd, libc::SO_SNDBUF, 64 << 10);
+    set_option(raw(&server), libc::SO_RCVBUF, 64 << 10);
+    set_option(fd, libc::SO_SNDTIMEO, timeval(ms(200)));
     let reader = std::thread::spawn(move || {
         let mut server = std::fs::File::from(server);
         let mut buf = vec![0u8; 16 << 10];
@@ -234,9 +192,9 @@ fn so_sndtimeo_bounds_the_whole_send_not_each_chunk() {
 /// `recv(MSG_WAITALL)` of 1,000 bytes with `SO_RCVTIMEO` = 200 ms from a peer that sends 10
 /// bytes every 50 ms for 1 s: what it returned and how long it took.
 fn recv_waitall_from_a_slow_sender() -> (i64, Duration) {
-    let (client, server) = tcp_pair();
+    let (client, server) = tcp_pair_fds();
     let fd = raw(&client);
-    set_timeout(fd, libc::SO_RCVTIMEO, ms(200));
+    set_option(fd, libc::SO_RCVTIMEO, timeval(ms(200)));
     let sender = std::thread::spawn(move || {
         let mut server = std::fs::File::from(server);
         for _ in 0..20 {
@@ -270,7 +228,7 @@ fn so_rcvtimeo_bounds_a_waitall_receive_which_returns_what_it_has() {
 #[test]
 fn receiving_the_error_queue_or_out_of_band_data_never_waits() {
     fn probe() -> Vec<Outcome> {
-        let (client, _server) = tcp_pair();
+        let (client, _server) = tcp_pair_fds();
         let fd = raw(&client);
         let mut buf = [0u8; 16];
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -286,9 +244,8 @@ fn receiving_the_error_queue_or_out_of_band_data_never_waits() {
             outcome(|| unsafe { libc::recvmsg(raw(&udp), &mut msg, libc::MSG_ERRQUEUE) } as i64),
         ]
     }
-    let expected = glibc(probe);
+    let expected = same_as_glibc(probe);
     assert!(expected.iter().all(|&(r, _)| r == -1), "{expected:?}");
-    assert_eq!(shimmed(probe), expected);
 }
 
 #[test]
@@ -300,15 +257,14 @@ fn accept4_with_bad_flags_fails_at_once_with_einval() {
             libc::accept4(raw(&listener), ptr::null_mut(), ptr::null_mut(), 0x7fff_0000)
         } as i64)]
     }
-    let expected = glibc(probe);
+    let expected = same_as_glibc(probe);
     assert_eq!(expected, [(-1, libc::EINVAL)]);
-    assert_eq!(shimmed(probe), expected);
 }
 
 #[test]
 fn a_peeking_waitall_receive_waits_for_the_whole_length() {
     fn probe() -> (Outcome, bool) {
-        let (client, server) = tcp_pair();
+        let (client, server) = tcp_pair_fds();
         let writer = std::thread::spawn(move || {
             let mut server = std::fs::File::from(server);
             server.write_all(b"01234").unwrap();
@@ -329,15 +285,14 @@ fn a_peeking_waitall_receive_waits_for_the_whole_length() {
         writer.join().unwrap();
         (seen, waited)
     }
-    let expected = glibc(probe);
+    let expected = same_as_glibc(probe);
     assert_eq!(expected, ((10, 0), true));
-    assert_eq!(shimmed(probe), expected);
 }
 
 #[test]
 fn poll_with_no_events_still_wakes_on_a_hangup() {
     fn probe() -> (Outcome, i16, bool) {
-        let (client, server) = tcp_pair();
+        let (client, server) = tcp_pair_fds();
         // Both directions closed make a hangup: ours now, the peer's in 100 ms.
         // SAFETY: plain call.
         assert_eq!(unsafe { libc::shutdown(raw(&client), libc::SHUT_WR) }, 0);
@@ -353,16 +308,15 @@ fn poll_with_no_events_still_wakes_on_a_hangup() {
         closer.join().unwrap();
         (seen, fds[0].revents, early)
     }
-    let expected = glibc(probe);
+    let expected = same_as_glibc(probe);
     assert!(expected.2 && expected.0 == (1, 0), "{expected:?}");
-    assert_eq!(shimmed(probe), expected);
 }
 
 #[test]
 fn dup3_with_bad_flags_leaves_the_target_socket_alone() {
     shimmed(|| {
-        let (client, server) = tcp_pair();
-        let (other, _other_peer) = tcp_pair();
+        let (client, server) = tcp_pair_fds();
+        let (other, _other_peer) = tcp_pair_fds();
         let fd = raw(&client);
         let reader = tasklets::spawn(move || {
             let mut buf = [0u8; 1];
@@ -383,7 +337,7 @@ fn dup3_with_bad_flags_leaves_the_target_socket_alone() {
 }
 
 fn bad_descriptors_and_pointers() -> Vec<Outcome> {
-    let (client, _server) = tcp_pair();
+    let (client, _server) = tcp_pair_fds();
     let fd = raw(&client);
     let unopened = 19_999;
     let mut buf = [0u8; 4];
@@ -427,8 +381,7 @@ fn bad_descriptors_and_pointers() -> Vec<Outcome> {
 
 #[test]
 fn bad_descriptors_and_bad_pointers_fail_as_in_glibc() {
-    let expected = glibc(bad_descriptors_and_pointers);
-    assert_eq!(shimmed(bad_descriptors_and_pointers), expected);
+    same_as_glibc(bad_descriptors_and_pointers);
 }
 
 #[test]
@@ -503,14 +456,13 @@ fn a_connect_retried_after_eintr_waits_for_the_connection_as_glibc() {
         drop(fillers);
         vec![first, second]
     }
-    let expected = glibc(probe);
+    let expected = same_as_glibc(probe);
     assert_eq!(expected, [(-1, libc::EINTR), (0, 0)]);
-    assert_eq!(shimmed(probe), expected);
 }
 
 /// `writev` of three buffers and `readv` into two, on a stream and on a datagram socket.
 fn vectored_transfers() -> Vec<Outcome> {
-    let (client, server) = tcp_pair();
+    let (client, server) = tcp_pair_fds();
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.connect(udp.local_addr().unwrap()).unwrap();
     let parts: [&[u8]; 3] = [b"one", b"two", b"three"];
@@ -536,9 +488,8 @@ fn vectored_transfers() -> Vec<Outcome> {
 
 #[test]
 fn vectored_transfers_match_glibc() {
-    let expected = glibc(vectored_transfers);
+    let expected = same_as_glibc(vectored_transfers);
     assert_eq!(expected, [(11, 0); 4]);
-    assert_eq!(shimmed(vectored_transfers), expected);
 }
 
 #[test]
@@ -564,7 +515,7 @@ fn readv_and_writev_match_glibc_on_kernels_without_rwf_nowait_on_sockets() {
 /// Data calls on sockets in states where the kernel answers at once with an error or an end:
 /// a closed peer, a listening socket, an unconnected one, a datagram socket without a peer.
 fn sockets_in_odd_states() -> Vec<Outcome> {
-    let (client, server) = tcp_pair();
+    let (client, server) = tcp_pair_fds();
     drop(server);
     std::thread::sleep(ms(20)); // the FIN (and the RST after the first write) arrive
     let fd = raw(&client);
@@ -597,8 +548,7 @@ fn sockets_in_odd_states() -> Vec<Outcome> {
 
 #[test]
 fn data_calls_on_sockets_in_odd_states_fail_as_in_glibc() {
-    let expected = glibc(sockets_in_odd_states);
-    assert_eq!(shimmed(sockets_in_odd_states), expected);
+    same_as_glibc(sockets_in_odd_states);
 }
 
 #[test]
@@ -626,9 +576,8 @@ fn name_resolution_errors_match_glibc() {
         );
         seen
     }
-    let expected = glibc(probe);
+    let expected = same_as_glibc(probe);
     assert_eq!(expected[2], 0);
-    assert_eq!(shimmed(probe), expected);
 }
 
 /// `writev` and `sendmsg` of 4 MiB in four buffers to a reader that takes 64 KiB every 5 ms,
@@ -640,8 +589,8 @@ fn vectored_calls_that_must_wait_for_the_rest() -> Vec<Outcome> {
         .map(|_| libc::iovec { iov_base: chunk.as_ptr().cast_mut().cast(), iov_len: chunk.len() })
         .collect();
     for use_sendmsg in [false, true] {
-        let (client, server) = tcp_pair();
-        set_int_option(raw(&client), libc::SO_SNDBUF, 64 << 10);
+        let (client, server) = tcp_pair_fds();
+        set_option(raw(&client), libc::SO_SNDBUF, 64 << 10);
         let reader = std::thread::spawn(move || {
             let mut server = std::fs::File::from(server);
             let mut buf = vec![0u8; 64 << 10];
@@ -670,7 +619,7 @@ fn vectored_calls_that_must_wait_for_the_rest() -> Vec<Outcome> {
         drop(client);
         seen.push((reader.join().unwrap() as i64, 0));
     }
-    let (client, server) = tcp_pair();
+    let (client, server) = tcp_pair_fds();
     let writer = std::thread::spawn(move || {
         let mut server = std::fs::File::from(server);
         for _ in 0..10 {
@@ -693,9 +642,8 @@ fn vectored_calls_that_must_wait_for_the_rest() -> Vec<Outcome> {
 
 #[test]
 fn writev_sendmsg_and_waitall_recvmsg_on_a_stream_move_everything_as_in_glibc() {
-    let expected = glibc(vectored_calls_that_must_wait_for_the_rest);
+    let expected = same_as_glibc(vectored_calls_that_must_wait_for_the_rest);
     assert_eq!(expected, [(4 << 20, 0), (4 << 20, 0), (4 << 20, 0), (4 << 20, 0), (100, 0)]);
-    assert_eq!(shimmed(vectored_calls_that_must_wait_for_the_rest), expected);
 }
 
 extern "C" {
@@ -719,7 +667,7 @@ extern "C" {
 /// thread writes 50 ms later; what they return, and whether another tasklet ran meanwhile
 /// (`None` on a plain thread, which has no other tasklet).
 fn fortified_calls() -> (Vec<Outcome>, Option<bool>) {
-    let (client, server) = tcp_pair();
+    let (client, server) = tcp_pair_fds();
     let fd = raw(&client);
     let ticks = std::rc::Rc::new(std::cell::Cell::new(0));
     let running = std::rc::Rc::new(std::cell::Cell::new(true));

@@ -6,13 +6,15 @@
 //! kernel: glibc's behaviour) and in a tasklet. Every test uses its own signal (handlers are
 //! process-wide), sent to the thread with `pthread_kill` after 100 ms.
 
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::ptr;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{glibc, install, ms, outcome, shimmed, Outcome};
+use common::{
+    glibc, install, ms, outcome, same_as_glibc, set_option, shimmed, tcp_pair_fds, timeval, Outcome,
+};
 
 extern "C" fn on_signal(_: libc::c_int) {}
 
@@ -40,13 +42,6 @@ fn signal_me_after(sig: libc::c_int, delay: Duration) -> std::thread::JoinHandle
     })
 }
 
-fn tcp_pair() -> (OwnedFd, OwnedFd) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client.into(), server.into())
-}
-
 /// Makes `call` with `sig` arriving after 100 ms; returns its outcome and how long it took.
 fn interrupted(sig: libc::c_int, call: impl FnOnce() -> i64) -> (Outcome, Duration) {
     let signaller = signal_me_after(sig, ms(100));
@@ -57,20 +52,12 @@ fn interrupted(sig: libc::c_int, call: impl FnOnce() -> i64) -> (Outcome, Durati
     (seen, took)
 }
 
-/// Runs `probe` both ways and checks that they agree; returns the outcomes.
-fn same_as_glibc(probe: fn() -> Vec<Outcome>) -> Vec<Outcome> {
-    let expected = glibc(probe);
-    let seen = shimmed(probe);
-    assert_eq!(seen, expected, "in a tasklet (left) and on a plain thread (right)");
-    expected
-}
-
 #[test]
 fn a_signal_without_sa_restart_interrupts_parked_socket_calls_with_eintr() {
     const SIG: libc::c_int = libc::SIGUSR1;
     handle(SIG, false);
     fn probe() -> Vec<Outcome> {
-        let (client, _server) = tcp_pair();
+        let (client, _server) = tcp_pair_fds();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut buf = [0u8; 8];
         let (recv, took) = interrupted(SIG, || {
@@ -96,7 +83,7 @@ fn a_signal_with_sa_restart_lets_recv_go_on_but_interrupts_poll_select_and_sleep
     const SIG: libc::c_int = libc::SIGUSR2;
     handle(SIG, true);
     fn probe() -> Vec<Outcome> {
-        let (client, server) = tcp_pair();
+        let (client, server) = tcp_pair_fds();
         let writer = std::thread::spawn(move || {
             std::thread::sleep(ms(400));
             // SAFETY: a valid buffer.
@@ -151,19 +138,8 @@ fn a_socket_timeout_makes_even_an_sa_restart_signal_interrupt_recv() {
     handle(sig, true);
     fn probe() -> Vec<Outcome> {
         let sig = libc::SIGRTMIN() + 1;
-        let (client, _server) = tcp_pair();
-        let tv = libc::timeval { tv_sec: 10, tv_usec: 0 };
-        // SAFETY: a valid timeval of the size given.
-        let r = unsafe {
-            libc::setsockopt(
-                client.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(r, 0);
+        let (client, _server) = tcp_pair_fds();
+        set_option(client.as_raw_fd(), libc::SO_RCVTIMEO, timeval(Duration::from_secs(10)));
         let mut buf = [0u8; 8];
         let (recv, took) = interrupted(sig, || {
             // SAFETY: a valid buffer.
@@ -207,19 +183,8 @@ fn a_send_interrupted_after_a_partial_write_returns_the_count() {
     handle(sig, false);
     fn probe() -> (i64, i32) {
         let sig = libc::SIGRTMIN() + 3;
-        let (client, _server) = tcp_pair();
-        let size: libc::c_int = 64 << 10;
-        // SAFETY: a valid int of the size given.
-        let r = unsafe {
-            libc::setsockopt(
-                client.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(r, 0);
+        let (client, _server) = tcp_pair_fds();
+        set_option(client.as_raw_fd(), libc::SO_SNDBUF, 64 << 10);
         let data = vec![1u8; 16 << 20];
         let ((sent, err), took) = interrupted(sig, || {
             // SAFETY: a valid buffer.
@@ -243,7 +208,7 @@ fn a_signal_interrupts_every_parked_call_of_its_thread_and_no_other() {
     // Three tasklets parked in recv on this thread, one on another thread: the signal sent to
     // this thread interrupts the three; the other's recv goes on until its data arrives.
     let other = std::thread::spawn(|| {
-        let (client, server) = tcp_pair();
+        let (client, server) = tcp_pair_fds();
         let t = tasklets::spawn(move || {
             let mut buf = [0u8; 1];
             // SAFETY: a valid buffer.
@@ -259,7 +224,7 @@ fn a_signal_interrupts_every_parked_call_of_its_thread_and_no_other() {
     });
     let seen = shimmed(move || {
         let sig = libc::SIGRTMIN() + 4;
-        let pairs: Vec<_> = (0..3).map(|_| tcp_pair()).collect();
+        let pairs: Vec<_> = (0..3).map(|_| tcp_pair_fds()).collect();
         let readers: Vec<_> = pairs
             .iter()
             .map(|(client, _)| {

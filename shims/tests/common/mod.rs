@@ -112,3 +112,39 @@ pub fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'st
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("the call hung {what} (20 s)"),
     }
 }
+
+/// Runs `probe` on a plain thread (glibc's behaviour) and in a tasklet, asserts that both
+/// observed the same, and returns it.
+pub fn same_as_glibc<T: Send + PartialEq + std::fmt::Debug + 'static>(probe: fn() -> T) -> T {
+    let expected = glibc(probe);
+    assert_eq!(shimmed(probe), expected, "in a tasklet (left) and on a plain thread (right)");
+    expected
+}
+
+/// A connected pair of TCP sockets on loopback (client, server).
+pub fn tcp_pair_fds() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client.into(), server.into())
+}
+
+/// `setsockopt(fd, SOL_SOCKET, opt, value)` for a plain-data `value` (an `int`, a `timeval`).
+pub fn set_option<T>(fd: libc::c_int, opt: libc::c_int, value: T) {
+    // SAFETY: `value` is valid for its size, which is what is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "setsockopt {opt}");
+}
+
+/// `timeout` as a `timeval` (for `SO_RCVTIMEO`/`SO_SNDTIMEO`).
+pub fn timeval(timeout: Duration) -> libc::timeval {
+    libc::timeval { tv_sec: timeout.as_secs() as _, tv_usec: timeout.subsec_micros() as _ }
+}
