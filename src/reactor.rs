@@ -145,6 +145,41 @@ impl Waiters {
     }
 }
 
+/// A reactor's fd entries, indexed by fd number: chunks of [`FdTable::CHUNK`] entries
+/// allocated when an fd of their range is first registered, so a lookup is two indexings and
+/// memory follows the fd numbers in use (a lone socket at fd 600,000 costs one chunk, not
+/// 600,000 entries).
+#[derive(Default)]
+struct FdTable {
+    chunks: Vec<Option<Box<[FdEntry]>>>,
+}
+
+impl FdTable {
+    const CHUNK: usize = 256;
+
+    fn get(&self, fd: RawFd) -> Option<&FdEntry> {
+        let fd = usize::try_from(fd).ok()?;
+        self.chunks.get(fd / Self::CHUNK)?.as_ref().map(|chunk| &chunk[fd % Self::CHUNK])
+    }
+
+    fn get_mut(&mut self, fd: RawFd) -> Option<&mut FdEntry> {
+        let fd = usize::try_from(fd).ok()?;
+        self.chunks.get_mut(fd / Self::CHUNK)?.as_mut().map(|chunk| &mut chunk[fd % Self::CHUNK])
+    }
+
+    /// The entry of `fd` (non-negative), allocating its chunk on first use.
+    fn entry(&mut self, fd: RawFd) -> &mut FdEntry {
+        let fd = fd as usize;
+        let index = fd / Self::CHUNK;
+        if self.chunks.len() <= index {
+            self.chunks.resize_with(index + 1, || None);
+        }
+        let chunk =
+            self.chunks[index].get_or_insert_with(|| (0..Self::CHUNK).map(|_| FdEntry::default()).collect());
+        &mut chunk[fd % Self::CHUNK]
+    }
+}
+
 /// A tasklet waiting for another thread.
 struct RemoteSlot {
     generation: u32,
@@ -155,8 +190,7 @@ struct RemoteSlot {
 /// The thread-local half of a reactor, owned by the scheduler.
 pub(crate) struct Reactor {
     shared: RefCell<Option<Arc<Shared>>>,
-    /// Indexed by fd number.
-    fds: RefCell<Vec<FdEntry>>,
+    fds: RefCell<FdTable>,
     remotes: RefCell<Vec<RemoteSlot>>,
     free_remotes: RefCell<Vec<usize>>,
     /// Tasklets parked on fds or on other threads: while any is, the thread is not idle for good.
@@ -231,7 +265,7 @@ impl Reactor {
         };
         Reactor {
             shared: RefCell::new(None),
-            fds: RefCell::new(Vec::new()),
+            fds: RefCell::new(FdTable::default()),
             remotes: RefCell::new(Vec::new()),
             free_remotes: RefCell::new(Vec::new()),
             parked: Cell::new(0),
@@ -282,8 +316,7 @@ impl Reactor {
     /// Whether `fd` is registered with this thread's poller under its record's epoch `epoch`.
     #[inline]
     pub(crate) fn is_registered(&self, fd: RawFd, epoch: u32) -> bool {
-        let fds = self.fds.borrow();
-        fds.get(fd as usize).is_some_and(|e| e.registered && e.epoch == epoch)
+        self.fds.borrow().get(fd).is_some_and(|e| e.registered && e.epoch == epoch)
     }
 
     /// Records that `fd` was just added to this thread's poller under `epoch`. Tasklets still
@@ -292,11 +325,7 @@ impl Reactor {
     pub(crate) fn mark_registered(&self, fd: RawFd, epoch: u32) {
         let stale = {
             let mut fds = self.fds.borrow_mut();
-            let index = fd as usize;
-            if fds.len() <= index {
-                fds.resize_with(index + 1, FdEntry::default);
-            }
-            let entry = &mut fds[index];
+            let entry = fds.entry(fd);
             let stale = std::mem::take(&mut entry.waiters);
             *entry = FdEntry { epoch, registered: true, ..FdEntry::default() };
             stale
@@ -309,7 +338,7 @@ impl Reactor {
     pub(crate) fn forget(&self, fd: RawFd, epoch: u32) {
         let waiters = {
             let mut fds = self.fds.borrow_mut();
-            let Some(entry) = fds.get_mut(fd as usize) else { return };
+            let Some(entry) = fds.get_mut(fd) else { return };
             if !entry.registered || entry.epoch != epoch {
                 return;
             }
@@ -329,14 +358,14 @@ impl Reactor {
         }
     }
 
-    /// Consumes a readiness edge that arrived while nobody waited.
+    /// Consumes a readiness edge that arrived while nobody waited (`fd` is registered here).
     pub(crate) fn take_ready(&self, fd: RawFd, dir: Direction) -> bool {
-        let mut fds = self.fds.borrow_mut();
-        std::mem::take(&mut fds[fd as usize].ready[dir as usize])
+        std::mem::take(&mut self.fds.borrow_mut().entry(fd).ready[dir as usize])
     }
 
+    /// Parks `task` on `fd` (registered here).
     pub(crate) fn add_waiter(&self, fd: RawFd, dir: Direction, task: Rc<Task>) {
-        self.fds.borrow_mut()[fd as usize].waiters[dir as usize].push(task);
+        self.fds.borrow_mut().entry(fd).waiters[dir as usize].push(task);
         self.parked.set(self.parked.get() + 1);
     }
 
@@ -344,7 +373,7 @@ impl Reactor {
     pub(crate) fn remove_waiter(&self, fd: RawFd, dir: Direction, task: &Task) {
         let removed = {
             let mut fds = self.fds.borrow_mut();
-            fds.get_mut(fd as usize).is_some_and(|entry| entry.waiters[dir as usize].remove(task))
+            fds.get_mut(fd).is_some_and(|entry| entry.waiters[dir as usize].remove(task))
         };
         if removed {
             self.parked.set(self.parked.get() - 1);
@@ -359,8 +388,8 @@ impl Reactor {
         let shared = self.shared()?;
         let (r, w) = {
             let fds = self.fds.borrow();
-            let entry = &fds[fd as usize];
-            (!entry.waiters[0].is_empty(), !entry.waiters[1].is_empty())
+            let waits = |dir: usize| fds.get(fd).is_some_and(|entry| !entry.waiters[dir].is_empty());
+            (waits(0), waits(1))
         };
         // SAFETY: the fd is registered with this poller and still open (its users are alive).
         let fd_ref = unsafe { BorrowedFd::borrow_raw(fd) };
@@ -453,7 +482,7 @@ impl Reactor {
                 continue; // the counter says whether to dump, below
             }
             let (fd, epoch) = split(event.key);
-            let Some(entry) = fds.get_mut(fd) else { continue };
+            let Some(entry) = fds.get_mut(fd as RawFd) else { continue };
             if !entry.registered || entry.epoch != epoch {
                 continue; // stale: the fd was deleted from this poller since
             }

@@ -62,10 +62,12 @@
 //!   to update that thread's table, which only its own thread may touch; the fd must be deleted
 //!   from every poller synchronously, before the close, so the count has to be process-wide.
 //!
-//! The table is a list of buckets of doubling size (64, 128, 256, ... records), allocated on
-//! first use and never freed: any fd number up to `i32::MAX` maps to its record with a few
-//! instructions, without a table sized for the largest possible fd.
+//! The table is a list of buckets of doubling size (64, 128, 256, ... record pointers),
+//! allocated zeroed on first use and never freed, and a record is allocated the first time its
+//! fd number is used: any fd number up to `i32::MAX` maps to its record with a few
+//! instructions, and memory follows the fd numbers in use, not the largest one.
 
+use std::alloc::Layout;
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
@@ -89,36 +91,57 @@ struct Record {
     identity: Option<(u64, u64)>,
 }
 
-/// Bucket `i` holds the records of fds `64 * (2^i - 1) ..= 64 * (2^(i+1) - 1) - 1`.
+/// Bucket `i` holds the record pointers of fds `64 * (2^i - 1) ..= 64 * (2^(i+1) - 1) - 1`.
 const FIRST_BUCKET_BITS: u32 = 6;
 const BUCKETS: usize = (31 - FIRST_BUCKET_BITS + 1) as usize;
 
-static TABLE: [AtomicPtr<Mutex<Record>>; BUCKETS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; BUCKETS];
+type Slot = AtomicPtr<Mutex<Record>>;
 
-/// The record of fd number `fd` (allocating its bucket on first use).
+static TABLE: [AtomicPtr<Slot>; BUCKETS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; BUCKETS];
+
+/// The record of fd number `fd` (non-negative), made on first use and never freed (later fds
+/// with the same number reuse it). A bucket is an array of null pointers from
+/// `alloc_zeroed`, so its untouched pages cost no memory: a lone socket at fd 600,000 costs a
+/// few pages, not a table of 600,000 records.
 fn record(fd: RawFd) -> &'static Mutex<Record> {
     let n = fd as usize + (1 << FIRST_BUCKET_BITS);
     let bits = usize::BITS - 1 - n.leading_zeros();
-    let bucket = (bits - FIRST_BUCKET_BITS) as usize;
+    let bucket = &TABLE[(bits - FIRST_BUCKET_BITS) as usize];
     let len = 1usize << bits;
-    let index = n - len;
-    let mut ptr = TABLE[bucket].load(Ordering::Acquire);
-    if ptr.is_null() {
-        let fresh: Box<[Mutex<Record>]> = (0..len).map(|_| Mutex::default()).collect();
-        let fresh = Box::into_raw(fresh).cast::<Mutex<Record>>();
-        match TABLE[bucket].compare_exchange(ptr, fresh, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => ptr = fresh,
-            Err(theirs) => {
-                // SAFETY: `fresh` came from `Box::into_raw` of a slice of `len` records just
-                // above and was never shared.
-                drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(fresh, len)) });
-                ptr = theirs;
-            }
+    let layout = Layout::array::<Slot>(len).expect("a bucket fits in memory");
+    let mut slots = bucket.load(Ordering::Acquire);
+    if slots.is_null() {
+        // SAFETY: `layout` has a non-zero size.
+        let fresh = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Slot>();
+        if fresh.is_null() {
+            std::alloc::handle_alloc_error(layout);
         }
+        slots = match bucket.compare_exchange(slots, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => fresh,
+            Err(theirs) => {
+                // SAFETY: `fresh` was allocated above with `layout` and never shared.
+                unsafe { std::alloc::dealloc(fresh.cast(), layout) };
+                theirs
+            }
+        };
     }
-    // SAFETY: a published bucket is a leaked slice of `len` records that is never freed, and
-    // `index < len`.
-    unsafe { &*ptr.add(index) }
+    // SAFETY: a published bucket holds `len` slots (all-zero bytes are null `AtomicPtr`s) and
+    // is never freed; `n - len < len`.
+    let slot = unsafe { &*slots.add(n - len) };
+    let mut record = slot.load(Ordering::Acquire);
+    if record.is_null() {
+        let fresh = Box::into_raw(Box::default());
+        record = match slot.compare_exchange(record, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => fresh,
+            Err(theirs) => {
+                // SAFETY: `fresh` came from `Box::into_raw` above and was never shared.
+                drop(unsafe { Box::from_raw(fresh) });
+                theirs
+            }
+        };
+    }
+    // SAFETY: a published record is never freed.
+    unsafe { &*record }
 }
 
 fn lock(fd: RawFd) -> MutexGuard<'static, Record> {

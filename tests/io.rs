@@ -367,3 +367,31 @@ fn an_interrupt_from_a_signal_handler_ends_the_interruptible_waits_of_its_thread
     .join()
     .unwrap();
 }
+
+#[test]
+fn a_registration_of_the_highest_fd_number_allowed_works() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a valid rlimit to fill.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    let high = (limit.rlim_cur.min(1 << 30) - 1) as libc::c_int;
+    let (a, b) = pair();
+    // SAFETY: dup3 onto a number this test owns from here on (closed by the OwnedFd).
+    let r = unsafe { libc::dup3(a.as_raw_fd(), high, libc::O_CLOEXEC) };
+    if r < 0 {
+        return; // the number is taken (another test's) or refused: nothing to check here
+    }
+    // SAFETY: the fd was just made and is owned by nothing else.
+    let high = unsafe { OwnedFd::from_raw_fd(r) };
+    // SAFETY: `high` outlives the registration.
+    let registration = unsafe { Registration::new(high.as_raw_fd()) };
+    let writer = tasklets::spawn(move || {
+        tasklets::time::sleep(ms(10));
+        (&b).write_all(b"h").unwrap();
+        b
+    });
+    registration.wait(Interest::Readable, Some(Instant::now() + Duration::from_secs(10))).unwrap();
+    writer.join().unwrap();
+    drop(registration);
+    drop(high);
+    drop(a);
+}
