@@ -117,28 +117,45 @@ struct Waiters {
 }
 
 impl Waiters {
+    #[inline]
     fn push(&mut self, task: Rc<Task>) {
         if self.is_empty() {
             self.first = Some(task);
         } else {
-            self.rest.get_or_insert_default().push_back(task);
+            self.push_more(task);
         }
     }
 
-    fn pop(&mut self) -> Option<Rc<Task>> {
-        self.first.take().or_else(|| self.rest.as_mut()?.pop_front())
+    #[cold]
+    fn push_more(&mut self, task: Rc<Task>) {
+        self.rest.get_or_insert_default().push_back(task);
     }
 
+    #[inline]
+    fn pop(&mut self) -> Option<Rc<Task>> {
+        match self.first.take() {
+            Some(task) => Some(task),
+            None => self.rest.as_mut()?.pop_front(),
+        }
+    }
+
+    #[inline]
     fn is_empty(&self) -> bool {
         self.first.is_none() && self.rest.as_ref().is_none_or(|rest| rest.is_empty())
     }
 
     /// Takes `task` out if it is still there.
+    #[inline]
     fn remove(&mut self, task: &Task) -> bool {
         if self.first.as_deref().is_some_and(|t| std::ptr::eq(t, task)) {
             self.first = None;
             return true;
         }
+        self.rest.is_some() && self.remove_more(task)
+    }
+
+    #[cold]
+    fn remove_more(&mut self, task: &Task) -> bool {
         let Some(rest) = self.rest.as_mut() else { return false };
         let pos = rest.iter().position(|t| std::ptr::eq(&**t, task));
         pos.and_then(|pos| rest.remove(pos)).is_some()
@@ -151,32 +168,51 @@ impl Waiters {
 /// 600,000 entries).
 #[derive(Default)]
 struct FdTable {
-    chunks: Vec<Option<Box<[FdEntry]>>>,
+    chunks: Vec<Option<Box<[FdEntry; FdTable::CHUNK]>>>,
 }
 
 impl FdTable {
     const CHUNK: usize = 256;
 
-    fn get(&self, fd: RawFd) -> Option<&FdEntry> {
-        let fd = usize::try_from(fd).ok()?;
-        self.chunks.get(fd / Self::CHUNK)?.as_ref().map(|chunk| &chunk[fd % Self::CHUNK])
+    /// Where `fd` lives: (chunk, index in it). A negative fd maps past every chunk.
+    #[inline]
+    fn place(fd: RawFd) -> (usize, usize) {
+        let fd = fd as u32 as usize;
+        (fd / Self::CHUNK, fd % Self::CHUNK)
     }
 
+    #[inline]
+    fn get(&self, fd: RawFd) -> Option<&FdEntry> {
+        let (chunk, index) = Self::place(fd);
+        Some(&self.chunks.get(chunk)?.as_ref()?[index])
+    }
+
+    #[inline]
     fn get_mut(&mut self, fd: RawFd) -> Option<&mut FdEntry> {
-        let fd = usize::try_from(fd).ok()?;
-        self.chunks.get_mut(fd / Self::CHUNK)?.as_mut().map(|chunk| &mut chunk[fd % Self::CHUNK])
+        let (chunk, index) = Self::place(fd);
+        Some(&mut self.chunks.get_mut(chunk)?.as_mut()?[index])
     }
 
     /// The entry of `fd` (non-negative), allocating its chunk on first use.
+    #[inline]
     fn entry(&mut self, fd: RawFd) -> &mut FdEntry {
-        let fd = fd as usize;
-        let index = fd / Self::CHUNK;
-        if self.chunks.len() <= index {
-            self.chunks.resize_with(index + 1, || None);
+        let (chunk, index) = Self::place(fd);
+        if self.chunks.get(chunk).is_none_or(Option::is_none) {
+            self.grow(chunk);
         }
-        let chunk =
-            self.chunks[index].get_or_insert_with(|| (0..Self::CHUNK).map(|_| FdEntry::default()).collect());
-        &mut chunk[fd % Self::CHUNK]
+        match &mut self.chunks[chunk] {
+            Some(entries) => &mut entries[index],
+            None => unreachable!("grow made the chunk"),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, chunk: usize) {
+        if self.chunks.len() <= chunk {
+            self.chunks.resize_with(chunk + 1, || None);
+        }
+        self.chunks[chunk].get_or_insert_with(|| Box::new(std::array::from_fn(|_| FdEntry::default())));
     }
 }
 
@@ -358,33 +394,60 @@ impl Reactor {
         }
     }
 
-    /// Consumes a readiness edge that arrived while nobody waited (`fd` is registered here).
-    pub(crate) fn take_ready(&self, fd: RawFd, dir: Direction) -> bool {
-        std::mem::take(&mut self.fds.borrow_mut().entry(fd).ready[dir as usize])
-    }
-
-    /// Parks `task` on `fd` (registered here).
-    pub(crate) fn add_waiter(&self, fd: RawFd, dir: Direction, task: Rc<Task>) {
-        self.fds.borrow_mut().entry(fd).waiters[dir as usize].push(task);
+    /// Starts a wait of `task` on `fd` (registered here) in `dir`, with one lookup: `Ok(false)`
+    /// if an edge arrived while nobody waited (consumed: retry the operation instead), the
+    /// error of `may_park` if it refuses (an expired deadline, an interrupt; it must not touch
+    /// the reactor), else `Ok(true)`: `task` is among the fd's waiters.
+    #[inline]
+    pub(crate) fn begin_wait(
+        &self,
+        fd: RawFd,
+        dir: Direction,
+        task: &Rc<Task>,
+        may_park: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<bool> {
+        let mut fds = self.fds.borrow_mut();
+        let entry = fds.entry(fd);
+        if std::mem::take(&mut entry.ready[dir as usize]) {
+            return Ok(false);
+        }
+        may_park()?;
+        entry.waiters[dir as usize].push(task.clone());
         self.parked.set(self.parked.get() + 1);
+        Ok(true)
     }
 
-    /// Takes `task` out of the waiters of `fd` if it is still there (woken another way).
-    pub(crate) fn remove_waiter(&self, fd: RawFd, dir: Direction, task: &Task) {
-        let removed = {
+    /// Ends a wait begun with [`Reactor::begin_wait`]: takes `task` out of the waiters of `fd`
+    /// if it is still there (woken another way than readiness), and says whether `fd` is
+    /// still registered here under `epoch` (not, when its last user left meanwhile).
+    #[inline]
+    pub(crate) fn end_wait(&self, fd: RawFd, epoch: u32, dir: Direction, task: &Task) -> bool {
+        let (removed, registered) = {
             let mut fds = self.fds.borrow_mut();
-            fds.get_mut(fd).is_some_and(|entry| entry.waiters[dir as usize].remove(task))
+            match fds.get_mut(fd) {
+                Some(entry) => {
+                    (entry.waiters[dir as usize].remove(task), entry.registered && entry.epoch == epoch)
+                }
+                None => (false, false),
+            }
         };
         if removed {
             self.parked.set(self.parked.get() - 1);
         }
+        registered
     }
 
     /// Re-arms a oneshot registration for the directions that have waiters.
+    #[inline]
     pub(crate) fn rearm(&self, fd: RawFd, epoch: u32) -> io::Result<()> {
         if self.mode != PollMode::Oneshot {
             return Ok(());
         }
+        self.rearm_oneshot(fd, epoch)
+    }
+
+    #[cold]
+    fn rearm_oneshot(&self, fd: RawFd, epoch: u32) -> io::Result<()> {
         let shared = self.shared()?;
         let (r, w) = {
             let fds = self.fds.borrow();
@@ -552,11 +615,17 @@ impl Reactor {
 
     /// Wakes every interruptible waiter if the thread was interrupted since the last time.
     /// (Their slots stay theirs until they free them.)
+    #[inline]
     fn wake_interrupted(&self) {
         let now = interrupts();
-        if now == self.interrupts_seen.get() {
-            return;
+        if now != self.interrupts_seen.get() {
+            self.wake_interrupted_now(now);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_interrupted_now(&self, now: u64) {
         self.interrupts_seen.set(now);
         let woken: Vec<Rc<Task>> =
             self.interruptible.borrow_mut().iter_mut().filter_map(Option::take).collect();

@@ -240,18 +240,20 @@ impl FdUser {
         let sched = scheduler();
         let reactor = sched.reactor();
         self.registered(reactor)?;
-        if reactor.take_ready(self.fd, dir) {
-            return Ok(());
-        }
-        if deadline.is_some_and(|d| d <= Instant::now()) {
-            return Err(timed_out());
-        }
-        if interruptible.is_some_and(|since| since != interrupts()) {
-            return Err(interrupted());
-        }
         let me = sched.current_rc();
-        reactor.add_waiter(self.fd, dir, me.clone());
-        let waiting = IoWait { reactor, fd: self.fd, dir, task: &me };
+        let may_park = || {
+            if deadline.is_some_and(|d| d <= Instant::now()) {
+                return Err(timed_out());
+            }
+            if interruptible.is_some_and(|since| since != interrupts()) {
+                return Err(interrupted());
+            }
+            Ok(())
+        };
+        if !reactor.begin_wait(self.fd, dir, &me, may_park)? {
+            return Ok(()); // an edge came while nobody waited: retry
+        }
+        let waiting = IoWait { reactor, fd: self.fd, epoch: self.epoch, dir, task: &me };
         reactor.rearm(self.fd, self.epoch)?;
         me.set_state(State::Blocked(BlockedOn::Io(self.fd, dir)));
         let alarm = deadline.map(|d| Alarm::arm(&me, d));
@@ -260,14 +262,14 @@ impl FdUser {
         drop(interrupts_slot);
         let timed_out_now = alarm.as_ref().is_some_and(Alarm::fired);
         drop(alarm);
-        drop(waiting);
+        let still_registered = waiting.end();
         if timed_out_now {
             return Err(timed_out());
         }
         if wake == Wake::Never {
             return Err(crate::reactor::killed());
         }
-        if !reactor.is_registered(self.fd, self.epoch) || self.left.load(Ordering::Relaxed) {
+        if !still_registered || self.left.load(Ordering::Relaxed) {
             return Err(closed());
         }
         if interruptible.is_some_and(|since| since != interrupts()) {
@@ -327,17 +329,28 @@ impl Drop for FdUser {
     }
 }
 
-/// Takes a parked tasklet out of its fd's waiters when the wait ends another way.
+/// Takes a parked tasklet out of its fd's waiters when its wait ends, also by unwinding (a
+/// kill).
 struct IoWait<'a> {
     reactor: &'a Reactor,
     fd: RawFd,
+    epoch: u32,
     dir: Direction,
     task: &'a Task,
 }
 
+impl IoWait<'_> {
+    /// Ends the wait; whether the fd is still registered (see [`Reactor::end_wait`]).
+    #[inline]
+    fn end(self) -> bool {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.reactor.end_wait(this.fd, this.epoch, this.dir, this.task)
+    }
+}
+
 impl Drop for IoWait<'_> {
     fn drop(&mut self) {
-        self.reactor.remove_waiter(self.fd, self.dir, self.task);
+        self.reactor.end_wait(self.fd, self.epoch, self.dir, self.task);
     }
 }
 
