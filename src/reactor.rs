@@ -106,7 +106,7 @@ struct FdEntry {
 
 /// The tasklets parked on one fd in one direction, in arrival order: a single slot, and a
 /// queue (allocated on first need) only while several wait at once. Small, because a reactor
-/// holds one entry per fd number up to the largest it has seen: 40 bytes an fd.
+/// holds an entry for every fd number of each range of 256 it has registered one in: 40 bytes an fd.
 #[derive(Default)]
 struct Waiters {
     first: Option<Rc<Task>>,
@@ -880,7 +880,7 @@ pub(crate) fn timed_out() -> io::Error {
 mod tests {
     #[test]
     fn an_fd_entry_stays_small() {
-        // One per fd number up to the largest a thread has seen, on every thread.
+        // One per fd number of each range of 256 a thread has registered one in, on every thread.
         assert!(std::mem::size_of::<super::FdEntry>() <= 40, "{}", std::mem::size_of::<super::FdEntry>());
     }
 }
