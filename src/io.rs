@@ -7,13 +7,20 @@
 //!
 //! - **Try first.** Make the fd non-blocking (`O_NONBLOCK`) yourself, attempt the operation,
 //!   and park only when it fails with `WouldBlock`; [`Registration::io`] is that loop.
-//! - **Register once.** A [`Registration`] adds the fd to the poller of each thread that waits
-//!   on it, the first time it waits there, in edge-triggered mode, and deletes it from all of
-//!   them when dropped. It does not own the fd: drop it *before* closing the fd, or the kernel
-//!   may hand the number to a new file while a poller still watches the old one.
+//! - **Register once, shared.** The fd is added to the poller of each thread that waits on it,
+//!   the first time it waits there, in edge-triggered mode. Every user of the fd shares that
+//!   registration: any number of [`Registration`]s, a [`tasklets::net`](crate::net) socket
+//!   owning the fd, the shims' hooked calls. When the last of them is dropped, the fd is
+//!   deleted from every poller. A `Registration` does not own the fd: drop it *before*
+//!   closing the fd, or the kernel may hand the number to a new file while a poller still
+//!   watches the old one.
 //! - **Kills.** A tasklet killed while parked in [`Registration::wait`] unwinds from there,
 //!   like from any blocking call of the runtime. Code that must not unwind (a function called
 //!   through a C ABI frame) runs its waits inside [`with_kills_deferred`].
+//! - **Interrupts.** [`interrupt`], called from a signal handler, ends the thread's
+//!   *interruptible* waits ([`Registration::wait_interruptible`], [`sleep_interruptible`])
+//!   with [`io::ErrorKind::Interrupted`]: how code that stands in for blocking system calls
+//!   (the shims) reports `EINTR`. Ordinary waits are never interrupted.
 //!
 //! # Examples
 //!
@@ -40,10 +47,11 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::Instant;
 
-use crate::reactor::{Direction, Registrations};
+use crate::reactor::Direction;
+use crate::registrations::FdUser;
 use crate::scheduler::existing_scheduler;
 
 /// The readiness a tasklet waits for.
@@ -64,15 +72,16 @@ impl From<Interest> for Direction {
     }
 }
 
-/// A raw fd's registration with the pollers of the threads whose tasklets wait on it.
+/// A user of a raw fd's registrations with the pollers of the threads whose tasklets wait on
+/// it.
 ///
-/// Made without any system call; the fd is added to a thread's poller the first time a
-/// tasklet of that thread waits on it, and deleted from every poller when the registration is
-/// dropped. It is `Send` and `Sync`: tasklets of several threads may wait on one fd (each
-/// thread's poller gets the edges).
+/// The fd is added to a thread's poller the first time a tasklet of that thread waits on it,
+/// and deleted from every poller when its last user goes. All users of one fd share these
+/// registrations (one per poller): several `Registration`s of the fd, a `tasklets::net`
+/// socket that owns it, the hooked calls of `tasklets-shims`. It is `Send` and `Sync`:
+/// tasklets of several threads may wait on one fd (each thread's poller gets the edges).
 pub struct Registration {
-    fd: RawFd,
-    registrations: Registrations,
+    user: FdUser,
 }
 
 impl Registration {
@@ -80,18 +89,61 @@ impl Registration {
     /// runtime only parks when an attempt fails with `WouldBlock`, so an attempt on a blocking
     /// fd blocks the whole thread.
     ///
+    /// Costs no system call, except when the fd is already registered by another user: then
+    /// one `fstat` checks that it is still the same file (a number closed and reused without
+    /// its users leaving first must not inherit their registrations).
+    ///
     /// # Safety
     ///
-    /// `fd` must stay open until the registration is dropped: drop it before closing the fd.
-    /// (Closing first lets the kernel reuse the number for another file while a poller still
-    /// watches the old one, and the drop would then act on the wrong file.)
+    /// `fd` must stay open until the registration is dropped (or [`deregister`]ed): drop it
+    /// before closing the fd. (Closing first lets the kernel reuse the number for another file
+    /// while a poller still watches the old one, and the drop would then act on the wrong
+    /// file.)
+    ///
+    /// [`deregister`]: Registration::deregister
     pub unsafe fn new(fd: RawFd) -> Registration {
-        Registration { fd, registrations: Registrations::default() }
+        Registration { user: FdUser::join(fd) }
     }
 
     /// The registered fd.
     pub fn fd(&self) -> RawFd {
-        self.fd
+        self.user.fd()
+    }
+
+    /// Stops using the fd now, as dropping the registration does, but through a shared
+    /// reference: for code that is about to close an fd that tasklets (of any thread) may be
+    /// parked on.
+    ///
+    /// Later waits through this registration fail with `EBADF`. If it was the fd's last user,
+    /// the fd is deleted from every poller, and every tasklet parked on it (through any
+    /// registration) wakes and its wait fails with `EBADF`, rather than staying parked on a
+    /// file that is going away. Calling it again does nothing; dropping it afterwards does
+    /// nothing more.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::fd::AsRawFd;
+    /// use std::rc::Rc;
+    /// use std::os::unix::net::UnixStream;
+    /// use tasklets::io::{Interest, Registration};
+    ///
+    /// let (a, _b) = UnixStream::pair().unwrap();
+    /// a.set_nonblocking(true).unwrap();
+    /// // SAFETY: the registration is deregistered before `a` is closed.
+    /// let registration = Rc::new(unsafe { Registration::new(a.as_raw_fd()) });
+    /// let waiter = {
+    ///     let registration = registration.clone();
+    ///     tasklets::spawn(move || registration.wait(Interest::Readable, None))
+    /// };
+    /// tasklets::schedule(); // the waiter parks
+    /// registration.deregister();
+    /// drop(a);
+    /// let err = waiter.join().unwrap().unwrap_err();
+    /// assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    /// ```
+    pub fn deregister(&self) {
+        self.user.leave();
     }
 
     /// Parks the current tasklet until the fd is ready for `interest`, or until `deadline`.
@@ -108,16 +160,30 @@ impl Registration {
     ///
     /// [`io::ErrorKind::TimedOut`] when `deadline` passes first; any error of the poller
     /// (e.g. `EPERM` for a regular file, which epoll refuses: regular files are always ready);
+    /// `EBADF` when the fd was deregistered (see [`deregister`](Registration::deregister));
     /// an error of kind [`io::ErrorKind::Other`] when the tasklet is killed while kills are
     /// deferred (see [`with_kills_deferred`]). Otherwise a kill unwinds the tasklet from here.
     pub fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<()> {
-        self.registrations.wait(self.fd, interest.into(), deadline).map_err(|err| {
-            if err.kind() == io::ErrorKind::WouldBlock {
-                io::Error::from(io::ErrorKind::TimedOut)
-            } else {
-                err
-            }
-        })
+        self.user.wait(interest.into(), deadline, None).map_err(timed_out_kind)
+    }
+
+    /// [`wait`](Registration::wait), also ended by an interrupt of the thread (see
+    /// [`interrupt`]) that came after the snapshot `since`: then it fails with
+    /// [`io::ErrorKind::Interrupted`], at once if the interrupt came before the call.
+    ///
+    /// For code that reports `EINTR` the way a blocking system call does: take the snapshot
+    /// when the blocking operation starts, and pass it to each wait the operation makes.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`wait`](Registration::wait), and [`io::ErrorKind::Interrupted`].
+    pub fn wait_interruptible(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
+        since: Interrupts,
+    ) -> io::Result<()> {
+        self.user.wait(interest.into(), deadline, Some(since.0)).map_err(timed_out_kind)
     }
 
     /// Runs `op` until it does not fail with `WouldBlock`, parking for `interest` between
@@ -144,18 +210,81 @@ impl Registration {
     }
 }
 
-impl Drop for Registration {
-    fn drop(&mut self) {
-        // SAFETY: per the contract of `new`, the fd is still open.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        self.registrations.release_all(fd);
+/// The reactor reports an expired deadline as `WouldBlock` (what std reports for socket
+/// timeouts); a registration's wait says `TimedOut`.
+fn timed_out_kind(err: io::Error) -> io::Error {
+    if err.kind() == io::ErrorKind::WouldBlock {
+        io::Error::from(io::ErrorKind::TimedOut)
+    } else {
+        err
     }
 }
 
 impl fmt::Debug for Registration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registration").field("fd", &self.fd).finish_non_exhaustive()
+        f.debug_struct("Registration").field("fd", &self.fd()).finish_non_exhaustive()
     }
+}
+
+/// Interrupts the calling thread's interruptible waits, as a signal interrupts a blocking
+/// system call: every tasklet of the thread parked in [`Registration::wait_interruptible`] or
+/// [`sleep_interruptible`] wakes and its wait fails with [`io::ErrorKind::Interrupted`]; one
+/// that is not parked at the moment sees it at its next interruptible wait whose snapshot is
+/// older.
+///
+/// Async-signal-safe (an atomic add and at most one `write` to the thread's poller's
+/// eventfd), and meant to be called from a signal handler: that is how `tasklets-shims`
+/// reports `EINTR` from the blocking calls a handler interrupts. The thread does not have to
+/// be idle: a thread blocked in its poller is woken, and a busy one wakes the waiters at its
+/// next poll (once per pass over its run queue).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use tasklets::io::{interrupt, sleep_interruptible, Interrupts};
+///
+/// let sleeper = tasklets::spawn(|| {
+///     sleep_interruptible(Instant::now() + Duration::from_secs(3600), Interrupts::now())
+/// });
+/// tasklets::schedule(); // the sleeper parks
+/// interrupt(); // what a signal handler on this thread would do
+/// let err = sleeper.join().unwrap().unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::Interrupted);
+/// ```
+pub fn interrupt() {
+    crate::reactor::interrupt();
+}
+
+/// A snapshot of the calling thread's interrupt count (see [`interrupt`]): the point after
+/// which an interrupt ends an interruptible wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interrupts(u64);
+
+impl Interrupts {
+    /// The calling thread's count now.
+    pub fn now() -> Interrupts {
+        Interrupts(crate::reactor::interrupts())
+    }
+
+    /// Whether the calling thread was interrupted since this snapshot was taken.
+    pub fn interrupted_since(self) -> bool {
+        crate::reactor::interrupts() != self.0
+    }
+}
+
+/// Sleeps the current tasklet until `until`, unless the thread is interrupted (see
+/// [`interrupt`]) after the snapshot `since`: an interruptible [`crate::time::sleep_until`].
+///
+/// # Errors
+///
+/// [`io::ErrorKind::Interrupted`] when interrupted (at once if the interrupt came before the
+/// call); an error of kind [`io::ErrorKind::Other`] when the tasklet is killed while kills are
+/// deferred (see [`with_kills_deferred`]). Otherwise a kill unwinds the tasklet from here. On
+/// a thread without a scheduler this sleeps the thread, and only an interrupt that came
+/// before the call is reported.
+pub fn sleep_interruptible(until: Instant, since: Interrupts) -> io::Result<()> {
+    crate::reactor::sleep_interruptible(until, since.0)
 }
 
 /// Whether a wait on the calling thread parks the current tasklet rather than the thread:

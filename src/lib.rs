@@ -175,6 +175,7 @@ pub mod io;
 pub mod monitor;
 pub mod net;
 mod reactor;
+mod registrations;
 mod runqueue;
 mod scheduler;
 mod stack;

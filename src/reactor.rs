@@ -6,22 +6,27 @@
 //! - **Try first.** A socket operation is attempted directly; only when it fails with
 //!   `WouldBlock` does the tasklet park. A read that finds data costs one syscall and nothing
 //!   else.
-//! - **Register once, edge-triggered.** The first time a socket would block on a thread, its fd
-//!   is added to that thread's poller with read and write interest in edge mode
-//!   (`EPOLLET`), keyed by a slot of the reactor's fd table. It stays registered until the
-//!   socket is dropped, when it is deleted from the poller *before* the fd is closed. Oneshot
-//!   mode would need an `epoll_ctl(MOD)` before every park to re-arm; edge mode needs none
-//!   (`TASKLET_POLL_MODE=oneshot` selects oneshot, to measure the difference; see
-//!   `docs/io.md`).
-//! - **Per-fd waiters.** A slot holds the tasklets parked for reading and for writing (FIFO),
-//!   plus a *ready* flag per direction for an edge that arrived while nobody waited, so that a
-//!   later waiter retries once instead of missing it (Go's `pdReady`). An event wakes every
-//!   waiter of its direction; they retry in order, and those that find nothing park again. So
-//!   two tasklets may read one socket at once: each byte goes to exactly one of them, in the
-//!   order the kernel hands them out.
-//! - **Stale events.** A slot's key carries a generation, bumped when the slot is freed, so an
-//!   event still queued for a closed fd (whose number the kernel may already have reused) is
-//!   recognised and dropped.
+//! - **Register once, edge-triggered.** The first time an fd would block on a thread, it is
+//!   added to that thread's poller with read and write interest in edge mode (`EPOLLET`). It
+//!   stays registered until its last user is done with it, which deletes it from every poller
+//!   *before* the fd is closed. Every layer that uses the fd (`net`'s `Source`,
+//!   `io::Registration`, the shims) shares that one registration per poller: the
+//!   process-wide half of the bookkeeping, who uses each fd and where it is registered, is
+//!   the `registrations` module's. Oneshot mode would need an `epoll_ctl(MOD)` before every park
+//!   to re-arm; edge mode needs none (`TASKLET_POLL_MODE=oneshot` selects oneshot, to measure
+//!   the difference; see `docs/io.md`).
+//! - **Per-fd waiters, indexed by fd number.** The reactor's entry for an fd (a vector indexed
+//!   by fd number: a park finds it in O(1), with no lock) holds the tasklets parked for
+//!   reading and for writing (FIFO: one slot, a queue only when several wait), plus a *ready*
+//!   flag per direction for an edge that arrived while nobody waited, so that a later waiter
+//!   retries once instead of missing it (Go's `pdReady`). An event wakes every waiter of its
+//!   direction; they retry in order, and those that find nothing park again. So two tasklets
+//!   may read one socket at once: each byte goes to exactly one of them, in the order the
+//!   kernel hands them out.
+//! - **Stale events.** A registration's key is the fd number and the *epoch* of the fd's
+//!   record in `registrations`, which changes whenever the fd's last user leaves, so an event still
+//!   queued for a closed fd (whose number the kernel may already have reused) is recognised
+//!   and dropped.
 //! - **When the poller runs.** Never on a switch: `epoll_wait` costs about a microsecond
 //!   (`polling` issues five syscalls per wait). The scheduler polls without blocking once per
 //!   pass over the run queue (and at most every 50 µs) while tasklets are runnable, and blocks
@@ -39,23 +44,27 @@
 //! thread where it would block, once per thread (epoll lets one fd sit in several epoll
 //! instances, and each gets the edges). So a listener moved to another thread works there, and
 //! the common std pattern of several threads blocking in `accept` on one shared listener works
-//! without any registration moving back and forth. All registrations are deleted before the fd
-//! is closed. (Moving the single registration instead, the first design, made two threads
-//! blocked on one socket steal it from each other in a loop: 120 ms of CPU per 300 ms idle.)
+//! without any registration moving back and forth. The fd's record lists every poller an fd is
+//! registered with; the last user to leave, on whatever thread, deletes it from all of them
+//! (`epoll_ctl` works on any thread's epoll instance) before the fd is closed, and tells each
+//! reactor to drop its entry (directly on its own thread, by a message on the others).
+//! (Moving the single registration instead, the first design, made two threads blocked on one
+//! socket steal it from each other in a loop: 120 ms of CPU per 300 ms idle.)
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
 use polling::{Event, Events, PollMode, Poller};
 
+use crate::registrations::FdUser;
 use crate::scheduler::{scheduler, BlockedOn, State, Task, Wake};
-use crate::timer::Alarm;
 
 /// Which readiness a tasklet waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,17 +92,131 @@ impl Shared {
 enum Remote {
     /// Wake the tasklet waiting with this token.
     Wake(usize),
-    /// The socket registered under this fd key was dropped on another thread: free the slot.
+    /// The fd registered under this key (fd, epoch) was deleted from this poller by its last
+    /// user, on another thread: drop the entry and wake anyone parked on it.
     Forget(usize),
 }
 
-/// Readiness state of one registered fd.
+/// The reactor's state of one fd number: whether (and under which epoch of its record) it is
+/// registered with this thread's poller, and who waits on it.
 #[derive(Default)]
-struct FdSlot {
-    generation: u32,
-    in_use: bool,
+struct FdEntry {
+    epoch: u32,
+    registered: bool,
     ready: [bool; 2],
-    waiters: [VecDeque<Rc<Task>>; 2],
+    waiters: [Waiters; 2],
+}
+
+/// The tasklets parked on one fd in one direction, in arrival order: a single slot, and a
+/// queue (allocated on first need) only while several wait at once. Small, because a reactor
+/// holds an entry for every fd number of each range of 256 it has registered one in: 40 bytes an fd.
+#[derive(Default)]
+struct Waiters {
+    first: Option<Rc<Task>>,
+    /// Boxed so that an entry with at most one waiter per direction (the common case) stays
+    /// 8 bytes here instead of a `VecDeque`'s 32.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<Rc<Task>>>>,
+}
+
+impl Waiters {
+    #[inline]
+    fn push(&mut self, task: Rc<Task>) {
+        if self.is_empty() {
+            self.first = Some(task);
+        } else {
+            self.push_more(task);
+        }
+    }
+
+    #[cold]
+    fn push_more(&mut self, task: Rc<Task>) {
+        self.rest.get_or_insert_default().push_back(task);
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<Rc<Task>> {
+        match self.first.take() {
+            Some(task) => Some(task),
+            None => self.rest.as_mut()?.pop_front(),
+        }
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.as_ref().is_none_or(|rest| rest.is_empty())
+    }
+
+    /// Takes `task` out if it is still there.
+    #[inline]
+    fn remove(&mut self, task: &Task) -> bool {
+        if self.first.as_deref().is_some_and(|t| std::ptr::eq(t, task)) {
+            self.first = None;
+            return true;
+        }
+        self.rest.is_some() && self.remove_more(task)
+    }
+
+    #[cold]
+    fn remove_more(&mut self, task: &Task) -> bool {
+        let Some(rest) = self.rest.as_mut() else { return false };
+        let pos = rest.iter().position(|t| std::ptr::eq(&**t, task));
+        pos.and_then(|pos| rest.remove(pos)).is_some()
+    }
+}
+
+/// A reactor's fd entries, indexed by fd number: chunks of [`FdTable::CHUNK`] entries
+/// allocated when an fd of their range is first registered, so a lookup is two indexings and
+/// memory follows the fd numbers in use (a lone socket at fd 600,000 costs one chunk, not
+/// 600,000 entries).
+#[derive(Default)]
+struct FdTable {
+    chunks: Vec<Option<Box<[FdEntry; FdTable::CHUNK]>>>,
+}
+
+impl FdTable {
+    const CHUNK: usize = 256;
+
+    /// Where `fd` lives: (chunk, index in it). A negative fd maps past every chunk.
+    #[inline]
+    fn place(fd: RawFd) -> (usize, usize) {
+        let fd = fd as u32 as usize;
+        (fd / Self::CHUNK, fd % Self::CHUNK)
+    }
+
+    #[inline]
+    fn get(&self, fd: RawFd) -> Option<&FdEntry> {
+        let (chunk, index) = Self::place(fd);
+        Some(&self.chunks.get(chunk)?.as_ref()?[index])
+    }
+
+    #[inline]
+    fn get_mut(&mut self, fd: RawFd) -> Option<&mut FdEntry> {
+        let (chunk, index) = Self::place(fd);
+        Some(&mut self.chunks.get_mut(chunk)?.as_mut()?[index])
+    }
+
+    /// The entry of `fd` (non-negative), allocating its chunk on first use.
+    #[inline]
+    fn entry(&mut self, fd: RawFd) -> &mut FdEntry {
+        let (chunk, index) = Self::place(fd);
+        if self.chunks.get(chunk).is_none_or(Option::is_none) {
+            self.grow(chunk);
+        }
+        match &mut self.chunks[chunk] {
+            Some(entries) => &mut entries[index],
+            None => unreachable!("grow made the chunk"),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, chunk: usize) {
+        if self.chunks.len() <= chunk {
+            self.chunks.resize_with(chunk + 1, || None);
+        }
+        self.chunks[chunk].get_or_insert_with(|| Box::new(std::array::from_fn(|_| FdEntry::default())));
+    }
 }
 
 /// A tasklet waiting for another thread.
@@ -106,8 +229,7 @@ struct RemoteSlot {
 /// The thread-local half of a reactor, owned by the scheduler.
 pub(crate) struct Reactor {
     shared: RefCell<Option<Arc<Shared>>>,
-    fds: RefCell<Vec<FdSlot>>,
-    free_fds: RefCell<Vec<usize>>,
+    fds: RefCell<FdTable>,
     remotes: RefCell<Vec<RemoteSlot>>,
     free_remotes: RefCell<Vec<usize>>,
     /// Tasklets parked on fds or on other threads: while any is, the thread is not idle for good.
@@ -121,16 +243,52 @@ pub(crate) struct Reactor {
     dumps_seen: Cell<u64>,
     /// Whether the poller watches the dump-request eventfd.
     watches_dumps: Cell<bool>,
+    /// Tasklets in interruptible waits (see `io::interrupt`); a slot is freed by its waiter.
+    interruptible: RefCell<Vec<Option<Rc<Task>>>>,
+    free_interruptible: RefCell<Vec<usize>>,
+    /// The thread's interrupt count when the interruptible waiters were last woken.
+    interrupts_seen: Cell<u64>,
 }
 
-/// The key of the dump-request eventfd's events. `polling` reserves `usize::MAX`; no fd slot
-/// has this key, as that would need a slot index of 2^32 - 2.
+thread_local! {
+    /// This thread's interrupt count (see `io::interrupt`). Const-initialised and without a
+    /// destructor, so a signal handler may touch it.
+    static INTERRUPTS: AtomicU64 = const { AtomicU64::new(0) };
+    /// This thread's poller, for a signal handler to wake it (null while there is none).
+    static POLLER: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The calling thread's interrupt count.
+#[inline]
+pub(crate) fn interrupts() -> u64 {
+    INTERRUPTS.with(|count| count.load(Ordering::Relaxed))
+}
+
+/// Counts an interrupt of the calling thread and wakes its poller, so that the scheduler wakes
+/// the thread's interruptible waiters at once, even if the thread was about to block in (or
+/// is blocked in) the poller. Async-signal-safe: an atomic add, a thread-local read and at
+/// most one `write` to an eventfd.
+pub(crate) fn interrupt() {
+    INTERRUPTS.with(|count| count.fetch_add(1, Ordering::Relaxed));
+    let poller = POLLER.with(Cell::get);
+    if !poller.is_null() {
+        // SAFETY: the pointer is set while the thread's reactor holds its `Shared` and cleared
+        // (on this same thread) before the reactor lets it go, so it is live here.
+        // `Poller::notify` is an atomic swap and an eventfd write: async-signal-safe.
+        let _ = unsafe { &*poller }.poller.notify();
+    }
+}
+
+/// The key of the dump-request eventfd's events. `polling` reserves `usize::MAX`; no fd
+/// registration has this key, as that would need fd number 2^32 - 2.
 const DUMP_KEY: usize = usize::MAX - 1;
 
 /// Minimum time between two non-blocking polls while tasklets are runnable.
 const BUSY_POLL_INTERVAL: Duration = Duration::from_micros(50);
 
-fn key(index: usize, generation: u32) -> usize {
+/// A poller key or remote token: an index (an fd number, a remote slot) and the generation
+/// that tells a stale one apart.
+pub(crate) fn key(index: usize, generation: u32) -> usize {
     index | (generation as usize) << 32
 }
 
@@ -146,8 +304,7 @@ impl Reactor {
         };
         Reactor {
             shared: RefCell::new(None),
-            fds: RefCell::new(Vec::new()),
-            free_fds: RefCell::new(Vec::new()),
+            fds: RefCell::new(FdTable::default()),
             remotes: RefCell::new(Vec::new()),
             free_remotes: RefCell::new(Vec::new()),
             parked: Cell::new(0),
@@ -157,6 +314,9 @@ impl Reactor {
             polls: Cell::new(0),
             dumps_seen: Cell::new(crate::debug::dump_requests()),
             watches_dumps: Cell::new(false),
+            interruptible: RefCell::new(Vec::new()),
+            free_interruptible: RefCell::new(Vec::new()),
+            interrupts_seen: Cell::new(interrupts()),
         }
     }
 
@@ -167,12 +327,13 @@ impl Reactor {
         }
         let shared = Arc::new(Shared { poller: Poller::new()?, remote: SegQueue::new() });
         *self.shared.borrow_mut() = Some(shared.clone());
+        POLLER.with(|poller| poller.set(Arc::as_ptr(&shared)));
         scheduler().monitor().set_notifier(shared.clone());
         Ok(shared)
     }
 
     /// Whether `shared` is this reactor's (without cloning the `Arc`).
-    fn owns(&self, shared: &Arc<Shared>) -> bool {
+    pub(crate) fn owns(&self, shared: &Arc<Shared>) -> bool {
         self.shared.borrow().as_ref().is_some_and(|own| Arc::ptr_eq(own, shared))
     }
 
@@ -191,94 +352,119 @@ impl Reactor {
         self.parked.get() > 0
     }
 
-    /// Registers `fd` with this thread's poller and returns its key.
-    fn register(&self, fd: RawFd) -> io::Result<(Arc<Shared>, usize)> {
-        let shared = self.shared()?;
-        let mut fds = self.fds.borrow_mut();
-        let index = self.free_fds.borrow_mut().pop().unwrap_or_else(|| {
-            fds.push(FdSlot::default());
-            fds.len() - 1
-        });
-        let slot = &mut fds[index];
-        slot.in_use = true;
-        slot.ready = [false; 2];
-        let key = key(index, slot.generation);
-        // SAFETY: the fd belongs to a live socket, which deletes it from this poller (see
-        // `Registration::drop`) before it is closed.
-        let added = unsafe { shared.poller.add_with_mode(fd, Event::all(key), self.mode) };
-        if let Err(err) = added {
-            slot.in_use = false;
-            slot.generation = slot.generation.wrapping_add(1);
-            self.free_fds.borrow_mut().push(index);
-            return Err(err);
-        }
-        Ok((shared.clone(), key))
+    /// Whether `fd` is registered with this thread's poller under its record's epoch `epoch`.
+    #[inline]
+    pub(crate) fn is_registered(&self, fd: RawFd, epoch: u32) -> bool {
+        self.fds.borrow().get(fd).is_some_and(|e| e.registered && e.epoch == epoch)
     }
 
-    /// Frees the slot of a deregistered fd, waking anyone still parked on it (they retry and
-    /// see the error of a closed socket).
-    fn forget(&self, key: usize) {
-        let (index, generation) = split(key);
-        let waiters: Vec<Rc<Task>> = {
+    /// Records that `fd` was just added to this thread's poller under `epoch`. Tasklets still
+    /// parked on an earlier registration of the number (whose deletion has not reached this
+    /// thread yet) are woken: their wait fails, its epoch being gone.
+    pub(crate) fn mark_registered(&self, fd: RawFd, epoch: u32) {
+        let stale = {
             let mut fds = self.fds.borrow_mut();
-            let Some(slot) = fds.get_mut(index) else { return };
-            if !slot.in_use || slot.generation != generation {
+            let entry = fds.entry(fd);
+            let stale = std::mem::take(&mut entry.waiters);
+            *entry = FdEntry { epoch, registered: true, ..FdEntry::default() };
+            stale
+        };
+        self.wake_all(stale);
+    }
+
+    /// Drops the entry of an fd deleted from this poller under `epoch` (nothing if the entry
+    /// has moved on to another epoch), waking anyone still parked on it (their wait fails).
+    pub(crate) fn forget(&self, fd: RawFd, epoch: u32) {
+        let waiters = {
+            let mut fds = self.fds.borrow_mut();
+            let Some(entry) = fds.get_mut(fd) else { return };
+            if !entry.registered || entry.epoch != epoch {
                 return;
             }
-            slot.in_use = false;
-            slot.generation = slot.generation.wrapping_add(1);
-            let [r, w] = std::mem::take(&mut slot.waiters);
-            r.into_iter().chain(w).collect()
+            entry.registered = false;
+            entry.ready = [false; 2];
+            std::mem::take(&mut entry.waiters)
         };
-        self.free_fds.borrow_mut().push(index);
-        for task in waiters {
-            self.parked.set(self.parked.get() - 1);
-            scheduler().wake(task);
+        self.wake_all(waiters);
+    }
+
+    fn wake_all(&self, waiters: [Waiters; 2]) {
+        for mut list in waiters {
+            while let Some(task) = list.pop() {
+                self.parked.set(self.parked.get() - 1);
+                scheduler().wake(task);
+            }
         }
     }
 
-    /// Consumes a readiness edge that arrived while nobody waited.
-    fn take_ready(&self, key: usize, dir: Direction) -> bool {
-        let (index, _) = split(key);
+    /// Starts a wait of `task` on `fd` (registered here) in `dir`, with one lookup: `Ok(false)`
+    /// if an edge arrived while nobody waited (consumed: retry the operation instead), the
+    /// error of `may_park` if it refuses (an expired deadline, an interrupt; it must not touch
+    /// the reactor), else `Ok(true)`: `task` is among the fd's waiters.
+    #[inline]
+    pub(crate) fn begin_wait(
+        &self,
+        fd: RawFd,
+        dir: Direction,
+        task: &Rc<Task>,
+        may_park: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<bool> {
         let mut fds = self.fds.borrow_mut();
-        std::mem::take(&mut fds[index].ready[dir as usize])
-    }
-
-    fn add_waiter(&self, key: usize, dir: Direction, task: Rc<Task>) {
-        let (index, _) = split(key);
-        self.fds.borrow_mut()[index].waiters[dir as usize].push_back(task);
+        let entry = fds.entry(fd);
+        if std::mem::take(&mut entry.ready[dir as usize]) {
+            return Ok(false);
+        }
+        may_park()?;
+        entry.waiters[dir as usize].push(task.clone());
         self.parked.set(self.parked.get() + 1);
+        Ok(true)
     }
 
-    /// Takes `task` out of the waiters of `key` if it is still there (woken another way).
-    fn remove_waiter(&self, key: usize, dir: Direction, task: &Task) {
-        let (index, generation) = split(key);
-        let removed = {
+    /// Ends a wait begun with [`Reactor::begin_wait`]: takes `task` out of the waiters of `fd`
+    /// if it is still there (woken another way than readiness), and says whether `fd` is
+    /// still registered here under `epoch` (not, when its last user left meanwhile).
+    #[inline]
+    pub(crate) fn end_wait(&self, fd: RawFd, epoch: u32, dir: Direction, task: &Task) -> bool {
+        let (removed, registered) = {
             let mut fds = self.fds.borrow_mut();
-            let Some(slot) = fds.get_mut(index).filter(|s| s.generation == generation) else { return };
-            let waiters = &mut slot.waiters[dir as usize];
-            let pos = waiters.iter().position(|t| std::ptr::eq(&**t, task));
-            pos.and_then(|pos| waiters.remove(pos))
+            match fds.get_mut(fd) {
+                Some(entry) => {
+                    (entry.waiters[dir as usize].remove(task), entry.registered && entry.epoch == epoch)
+                }
+                None => (false, false),
+            }
         };
-        if removed.is_some() {
+        if removed {
             self.parked.set(self.parked.get() - 1);
         }
+        registered
     }
 
     /// Re-arms a oneshot registration for the directions that have waiters.
-    fn rearm(&self, fd: RawFd, key: usize) -> io::Result<()> {
+    #[inline]
+    pub(crate) fn rearm(&self, fd: RawFd, epoch: u32) -> io::Result<()> {
         if self.mode != PollMode::Oneshot {
             return Ok(());
         }
+        self.rearm_oneshot(fd, epoch)
+    }
+
+    #[cold]
+    fn rearm_oneshot(&self, fd: RawFd, epoch: u32) -> io::Result<()> {
         let shared = self.shared()?;
-        let (index, _) = split(key);
         let (r, w) = {
             let fds = self.fds.borrow();
-            (!fds[index].waiters[0].is_empty(), !fds[index].waiters[1].is_empty())
+            let waits = |dir: usize| fds.get(fd).is_some_and(|entry| !entry.waiters[dir].is_empty());
+            (waits(0), waits(1))
         };
-        // SAFETY: the fd is registered with this poller and still open (its socket is alive).
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        shared.poller.modify_with_mode(fd, Event::new(key, r, w), PollMode::Oneshot)
+        // SAFETY: the fd is registered with this poller and still open (its users are alive).
+        let fd_ref = unsafe { BorrowedFd::borrow_raw(fd) };
+        shared.poller.modify_with_mode(fd_ref, Event::new(key(fd as usize, epoch), r, w), PollMode::Oneshot)
+    }
+
+    /// The poll mode registrations use (edge unless `TASKLET_POLL_MODE=oneshot`).
+    pub(crate) fn mode(&self) -> PollMode {
+        self.mode
     }
 
     /// Makes a remote token for the current tasklet, which will park until another thread
@@ -350,26 +536,27 @@ impl Reactor {
         }
         // Before waking anyone: the dump shows what the tasklets waited on when it was asked for.
         crate::debug::dump_if_requested(&self.dumps_seen);
+        self.wake_interrupted();
         scheduler().monitor().polled(self.polls.get());
         let mut fds = self.fds.borrow_mut();
         for event in events.iter() {
             if event.key == DUMP_KEY {
                 continue; // the counter says whether to dump, below
             }
-            let (index, generation) = split(event.key);
-            let Some(slot) = fds.get_mut(index) else { continue };
-            if !slot.in_use || slot.generation != generation {
-                continue; // stale: the fd was deregistered since
+            let (fd, epoch) = split(event.key);
+            let Some(entry) = fds.get_mut(fd as RawFd) else { continue };
+            if !entry.registered || entry.epoch != epoch {
+                continue; // stale: the fd was deleted from this poller since
             }
             for (dir, ready) in [(0, event.readable), (1, event.writable)] {
                 if !ready {
                     continue;
                 }
-                if slot.waiters[dir].is_empty() {
-                    slot.ready[dir] = true;
+                if entry.waiters[dir].is_empty() {
+                    entry.ready[dir] = true;
                 }
                 // Waking only touches the scheduler's run queue, never the fd table.
-                while let Some(task) = slot.waiters[dir].pop_front() {
+                while let Some(task) = entry.waiters[dir].pop() {
                     self.parked.set(self.parked.get() - 1);
                     scheduler().wake(task);
                 }
@@ -380,7 +567,10 @@ impl Reactor {
         while let Some(message) = shared.remote.pop() {
             match message {
                 Remote::Wake(token) => self.wake_remote(token),
-                Remote::Forget(key) => self.forget(key),
+                Remote::Forget(key) => {
+                    let (fd, epoch) = split(key);
+                    self.forget(fd as RawFd, epoch);
+                }
             }
         }
         true
@@ -400,9 +590,53 @@ impl Reactor {
         }
     }
 
+    /// Adds the current tasklet, about to park, to the interruptible waiters; returns its slot
+    /// (free it with [`Reactor::end_interruptible`]).
+    pub(crate) fn begin_interruptible(&self, task: Rc<Task>) -> usize {
+        let mut waiters = self.interruptible.borrow_mut();
+        match self.free_interruptible.borrow_mut().pop() {
+            Some(index) => {
+                waiters[index] = Some(task);
+                index
+            }
+            None => {
+                waiters.push(Some(task));
+                waiters.len() - 1
+            }
+        }
+    }
+
+    /// Frees an interruptible waiter's slot (whether or not an interrupt woke it).
+    pub(crate) fn end_interruptible(&self, index: usize) {
+        self.interruptible.borrow_mut()[index] = None;
+        self.free_interruptible.borrow_mut().push(index);
+    }
+
+    /// Wakes every interruptible waiter if the thread was interrupted since the last time.
+    /// (Their slots stay theirs until they free them.)
+    #[inline]
+    fn wake_interrupted(&self) {
+        let now = interrupts();
+        if now != self.interrupts_seen.get() {
+            self.wake_interrupted_now(now);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_interrupted_now(&self, now: u64) {
+        self.interrupts_seen.set(now);
+        let woken: Vec<Rc<Task>> =
+            self.interruptible.borrow_mut().iter_mut().filter_map(Option::take).collect();
+        for task in woken {
+            scheduler().wake(task);
+        }
+    }
+
     /// Polls without blocking if tasklets wait on I/O and the last poll is old enough.
     pub(crate) fn poll_while_busy(&self) {
         crate::debug::dump_if_requested(&self.dumps_seen);
+        self.wake_interrupted();
         scheduler().monitor().answer_if_requested();
         if self.parked.get() == 0 {
             return;
@@ -412,6 +646,15 @@ impl Reactor {
             return;
         }
         self.poll(Some(Duration::ZERO));
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        // Before the `Shared` may go: a signal handler must not reach a poller being freed.
+        if self.shared.get_mut().is_some() {
+            POLLER.with(|poller| poller.set(std::ptr::null()));
+        }
     }
 }
 
@@ -490,105 +733,70 @@ impl RemoteWaker {
     }
 }
 
-/// An fd's registration with one thread's poller.
-struct Registration {
-    shared: Arc<Shared>,
-    key: usize,
-}
-
-/// The registrations of one fd with the pollers of the threads that waited on it (usually
-/// one), and the parking on them. Does not own the fd: its owner calls [`release_all`]
-/// before closing it.
-///
-/// [`release_all`]: Registrations::release_all
-#[derive(Default)]
-pub(crate) struct Registrations {
-    list: Mutex<Vec<Registration>>,
-}
-
-impl Registrations {
-    /// Parks until `fd` is ready in `dir` (or may be: wake-ups can be spurious), or `deadline`
-    /// passes (`WouldBlock`). Registers the fd with this thread's poller on first use here.
-    pub(crate) fn wait(&self, fd: RawFd, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
-        let sched = scheduler();
-        let reactor = sched.reactor();
-        let key = self.registered(fd, reactor)?;
-        if reactor.take_ready(key, dir) {
-            return Ok(());
-        }
-        if deadline.is_some_and(|d| d <= Instant::now()) {
-            return Err(timed_out());
-        }
-        let me = sched.current_rc();
-        reactor.add_waiter(key, dir, me.clone());
-        let waiting = IoWait { reactor, key, dir, task: &me };
-        reactor.rearm(fd, key)?;
-        me.set_state(State::Blocked(BlockedOn::Io(fd, dir)));
-        let alarm = deadline.map(|d| Alarm::arm(&me, d));
-        let wake = sched.park();
-        let timed_out_now = alarm.as_ref().is_some_and(Alarm::fired);
-        drop(alarm);
-        drop(waiting);
-        if timed_out_now {
-            return Err(timed_out());
-        }
-        if wake == Wake::Never {
-            return Err(killed());
-        }
-        Ok(())
+impl Shared {
+    /// Adds `fd` to this poller under `key`, in `mode`, with read and write interest.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be open, and be deleted from this poller (see [`Shared::delete`]) before it
+    /// is closed.
+    pub(crate) unsafe fn add(&self, fd: RawFd, key: usize, mode: PollMode) -> io::Result<()> {
+        // SAFETY: per this function's contract.
+        unsafe { self.poller.add_with_mode(fd, Event::all(key), mode) }
     }
 
-    /// The key of this thread's registration of `fd`, made on first use here.
-    fn registered(&self, fd: RawFd, reactor: &Reactor) -> io::Result<usize> {
-        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(reg) = list.iter().find(|reg| reactor.owns(&reg.shared)) {
-            return Ok(reg.key);
-        }
-        let (shared, key) = reactor.register(fd)?;
-        list.push(Registration { shared, key });
-        Ok(key)
+    /// Re-keys an fd already in this poller (one whose registration the fd's record lost track
+    /// of: see `registrations`).
+    pub(crate) fn modify(&self, fd: BorrowedFd<'_>, key: usize, mode: PollMode) -> io::Result<()> {
+        self.poller.modify_with_mode(fd, Event::all(key), mode)
     }
 
-    /// Deletes `fd` from every poller it was added to. Call before closing it.
-    pub(crate) fn release_all(&mut self, fd: BorrowedFd<'_>) {
-        let list = std::mem::take(self.list.get_mut().unwrap_or_else(|e| e.into_inner()));
-        for registration in list {
-            registration.release(fd);
+    /// Deletes `fd` from this poller (while the number still names the registered file).
+    pub(crate) fn delete(&self, fd: BorrowedFd<'_>) {
+        if let Err(err) = self.poller.delete(fd) {
+            log::debug!("tasklet: deleting an fd from its poller failed: {err}");
         }
+    }
+
+    /// Tells the reactor owning this poller that `fd` was deleted from it under `epoch` (from
+    /// another thread: the reactor drops its entry the next time it polls).
+    pub(crate) fn forget_remotely(&self, fd: RawFd, epoch: u32) {
+        self.remote.push(Remote::Forget(key(fd as usize, epoch)));
+        let _ = self.poller.notify();
     }
 }
 
 /// A non-blocking socket whose blocking-style operations park the calling tasklet.
 ///
-/// Owns the socket: on drop the fd is deleted from every poller it was added to, then closed.
-/// The fd is always non-blocking at the OS level; what the *user* asked for (non-blocking mode,
-/// timeouts) is the caller's to pass to [`Source::io`] (see `net::NetSocket`).
+/// Owns the socket: on drop it leaves the fd's registrations (the last user deletes the fd
+/// from every poller), then closes it. The fd is always non-blocking at the OS level; what the
+/// *user* asked for (non-blocking mode, timeouts) is the caller's to pass to [`Source::io`]
+/// (see `net::NetSocket`).
 pub(crate) struct Source {
     socket: socket2::Socket,
-    registrations: Registrations,
+    user: FdUser,
 }
 
 impl Source {
     /// Wraps a socket, making it non-blocking at the OS level.
     pub(crate) fn new(socket: socket2::Socket) -> io::Result<Source> {
         socket.set_nonblocking(true)?;
-        Ok(Source { socket, registrations: Registrations::default() })
+        let user = FdUser::join(socket.as_raw_fd());
+        Ok(Source { socket, user })
     }
 
     pub(crate) fn socket(&self) -> &socket2::Socket {
         &self.socket
     }
 
-    /// Gives the socket up (for `IntoRawFd` and conversions into std types): deleted from the
-    /// pollers, and blocking again at the OS level unless `nonblocking`.
+    /// Gives the socket up (for `IntoRawFd` and conversions into std types): leaves its
+    /// registrations, and makes it blocking again at the OS level unless `nonblocking`.
     pub(crate) fn into_socket(self, nonblocking: bool) -> io::Result<socket2::Socket> {
-        let mut this = std::mem::ManuallyDrop::new(self);
-        let Source { socket, registrations } = &mut *this;
-        registrations.release_all(socket.as_fd());
+        let this = std::mem::ManuallyDrop::new(self);
+        this.user.leave();
         // SAFETY: `this` is never used or dropped again; each field is moved out exactly once.
-        let (socket, registrations) =
-            unsafe { (std::ptr::read(&this.socket), std::ptr::read(&this.registrations)) };
-        drop(registrations);
+        let (socket, user) = unsafe { (std::ptr::read(&this.socket), std::ptr::read(&this.user)) };
+        drop(user);
         socket.set_nonblocking(nonblocking)?;
         Ok(socket)
     }
@@ -618,33 +826,15 @@ impl Source {
         }
     }
 
-    /// Parks until the socket is ready in `dir` (see [`Registrations::wait`]).
+    /// Parks until the socket is ready in `dir` (see [`FdUser::wait`]).
     pub(crate) fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
-        self.registrations.wait(self.socket.as_raw_fd(), dir, deadline)
-    }
-}
-
-impl Registration {
-    /// Deletes the fd from the poller and frees its slot (directly on the owning thread, by a
-    /// message otherwise).
-    fn release(self, fd: BorrowedFd<'_>) {
-        if let Err(err) = self.shared.poller.delete(fd) {
-            log::debug!("tasklet: deleting an fd from its poller failed: {err}");
-        }
-        let local = crate::scheduler::existing_scheduler().is_some_and(|s| s.reactor().owns(&self.shared));
-        if local {
-            scheduler().reactor().forget(self.key);
-        } else {
-            self.shared.remote.push(Remote::Forget(self.key));
-            let _ = self.shared.poller.notify();
-        }
+        self.user.wait(dir, deadline, None)
     }
 }
 
 impl Drop for Source {
     fn drop(&mut self) {
-        let Source { socket, registrations } = self;
-        registrations.release_all(socket.as_fd());
+        self.user.leave();
         // The socket itself closes after this, when the field drops.
     }
 }
@@ -655,18 +845,59 @@ impl std::fmt::Debug for Source {
     }
 }
 
-/// Takes a parked tasklet out of its fd's waiters when the wait ends another way.
-struct IoWait<'a> {
+/// A tasklet's place among the interruptible waiters while it is parked (freed on drop, also
+/// when a kill unwinds the wait).
+pub(crate) struct Interruptible<'a> {
     reactor: &'a Reactor,
-    key: usize,
-    dir: Direction,
-    task: &'a Task,
+    index: usize,
 }
 
-impl Drop for IoWait<'_> {
-    fn drop(&mut self) {
-        self.reactor.remove_waiter(self.key, self.dir, self.task);
+impl<'a> Interruptible<'a> {
+    pub(crate) fn begin(reactor: &'a Reactor, task: &Rc<Task>) -> Interruptible<'a> {
+        Interruptible { reactor, index: reactor.begin_interruptible(task.clone()) }
     }
+}
+
+impl Drop for Interruptible<'_> {
+    fn drop(&mut self) {
+        self.reactor.end_interruptible(self.index);
+    }
+}
+
+/// Sleeps the current tasklet until `until`, unless the thread is interrupted after interrupt
+/// count `since` first (`Interrupted`), or the tasklet is killed while it defers kills (the
+/// error of [`killed`]). On a thread without a scheduler, sleeps the thread (an interrupt
+/// cannot end that sleep early, but one that came before is reported).
+pub(crate) fn sleep_interruptible(until: Instant, since: u64) -> io::Result<()> {
+    let Some(sched) = crate::scheduler::existing_scheduler() else {
+        if since != interrupts() {
+            return Err(interrupted());
+        }
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        return Ok(());
+    };
+    let me = sched.current_rc();
+    let alarm = crate::timer::Alarm::arm(&me, until);
+    loop {
+        if since != interrupts() {
+            return Err(interrupted());
+        }
+        if alarm.fired() || Instant::now() >= until {
+            return Ok(());
+        }
+        let slot = Interruptible::begin(sched.reactor(), &me);
+        me.set_state(State::Blocked(BlockedOn::Sleep));
+        let wake = sched.park();
+        drop(slot);
+        if wake == Wake::Never {
+            return Err(killed());
+        }
+    }
+}
+
+/// The error of an interruptible wait ended by an interrupt (see `io::interrupt`).
+pub(crate) fn interrupted() -> io::Error {
+    io::Error::from(io::ErrorKind::Interrupted)
 }
 
 /// The error of a wait cut short by a kill that could not unwind (the tasklet was already
@@ -678,4 +909,13 @@ pub(crate) fn killed() -> io::Error {
 /// The error of an operation whose timeout expired, as std reports it on Unix.
 pub(crate) fn timed_out() -> io::Error {
     io::Error::from(io::ErrorKind::WouldBlock)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_fd_entry_stays_small() {
+        // One per fd number of each range of 256 a thread has registered one in, on every thread.
+        assert!(std::mem::size_of::<super::FdEntry>() <= 40, "{}", std::mem::size_of::<super::FdEntry>());
+    }
 }

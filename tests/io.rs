@@ -170,13 +170,12 @@ fn deferral_scopes_nest() {
     assert!(matches!(t.join(), Err(JoinError::Killed)));
 }
 
-#[test]
-fn tasklets_of_two_threads_wait_on_one_fd() {
-    let (a, b) = pair();
-    let a = Arc::new(a);
-    // SAFETY: `a` outlives the registration: both threads are joined before `a` drops.
-    let registration = Arc::new(unsafe { Registration::new(a.as_raw_fd()) });
-    let waiters: Vec<_> = (0..2)
+/// A tasklet on each of two new threads waits for `registration` to be readable; the handles
+/// give the results.
+fn wait_on_two_threads(
+    registration: &Arc<Registration>,
+) -> Vec<std::thread::JoinHandle<std::io::Result<()>>> {
+    (0..2)
         .map(|_| {
             let registration = registration.clone();
             std::thread::spawn(move || {
@@ -184,7 +183,16 @@ fn tasklets_of_two_threads_wait_on_one_fd() {
                 t.join().unwrap()
             })
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn tasklets_of_two_threads_wait_on_one_fd() {
+    let (a, b) = pair();
+    let a = Arc::new(a);
+    // SAFETY: `a` outlives the registration: both threads are joined before `a` drops.
+    let registration = Arc::new(unsafe { Registration::new(a.as_raw_fd()) });
+    let waiters = wait_on_two_threads(&registration);
     std::thread::sleep(ms(50));
     (&b).write_all(b"x").unwrap();
     for waiter in waiters {
@@ -242,4 +250,148 @@ fn registrations_leave_no_fd_behind() {
         assert_eq!(t.join().unwrap(), 1);
     }
     assert_eq!(fd_count(), before);
+}
+
+#[test]
+fn two_registrations_of_one_fd_share_the_pollers_registration() {
+    let (a, b) = pair();
+    let fd = a.as_raw_fd();
+    // SAFETY: `a` outlives both registrations (dropped before it, below).
+    let first = Rc::new(unsafe { Registration::new(fd) });
+    // SAFETY: as above.
+    let second = Rc::new(unsafe { Registration::new(fd) });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let waiters: Vec<_> = [first.clone(), second.clone()]
+        .into_iter()
+        .map(|registration| tasklets::spawn(move || registration.wait(Interest::Readable, Some(deadline))))
+        .collect();
+    let write_later = |b: UnixStream| {
+        tasklets::spawn(move || {
+            tasklets::time::sleep(ms(20));
+            (&b).write_all(b"x").unwrap();
+            b
+        })
+    };
+    let writer = write_later(b);
+    for waiter in waiters {
+        waiter.join().unwrap().unwrap();
+    }
+    let b = writer.join().unwrap();
+    // Dropping one leaves the fd registered for the other, which still wakes.
+    drop(second);
+    let mut buf = [0; 1];
+    (&a).read_exact(&mut buf).unwrap();
+    let writer = write_later(b);
+    first.wait(Interest::Readable, Some(Instant::now() + Duration::from_secs(10))).unwrap();
+    (&a).read_exact(&mut buf).unwrap();
+    writer.join().unwrap();
+    drop(first);
+    drop(a);
+}
+
+#[test]
+fn deregister_wakes_the_fds_waiters_on_every_thread_with_ebadf() {
+    let (a, _b) = pair();
+    // SAFETY: `a` outlives the registration's use: it is deregistered before `a` drops.
+    let registration = Arc::new(unsafe { Registration::new(a.as_raw_fd()) });
+    let waiters = wait_on_two_threads(&registration);
+    std::thread::sleep(ms(50)); // both park
+    registration.deregister(); // from a thread without a scheduler
+    for waiter in waiters {
+        let err = waiter.join().unwrap().unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
+    }
+    // Waiting through a deregistered registration fails at once too.
+    let err =
+        tasklets::spawn(move || registration.wait(Interest::Readable, None)).join().unwrap().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    drop(a);
+}
+
+extern "C" fn interrupt_on_signal(_: libc::c_int) {
+    tasklets::io::interrupt();
+}
+
+#[test]
+fn an_interrupt_from_a_signal_handler_ends_the_interruptible_waits_of_its_thread() {
+    use tasklets::io::{sleep_interruptible, Interrupts};
+    let sig = libc::SIGRTMIN() + 5;
+    // SAFETY: plain data; all zeroes is an empty mask and no flags.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = interrupt_on_signal as *const () as usize;
+    action.sa_flags = libc::SA_RESTART;
+    // SAFETY: a valid action.
+    assert_eq!(unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) }, 0);
+    let (a, _b) = pair();
+    std::thread::spawn(move || {
+        // SAFETY: plain call.
+        let me = unsafe { libc::pthread_self() };
+        let since = Interrupts::now();
+        // SAFETY: `a` outlives the registration.
+        let registration = Rc::new(unsafe { Registration::new(a.as_raw_fd()) });
+        let waiter = {
+            let registration = registration.clone();
+            tasklets::spawn(move || registration.wait_interruptible(Interest::Readable, None, since))
+        };
+        let sleeper =
+            tasklets::spawn(move || sleep_interruptible(Instant::now() + Duration::from_secs(3600), since));
+        // Not interruptible: only the timer ends it.
+        let plain = tasklets::spawn(|| tasklets::time::sleep(ms(300)));
+        let signaller = std::thread::spawn(move || {
+            std::thread::sleep(ms(100)); // the thread is idle in its poller by then
+                                         // SAFETY: the target joins this thread before it ends.
+            assert_eq!(unsafe { libc::pthread_kill(me, sig) }, 0);
+        });
+        let start = Instant::now();
+        assert_eq!(waiter.join().unwrap().unwrap_err().kind(), ErrorKind::Interrupted);
+        assert_eq!(sleeper.join().unwrap().unwrap_err().kind(), ErrorKind::Interrupted);
+        assert!(start.elapsed() < Duration::from_secs(10));
+        plain.join().unwrap();
+        assert!(start.elapsed() >= ms(300), "a plain sleep was cut short");
+        assert!(since.interrupted_since());
+        // A wait whose snapshot is older fails at once; a fresh snapshot waits.
+        assert_eq!(
+            registration.wait_interruptible(Interest::Readable, None, since).unwrap_err().kind(),
+            ErrorKind::Interrupted
+        );
+        let err = registration.wait_interruptible(
+            Interest::Readable,
+            Some(Instant::now() + ms(20)),
+            Interrupts::now(),
+        );
+        assert_eq!(err.unwrap_err().kind(), ErrorKind::TimedOut);
+        signaller.join().unwrap();
+        drop(registration);
+        drop(a);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn a_registration_of_the_highest_fd_number_allowed_works() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a valid rlimit to fill.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    let high = (limit.rlim_cur.min(1 << 30) - 1) as libc::c_int;
+    let (a, b) = pair();
+    // SAFETY: dup3 onto a number this test owns from here on (closed by the OwnedFd).
+    let r = unsafe { libc::dup3(a.as_raw_fd(), high, libc::O_CLOEXEC) };
+    if r < 0 {
+        return; // the number is taken (another test's) or refused: nothing to check here
+    }
+    // SAFETY: the fd was just made and is owned by nothing else.
+    let high = unsafe { OwnedFd::from_raw_fd(r) };
+    // SAFETY: `high` outlives the registration.
+    let registration = unsafe { Registration::new(high.as_raw_fd()) };
+    let writer = tasklets::spawn(move || {
+        tasklets::time::sleep(ms(10));
+        (&b).write_all(b"h").unwrap();
+        b
+    });
+    registration.wait(Interest::Readable, Some(Instant::now() + Duration::from_secs(10))).unwrap();
+    writer.join().unwrap();
+    drop(registration);
+    drop(high);
+    drop(a);
 }

@@ -10,8 +10,7 @@
 //! number change hands (`socket`, `accept`, `close`, `dup*`); a stale "socket" entry left by a
 //! close that bypassed libc is caught by `ENOTSOCK` and by the inode check of [`slot`].
 
-use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use libc::c_int;
@@ -31,32 +30,21 @@ const SOCKET: u8 = 2;
 
 static CLASS: [AtomicU8; TABLE_SIZE] = [const { AtomicU8::new(UNKNOWN) }; TABLE_SIZE];
 
-/// A socket's registration with the pollers, made on the first park and kept until `close`.
+/// The shims' use of a socket's poller registrations (shared with every other user of the fd:
+/// `tasklets::net`, other `Registration`s), made on the first park and kept until `close`.
 pub(crate) struct Slot {
-    /// Dropped (deleted from the pollers) only while the fd is still open; see `Drop`.
-    registration: ManuallyDrop<Registration>,
+    /// Deregistered by `close` (or `dup2`/`dup3` onto the number) before the real close, even
+    /// while tasklets are parked on it: they wake with `EBADF`.
+    registration: Registration,
     /// Which socket the registration was made for (a number closed behind libc's back and
     /// reused must not inherit it).
     dev: u64,
     ino: u64,
-    /// The fd was closed (or found reused) while someone still held the slot: the
-    /// registration must then be leaked, because deleting it from a poller would act on
-    /// whatever file the number refers to by then.
-    orphaned: AtomicBool,
 }
 
 impl Slot {
     pub(crate) fn registration(&self) -> &Registration {
         &self.registration
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if !*self.orphaned.get_mut() {
-            // SAFETY: dropped exactly once, here; the field is never used again.
-            unsafe { ManuallyDrop::drop(&mut self.registration) }
-        }
     }
 }
 
@@ -103,7 +91,7 @@ pub(crate) fn set_socket(fd: c_int) {
 /// stale entry), dropping any registration it carried.
 pub(crate) fn set_not_socket(fd: c_int) {
     if let Some(i) = index(fd) {
-        orphan(take_slot(i));
+        release(take_slot(i));
         CLASS[i].store(OTHER, Ordering::Relaxed);
     }
 }
@@ -121,9 +109,10 @@ pub(crate) fn duplicated(old: c_int, new: c_int) {
     }
 }
 
-/// `fd` is about to be closed (or replaced by `dup2`/`dup3`): deletes its registration from the
-/// pollers while the number still refers to the file, and forgets its class. Must run before
-/// the real close.
+/// `fd` is about to be closed (or replaced by `dup2`/`dup3`): leaves its registrations while
+/// the number still refers to the file (the last user deletes it from the pollers; tasklets
+/// still parked on it, closed under their feet by another tasklet or thread, wake with
+/// `EBADF`), and forgets its class. Must run before the real close.
 pub(crate) fn closing(fd: c_int) {
     let Some(i) = index(fd) else { return };
     // Only sockets ever get a slot (invariant: a slot exists => class is SOCKET), so the
@@ -131,14 +120,7 @@ pub(crate) fn closing(fd: c_int) {
     if CLASS[i].swap(UNKNOWN, Ordering::Relaxed) != SOCKET {
         return;
     }
-    let Some(slot) = take_slot(i) else { return };
-    match Arc::try_unwrap(slot) {
-        // Nobody waits on it: delete it from the pollers now, before the number is released.
-        Ok(slot) => drop(slot),
-        // A tasklet is still parked on it (closed under its feet, by another tasklet or
-        // thread): leave the registration to die with the file (see `Slot::orphaned`).
-        Err(shared) => orphan(Some(shared)),
-    }
+    release(take_slot(i));
 }
 
 fn take_slot(i: usize) -> Option<Arc<Slot>> {
@@ -148,14 +130,17 @@ fn take_slot(i: usize) -> Option<Arc<Slot>> {
     slot
 }
 
-fn orphan(slot: Option<Arc<Slot>>) {
+/// Leaves a slot's registrations now, even if parked tasklets still hold the slot.
+fn release(slot: Option<Arc<Slot>>) {
     if let Some(slot) = slot {
-        slot.orphaned.store(true, Ordering::Relaxed);
+        let saved = sys::errno();
+        slot.registration.deregister();
+        sys::set_errno(saved);
     }
 }
 
 /// The registration of socket `fd` (whose `fstat` is `st`), made on first use. A slot made for
-/// another socket that once had this number (closed without going through libc) is orphaned
+/// another socket that once had this number (closed without going through libc) is released
 /// and replaced.
 pub(crate) fn slot(fd: c_int, st: &libc::stat) -> Option<Arc<Slot>> {
     let i = index(fd)?;
@@ -165,18 +150,16 @@ pub(crate) fn slot(fd: c_int, st: &libc::stat) -> Option<Arc<Slot>> {
             return Some(slot.clone());
         }
     }
+    release(cell.take());
     let slot = Arc::new(Slot {
-        // SAFETY: the registration is deleted (dropped) in `closing`, which the `close`,
-        // `dup2` and `dup3` hooks call before the real close; a registration that could
-        // outlive its fd (`orphaned`) is leaked instead of dropped.
-        registration: ManuallyDrop::new(unsafe { Registration::new(fd) }),
+        // SAFETY: the registration is deregistered in `closing`, which the `close`, `dup2`
+        // and `dup3` hooks call before the real close, or here, when the number is found to
+        // name another socket.
+        registration: unsafe { Registration::new(fd) },
         dev: st.st_dev,
         ino: st.st_ino,
-        orphaned: AtomicBool::new(false),
     });
-    let stale = cell.replace(slot.clone());
+    *cell = Some(slot.clone());
     CLASS[i].store(SOCKET, Ordering::Relaxed);
-    drop(cell);
-    orphan(stale);
     Some(slot)
 }

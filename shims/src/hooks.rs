@@ -8,15 +8,17 @@
 //! valid as the C function requires; every `unsafe` block inside relies on exactly that.
 
 use std::ptr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use libc::{
     c_int, c_long, c_uint, c_ulong, c_void, msghdr, nfds_t, pollfd, size_t, sockaddr, socklen_t, ssize_t,
     timespec, timeval,
 };
-use tasklets::io::Interest;
+use tasklets::io::{Interest, Interrupts};
 
 use crate::coop::{self, Waited};
+use crate::signals::{self, Marks};
 use crate::fdtable;
 use crate::sys::{self, raw};
 
@@ -46,16 +48,39 @@ unsafe fn recv_coop(
             }
         }
     };
-    if flags & libc::MSG_WAITALL == 0 || flags & libc::MSG_PEEK != 0 {
-        return coop::io_loop(fd, Interest::Readable, attempt(0, flags));
+    let mut call = coop::Call::new(fd, Interest::Readable);
+    if flags & libc::MSG_WAITALL == 0 || len == 0 {
+        return call.io(attempt(0, flags));
+    }
+    if flags & libc::MSG_PEEK != 0 {
+        // Peeking for `len` bytes: each peek sees everything queued from the start, so peek
+        // again whenever more arrives, until `len` are there (a stream only), the end of the
+        // stream, an error, or the deadline (which returns what the last peek saw).
+        loop {
+            let r = call.io(attempt(0, flags & !libc::MSG_WAITALL));
+            if r <= 0 || r as usize >= len || sys::socket_type(fd) != Some(libc::SOCK_STREAM) {
+                return r;
+            }
+            let saved = sys::errno();
+            if call.park().is_err() {
+                sys::set_errno(saved);
+                return r;
+            }
+        }
     }
     let saved = sys::errno();
     let mut got = 0;
+    let mut stream = None;
     while got < len {
-        match coop::io_loop(fd, Interest::Readable, attempt(got, flags & !libc::MSG_WAITALL)) {
+        match call.io(attempt(got, flags & !libc::MSG_WAITALL)) {
             r if r < 0 && got == 0 => return r,
             r if r <= 0 => break,
             r => got += r as usize,
+        }
+        // Only a stream waits for more: a datagram or a record is one message, whatever its
+        // length (the kernel ignores MSG_WAITALL there).
+        if got < len && !*stream.get_or_insert_with(|| sys::socket_type(fd) == Some(libc::SOCK_STREAM)) {
+            break;
         }
     }
     sys::set_errno(saved);
@@ -78,8 +103,10 @@ unsafe fn send_coop(
 ) -> c_long {
     let saved = sys::errno();
     let mut sent = 0;
+    // One call, one deadline: SO_SNDTIMEO bounds the whole send, as in the kernel.
+    let mut call = coop::Call::new(fd, Interest::Writable);
     loop {
-        let r = coop::io_loop(fd, Interest::Writable, || {
+        let r = call.io(|| {
             // SAFETY: `buf[sent..len]` is part of the caller's buffer; the rest per the caller.
             unsafe {
                 raw!(
@@ -112,7 +139,7 @@ unsafe fn send_coop(
 /// As `recv(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    if forwarded_as_is(fd, flags) {
+    if forwarded_as_is(fd, flags, Interest::Readable) {
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(libc::SYS_recvfrom, fd, buf, len, flags, 0, 0) } as ssize_t;
     }
@@ -133,7 +160,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
-    if forwarded_as_is(fd, flags) {
+    if forwarded_as_is(fd, flags, Interest::Readable) {
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(libc::SYS_recvfrom, fd, buf, len, flags, addr, addrlen) } as ssize_t;
     }
@@ -147,7 +174,7 @@ pub unsafe extern "C" fn recvfrom(
 /// As `send(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    if forwarded_as_is(fd, flags) {
+    if forwarded_as_is(fd, flags, Interest::Writable) {
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(libc::SYS_sendto, fd, buf, len, flags, 0, 0) } as ssize_t;
     }
@@ -168,7 +195,7 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     addrlen: socklen_t,
 ) -> ssize_t {
-    if forwarded_as_is(fd, flags) {
+    if forwarded_as_is(fd, flags, Interest::Writable) {
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(libc::SYS_sendto, fd, buf, len, flags, addr, addrlen) } as ssize_t;
     }
@@ -186,8 +213,8 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     unsafe { msg_call(libc::SYS_recvmsg, Interest::Readable, fd, msg, flags) }
 }
 
-/// `sendmsg(2)`. A partial send of a stream socket is returned as such (callers of `sendmsg`
-/// handle short counts; the iovec is not re-sliced here).
+/// `sendmsg(2)`. On a stream socket, sends everything, as a blocking `sendmsg` does (see
+/// `stream_rest`).
 ///
 /// # Safety
 /// As `sendmsg(2)`.
@@ -203,20 +230,97 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 /// # Safety
 /// As the system call `sysno` with these arguments.
 unsafe fn msg_call(sysno: c_long, interest: Interest, fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if forwarded_as_is(fd, flags) {
+    if forwarded_as_is(fd, flags, interest) {
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { raw!(sysno, fd, msg, flags) } as ssize_t;
     }
-    coop::io_loop(fd, interest, || {
+    let mut call = coop::Call::new(fd, interest);
+    let r = call.io(|| {
         // SAFETY: the caller's arguments.
         unsafe { raw!(sysno, fd, msg, flags | libc::MSG_DONTWAIT) }
-    }) as ssize_t
+    });
+    // A blocking sendmsg on a stream sends everything, and a blocking MSG_WAITALL recvmsg
+    // fills every buffer: go on with the rest (without ancillary data, which went with the
+    // first part). The kernel has just read `msg` and its iovec: they are valid to read here.
+    let goes_on = match interest {
+        Interest::Writable => true,
+        Interest::Readable => flags & libc::MSG_WAITALL != 0 && flags & libc::MSG_PEEK == 0,
+    };
+    if r <= 0 || !goes_on {
+        return r as ssize_t;
+    }
+    // SAFETY: `msg` was read by the kernel in the call that just succeeded.
+    let (iov, iovcnt) = unsafe { ((*msg).msg_iov.cast_const(), (*msg).msg_iovlen) };
+    let rest_flags = (flags & !libc::MSG_WAITALL) | libc::MSG_DONTWAIT;
+    // SAFETY: as above, for the iovec.
+    unsafe {
+        stream_rest(&mut call, fd, iov, iovcnt, r, |rest, count| {
+            // SAFETY: plain data; all zeroes is an empty header.
+            let mut part: msghdr = std::mem::zeroed();
+            part.msg_iov = rest.cast_mut();
+            part.msg_iovlen = count;
+            raw!(sysno, fd, &mut part as *mut msghdr, rest_flags)
+        })
+    }
 }
 
-/// Whether a socket call goes straight to the kernel: the caller asked for `MSG_DONTWAIT`
-/// itself, or the fd does not cooperate (see `coop::fd_is_cooperative`).
-fn forwarded_as_is(fd: c_int, flags: c_int) -> bool {
-    flags & libc::MSG_DONTWAIT != 0 || !coop::fd_is_cooperative(fd)
+/// Goes on with a vectored transfer on a stream socket after a first attempt moved `done`
+/// bytes of the `iovcnt` buffers at `iov`, as a blocking call does: until every byte is
+/// moved, the end of the stream, an error, the call's deadline or an interrupting signal.
+/// Returns the bytes moved in all (at least `done`). Other socket types return `done` at
+/// once (a datagram or a record is one message).
+///
+/// # Safety
+/// `iov[..iovcnt]` must be readable (the kernel has just read it) and its buffers valid for
+/// the transfer, as the caller's contract says.
+unsafe fn stream_rest(
+    call: &mut coop::Call,
+    fd: c_int,
+    iov: *const libc::iovec,
+    iovcnt: usize,
+    done: c_long,
+    mut attempt: impl FnMut(*const libc::iovec, usize) -> c_long,
+) -> ssize_t {
+    // SAFETY: readable per this function's contract.
+    let buffers = unsafe { std::slice::from_raw_parts(iov, iovcnt) };
+    let total: usize = buffers.iter().map(|b| b.iov_len).sum();
+    let mut moved = done as usize;
+    if moved >= total || sys::socket_type(fd) != Some(libc::SOCK_STREAM) {
+        return done as ssize_t;
+    }
+    let saved = sys::errno();
+    let mut rest: Vec<libc::iovec> = Vec::with_capacity(iovcnt);
+    while moved < total {
+        // The buffers not yet (fully) moved, the first one advanced.
+        rest.clear();
+        let mut skip = moved;
+        for b in buffers {
+            if skip >= b.iov_len {
+                skip -= b.iov_len;
+                continue;
+            }
+            rest.push(libc::iovec { iov_base: b.iov_base.cast::<u8>().wrapping_add(skip).cast(), iov_len: b.iov_len - skip });
+            skip = 0;
+        }
+        match call.io(|| attempt(rest.as_ptr(), rest.len())) {
+            r if r > 0 => moved += r as usize,
+            _ => break, // the end, an error, the deadline, a signal: report what was moved
+        }
+    }
+    sys::set_errno(saved);
+    moved as ssize_t
+}
+
+/// Whether a socket call goes straight to the kernel: the call never waits (the caller asked
+/// for `MSG_DONTWAIT`; a receive of the error queue or of out-of-band data, which the kernel
+/// answers at once, with `EAGAIN` if there is nothing, even on a blocking socket), or the fd
+/// does not cooperate (see `coop::fd_is_cooperative`).
+fn forwarded_as_is(fd: c_int, flags: c_int, interest: Interest) -> bool {
+    let never_waits = match interest {
+        Interest::Readable => libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE | libc::MSG_OOB,
+        Interest::Writable => libc::MSG_DONTWAIT,
+    };
+    flags & never_waits != 0 || !coop::fd_is_cooperative(fd)
 }
 
 /// A socket call made through `read`/`write`/`readv`/`writev` on what the table thought was a
@@ -237,7 +341,9 @@ fn not_a_socket_after_all(fd: c_int, r: c_long, saved: c_int) -> bool {
 /// As `read(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
-    if coop::fd_is_cooperative(fd) {
+    // A read of zero bytes returns 0 at once on a socket and leaves a queued datagram alone
+    // (the kernel checks the length before anything else); `recv` would wait, or consume it.
+    if count > 0 && coop::fd_is_cooperative(fd) {
         let saved = sys::errno();
         // SAFETY: the caller's arguments.
         let r = unsafe { recv_coop(fd, buf, count, 0, ptr::null_mut(), ptr::null_mut()) };
@@ -276,46 +382,191 @@ fn iov_msg(iov: *const libc::iovec, iovcnt: c_int) -> msghdr {
     msg
 }
 
-/// `readv(2)`: on a socket in a tasklet, `recvmsg` with the same iovec, made cooperative.
+/// Most iovecs one `readv`/`writev` takes (Linux's `UIO_MAXIOV`, glibc's `IOV_MAX`).
+const IOV_MAX: c_int = 1024;
+
+/// Whether the kernel takes `RWF_NOWAIT` on sockets: unknown (0), yes (1), no (2).
+static NOWAIT_ON_SOCKETS: AtomicU8 = AtomicU8::new(0);
+
+/// `readv`/`writev` on a socket in a tasklet, made cooperative; `None` when the real call
+/// answers at once and must be made instead (a count the kernel refuses, an empty read, a
+/// number that is not a socket after all).
+///
+/// The exact cooperative form is the kernel's own `readv`/`writev` with `RWF_NOWAIT`
+/// (`preadv2`/`pwritev2` at the current position): it fails with `EAGAIN` instead of
+/// blocking and otherwise behaves as `readv`/`writev` in every respect (an empty read leaves a
+/// datagram queued, `SOCK_SEQPACKET` writes end a record). Kernels that do not take the flag
+/// on sockets say `EOPNOTSUPP` (detected once); then `recvmsg`/`sendmsg` with
+/// `MSG_DONTWAIT` stand in, after `process_vm_readv` has read the iovec's total length
+/// safely: an empty read goes to the real `readv`.
+///
+/// # Safety
+/// As `readv(2)`/`writev(2)`.
+unsafe fn vectored(fd: c_int, iov: *const libc::iovec, iovcnt: c_int, interest: Interest) -> Option<ssize_t> {
+    if !(1..=IOV_MAX).contains(&iovcnt) || !coop::fd_is_cooperative(fd) {
+        return None; // EINVAL, or 0 at once, from the real call
+    }
+    let saved = sys::errno();
+    let mut call = coop::Call::new(fd, interest);
+    if NOWAIT_ON_SOCKETS.load(Ordering::Relaxed) == 0
+        && std::env::var_os("TASKLETS_SHIMS_RWF_NOWAIT").is_some_and(|v| v == "off")
+    {
+        NOWAIT_ON_SOCKETS.store(2, Ordering::Relaxed); // the fallback, forced (for its tests)
+    }
+    if NOWAIT_ON_SOCKETS.load(Ordering::Relaxed) != 2 {
+        let sysno = match interest {
+            Interest::Readable => libc::SYS_preadv2,
+            Interest::Writable => libc::SYS_pwritev2,
+        };
+        // SAFETY: the caller's iovec; offset -1 (both halves) is "the current position".
+        let r = call.io(|| unsafe { raw!(sysno, fd, iov, iovcnt, -1, -1, libc::RWF_NOWAIT) });
+        match (r, sys::errno()) {
+            (r, _) if r >= 0 => {
+                NOWAIT_ON_SOCKETS.store(1, Ordering::Relaxed);
+                if interest == Interest::Readable || r == 0 {
+                    return Some(r as ssize_t);
+                }
+                // A blocking writev on a stream writes everything (see `stream_rest`).
+                // SAFETY: the kernel has just read the iovec.
+                return Some(unsafe {
+                    stream_rest(&mut call, fd, iov, iovcnt as usize, r, |rest, count| {
+                        raw!(sysno, fd, rest, count, -1, -1, libc::RWF_NOWAIT)
+                    })
+                });
+            }
+            (_, libc::EOPNOTSUPP) if sys::fstat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK) => {
+                NOWAIT_ON_SOCKETS.store(2, Ordering::Relaxed);
+                sys::set_errno(saved);
+            }
+            (_, err) => {
+                if not_a_socket_after_all(fd, r, saved) || err == libc::EOPNOTSUPP {
+                    sys::set_errno(saved);
+                    return None;
+                }
+                return Some(r as ssize_t);
+            }
+        }
+    }
+    if interest == Interest::Readable {
+        // A bad iovec pointer (EFAULT) goes to the real call too, which reports it.
+        let total = sys::iov_total(iov, iovcnt as usize).unwrap_or(0);
+        if total == 0 {
+            return None;
+        }
+    }
+    let mut msg = iov_msg(iov, iovcnt);
+    let sysno = match interest {
+        Interest::Readable => libc::SYS_recvmsg,
+        Interest::Writable => libc::SYS_sendmsg,
+    };
+    // SAFETY: `msg` points to the caller's iovec, valid per the caller.
+    let r = call.io(|| unsafe { raw!(sysno, fd, &mut msg as *mut msghdr, libc::MSG_DONTWAIT) });
+    if not_a_socket_after_all(fd, r, saved) {
+        return None;
+    }
+    if interest == Interest::Readable || r <= 0 {
+        return Some(r as ssize_t);
+    }
+    // SAFETY: the kernel has just read the iovec.
+    Some(unsafe {
+        stream_rest(&mut call, fd, iov, iovcnt as usize, r, |rest, count| {
+            let mut part = iov_msg(rest, count as c_int);
+            raw!(sysno, fd, &mut part as *mut msghdr, libc::MSG_DONTWAIT)
+        })
+    })
+}
+
+/// `readv(2)`: on a socket in a tasklet, made cooperative (see `vectored`).
 ///
 /// # Safety
 /// As `readv(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, iovcnt: c_int) -> ssize_t {
-    if iovcnt >= 0 && coop::fd_is_cooperative(fd) {
-        let saved = sys::errno();
-        let mut msg = iov_msg(iov, iovcnt);
-        let r = coop::io_loop(fd, Interest::Readable, || {
-            // SAFETY: `msg` points to the caller's iovec, valid per the caller.
-            unsafe { raw!(libc::SYS_recvmsg, fd, &mut msg as *mut msghdr, libc::MSG_DONTWAIT) }
-        });
-        if !not_a_socket_after_all(fd, r, saved) {
-            return r as ssize_t;
-        }
+    // SAFETY: the caller's arguments.
+    if let Some(r) = unsafe { vectored(fd, iov, iovcnt, Interest::Readable) } {
+        return r;
     }
     // SAFETY: the caller's arguments, forwarded.
     unsafe { raw!(libc::SYS_readv, fd, iov, iovcnt) as ssize_t }
 }
 
-/// `writev(2)`: on a socket in a tasklet, `sendmsg` with the same iovec, made cooperative.
+/// `writev(2)`: on a socket in a tasklet, made cooperative (see `vectored`).
 ///
 /// # Safety
 /// As `writev(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, iovcnt: c_int) -> ssize_t {
-    if iovcnt >= 0 && coop::fd_is_cooperative(fd) {
-        let saved = sys::errno();
-        let msg = iov_msg(iov, iovcnt);
-        let r = coop::io_loop(fd, Interest::Writable, || {
-            // SAFETY: `msg` points to the caller's iovec, valid per the caller.
-            unsafe { raw!(libc::SYS_sendmsg, fd, &msg as *const msghdr, libc::MSG_DONTWAIT) }
-        });
-        if !not_a_socket_after_all(fd, r, saved) {
-            return r as ssize_t;
-        }
+    // SAFETY: the caller's arguments.
+    if let Some(r) = unsafe { vectored(fd, iov, iovcnt, Interest::Writable) } {
+        return r;
     }
     // SAFETY: the caller's arguments, forwarded.
     unsafe { raw!(libc::SYS_writev, fd, iov, iovcnt) as ssize_t }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fortified entry points: what C code built with `_FORTIFY_SOURCE` calls instead of `read`,
+// `recv`, `recvfrom` and `poll` when the compiler knows the buffer's size. Each checks the size
+// as glibc's does, then is the plain call.
+
+/// `__read_chk`: `read` with the buffer's size checked.
+///
+/// # Safety
+/// As `read(2)`; `buflen` is the size of `buf`.
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(fd: c_int, buf: *mut c_void, count: size_t, buflen: size_t) -> ssize_t {
+    if count > buflen {
+        sys::chk_fail();
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { read(fd, buf, count) }
+}
+
+/// `__recv_chk`: `recv` with the buffer's size checked.
+///
+/// # Safety
+/// As `recv(2)`; `buflen` is the size of `buf`.
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int) -> ssize_t {
+    if len > buflen {
+        sys::chk_fail();
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { recv(fd, buf, len, flags) }
+}
+
+/// `__recvfrom_chk`: `recvfrom` with the buffer's size checked.
+///
+/// # Safety
+/// As `recvfrom(2)`; `buflen` is the size of `buf`.
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    if len > buflen {
+        sys::chk_fail();
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { recvfrom(fd, buf, len, flags, addr, addrlen) }
+}
+
+/// `__poll_chk`: `poll` with the array's size checked.
+///
+/// # Safety
+/// As `poll(2)`; `fdslen` is the size of `fds` in bytes.
+#[no_mangle]
+pub unsafe extern "C" fn __poll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: c_int, fdslen: size_t) -> c_int {
+    if fdslen / std::mem::size_of::<pollfd>() < nfds as usize {
+        sys::chk_fail();
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { poll(fds, nfds, timeout) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,7 +583,9 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, addrlen: *mut so
 }
 
 /// `accept4(2)`. There is no per-call "don't wait" for accept, so the cooperative path asks
-/// `poll` first and calls the real `accept4` only when a connection (or an error) is pending.
+/// `poll` first and calls the real `accept4` only when a connection (or an error) is pending,
+/// or when the socket is not listening at all (`SO_ACCEPTCONN`): then the real call fails at
+/// once, as it does without the shims (`EINVAL`, `EOPNOTSUPP`).
 ///
 /// # Safety
 /// As `accept4(2)`.
@@ -351,23 +604,24 @@ pub unsafe extern "C" fn accept4(
         }
         r
     };
-    if !coop::fd_is_cooperative(fd) {
+    // Bad flags fail at once, before any connection is taken.
+    if flags & !(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) != 0 || !coop::fd_is_cooperative(fd) {
         return real();
     }
     let saved = sys::errno();
-    let mut deadline = None;
+    let mut call = coop::Call::new(fd, Interest::Readable);
+    let mut listening = false;
     loop {
         match sys::poll_now(fd, libc::POLLIN) {
-            Some(0) if !coop::user_nonblocking(fd) => {}
+            Some(0) if !coop::user_nonblocking(fd) && (listening || sys::is_listening(fd)) => listening = true,
             _ => {
-                // A connection or an error is pending, or the user wants EAGAIN: the real call
-                // returns at once.
+                // A connection or an error is pending, the user wants EAGAIN, or the socket
+                // does not listen: the real call returns at once.
                 sys::set_errno(saved);
                 return real();
             }
         }
-        let deadline = *deadline.get_or_insert_with(|| coop::deadline_for(fd, Interest::Readable));
-        if let Err(err) = coop::park(fd, Interest::Readable, deadline) {
+        if let Err(err) = call.park() {
             return sys::fail(err) as c_int;
         }
     }
@@ -394,23 +648,30 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, addrlen: sock
         sys::set_errno(saved);
         return real();
     }
-    let deadline = coop::deadline_for(fd, Interest::Writable);
-    loop {
+    let mut call = coop::Call::new(fd, Interest::Writable);
+    let deadline = call.deadline();
+    let nonblocking_connect = || {
         sys::setfl(fd, flags | libc::O_NONBLOCK as c_long);
         let r = real();
         let err = sys::errno();
         sys::setfl(fd, flags);
+        (r, err)
+    };
+    loop {
+        let (r, err) = nonblocking_connect();
         if r == 0 {
             sys::set_errno(saved);
             return 0;
         }
         match err {
-            libc::EINPROGRESS => break,
+            // EALREADY: a connect still in progress (one interrupted by a signal): a blocking
+            // connect waits for it, as here.
+            libc::EINPROGRESS | libc::EALREADY => break,
             // A Unix socket whose listener's backlog is full: a blocking connect would wait
             // for room, which has no readiness to park on. Retry shortly.
             libc::EAGAIN if deadline.is_none_or(|d| Instant::now() < d) => {
                 let soon = Instant::now() + Duration::from_millis(1);
-                match coop::park(fd, Interest::Writable, Some(soon.min(deadline.unwrap_or(soon)))) {
+                match call.park_until(Some(soon.min(deadline.unwrap_or(soon)))) {
                     Ok(()) | Err(libc::EAGAIN) => {}
                     Err(err) => return sys::fail(err) as c_int,
                 }
@@ -419,7 +680,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, addrlen: sock
         }
     }
     loop {
-        match coop::park(fd, Interest::Writable, deadline) {
+        match call.park() {
             Ok(()) => {}
             Err(libc::EAGAIN) => return sys::fail(libc::EINPROGRESS) as c_int,
             Err(err) => return sys::fail(err) as c_int,
@@ -431,6 +692,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, addrlen: sock
         }
         return match sys::socket_error(fd) {
             Some(0) => {
+                // The kernel marks the socket connected (so that a later connect fails with
+                // EISCONN, as after a blocking connect) only when connect is called again.
+                let _ = nonblocking_connect();
                 sys::set_errno(saved);
                 0
             }
@@ -460,6 +724,9 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
         return real(timeout);
     }
     let saved = sys::errno();
+    // poll is never restarted: any signal handler that runs from here on interrupts it.
+    let marks = Marks::now();
+    let mut since = Interrupts::now();
     let r = real(0);
     if r != 0 {
         return r;
@@ -486,17 +753,21 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
     };
     loop {
         let waited = match single {
-            Some((fd, interest)) => match coop::park(fd, interest, deadline) {
-                Ok(()) => Waited::Ready,
+            Some((fd, interest)) => match coop::park(fd, interest, deadline, since) {
+                // Closed under the wait: the zero-timeout poll reports POLLNVAL.
+                Ok(()) | Err(libc::EBADF) => Waited::Ready,
                 Err(libc::EAGAIN) => Waited::TimedOut,
+                Err(libc::EINTR) => Waited::Interrupted,
                 Err(libc::ENOTSOCK) => {
                     single = None; // not a socket after all: wait through epoll instead
                     continue;
                 }
                 Err(err) => Waited::Failed(err),
             },
-            None => coop::wait_many(deadline, |epfd| {
-                for pfd in fds_slice.iter().filter(|pfd| pfd.fd >= 0 && pfd.events != 0) {
+            None => coop::wait_many(deadline, since, |epfd| {
+                // Entries with no events too: poll reports POLLERR and POLLHUP regardless, and so
+                // does epoll.
+                for pfd in fds_slice.iter().filter(|pfd| pfd.fd >= 0) {
                     coop::epoll_add(epfd, pfd.fd, pfd.events as u16 as u32)?;
                 }
                 Ok(())
@@ -505,6 +776,11 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
         match waited {
             Waited::Ready => {}
             Waited::TimedOut => break,
+            Waited::Interrupted if marks.interrupted(false) => return sys::fail(libc::EINTR) as c_int,
+            Waited::Interrupted => {
+                since = Interrupts::now(); // not a signal handler's doing: wait on
+                continue;
+            }
             Waited::Failed(libc::ECANCELED) => return sys::fail(libc::ECANCELED) as c_int,
             Waited::Failed(_) => {
                 // The poller cannot help (out of fds, ...): block the thread as poll would.
@@ -546,8 +822,11 @@ pub unsafe extern "C" fn select(
         // SAFETY: the caller's arguments, forwarded.
         unsafe { raw!(libc::SYS_select, nfds, readfds, writefds, exceptfds, timeout) as c_int }
     };
-    // SAFETY: a non-null `timeout` is valid per the caller.
-    let limit = unsafe { timeout.as_ref() }.copied();
+    // The caller's pointers are read through the kernel: a bad one goes to the real call,
+    // which reports EFAULT, instead of faulting here.
+    let Ok(limit) = (if timeout.is_null() { Ok(None) } else { sys::read_user(timeout).map(Some) }) else {
+        return real(timeout);
+    };
     let valid_limit = limit.is_none_or(|tv| tv.tv_sec >= 0 && (0..1_000_000).contains(&tv.tv_usec));
     let zero = limit.is_some_and(|tv| tv.tv_sec == 0 && tv.tv_usec == 0);
     if zero
@@ -558,38 +837,47 @@ pub unsafe extern "C" fn select(
         return real(timeout);
     }
     let saved = sys::errno();
-    // SAFETY: non-null sets are valid per the caller; `fd_set` is plain data.
-    let original =
-        unsafe { [readfds.as_ref().copied(), writefds.as_ref().copied(), exceptfds.as_ref().copied()] };
-    let check_now = || {
+    // select is never restarted: any signal handler that runs from here on interrupts it.
+    let marks = Marks::now();
+    let mut since = Interrupts::now();
+    let copy_of = |set: *mut libc::fd_set| if set.is_null() { Ok(None) } else { sys::read_user(set).map(Some) };
+    let (Ok(read_copy), Ok(write_copy), Ok(except_copy)) = (copy_of(readfds), copy_of(writefds), copy_of(exceptfds))
+    else {
+        return real(timeout);
+    };
+    let original = [read_copy, write_copy, except_copy];
+    // Writes to the sets: only after a zero-timeout select succeeded, so the kernel found them
+    // writable.
+    let restore_sets = || {
         for (set, copy) in [readfds, writefds, exceptfds].into_iter().zip(original) {
             if let Some(copy) = copy {
                 // SAFETY: `set` is non-null (it had a copy) and valid per the caller.
                 unsafe { *set = copy };
             }
         }
+    };
+    let check_now = || {
+        restore_sets();
         let mut zero = timeval { tv_sec: 0, tv_usec: 0 };
         real(&mut zero)
     };
-    let r = check_now();
+    let mut zero = timeval { tv_sec: 0, tv_usec: 0 };
+    let r = real(&mut zero); // the sets are still the caller's
     if r != 0 {
         return r;
     }
     let deadline = limit.and_then(|tv| {
         Instant::now().checked_add(Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000))
     });
+    // As the kernel: the time left, written back if the timeval is writable (ignored if not).
     let report_left = || {
-        if let (Some(tv), Some(left)) = (
-            // SAFETY: a non-null `timeout` is valid per the caller.
-            unsafe { timeout.as_mut() },
-            coop::remaining(deadline),
-        ) {
-            tv.tv_sec = left.as_secs() as libc::time_t;
-            tv.tv_usec = left.subsec_micros() as libc::suseconds_t;
+        if let (false, Some(left)) = (timeout.is_null(), coop::remaining(deadline)) {
+            let tv = timeval { tv_sec: left.as_secs() as libc::time_t, tv_usec: left.subsec_micros() as libc::suseconds_t };
+            let _ = sys::write_user(timeout, tv);
         }
     };
     loop {
-        let waited = coop::wait_many(deadline, |epfd| {
+        let waited = coop::wait_many(deadline, since, |epfd| {
             for fd in 0..nfds {
                 let mut events = 0;
                 for (copy, bits) in original.iter().zip([libc::EPOLLIN, libc::EPOLLOUT, libc::EPOLLPRI]) {
@@ -615,6 +903,13 @@ pub unsafe extern "C" fn select(
                     return r;
                 }
             }
+            Waited::Interrupted if marks.interrupted(false) => {
+                // As the kernel's select: the time left, the sets as they were given.
+                report_left();
+                restore_sets();
+                return sys::fail(libc::EINTR) as c_int;
+            }
+            Waited::Interrupted => since = Interrupts::now(), // not a signal handler's doing
             Waited::Failed(libc::ECANCELED) => return sys::fail(libc::ECANCELED) as c_int,
             Waited::Failed(_) => {
                 report_left();
@@ -626,8 +921,10 @@ pub unsafe extern "C" fn select(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sleeping. A kill during a cooperative sleep ends it as completed, never with EINTR: std's
-// `thread::sleep` retries EINTR with the time left, which would spin while the kill is pending.
+// Sleeping. A signal handler that runs on the thread during a cooperative sleep interrupts it
+// (EINTR, with the time left), as it interrupts the kernel's. A kill ends it as completed, never
+// with EINTR: std's `thread::sleep` retries EINTR with the time left, which would spin while
+// the kill is pending.
 
 /// A valid `timespec` as a `Duration` (`None` if out of range, which the real call rejects).
 fn duration_of(ts: &timespec) -> Option<Duration> {
@@ -656,14 +953,15 @@ pub unsafe extern "C" fn clock_nanosleep(
         sys::set_errno(saved);
         err
     };
-    // SAFETY: a non-null `req` is valid per the caller.
-    let Some(req_ts) = (unsafe { req.as_ref() }) else { return real() };
     let clock_ok = clock == libc::CLOCK_MONOTONIC || clock == libc::CLOCK_REALTIME;
-    if !clock_ok || !coop::thread_is_cooperative() {
+    if req.is_null() || !clock_ok || !coop::thread_is_cooperative() {
         return real();
     }
-    let Some(mut dur) = duration_of(req_ts) else { return real() };
-    if flags & libc::TIMER_ABSTIME != 0 {
+    // Read through the kernel: a bad pointer goes to the real call (EFAULT).
+    let Ok(req_ts) = sys::read_user(req) else { return real() };
+    let Some(mut dur) = duration_of(&req_ts) else { return real() };
+    let absolute = flags & libc::TIMER_ABSTIME != 0;
+    if absolute {
         let mut now = timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: `now` is a valid timespec (clock_gettime is a vDSO call, not hooked).
         if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
@@ -672,8 +970,20 @@ pub unsafe extern "C" fn clock_nanosleep(
         let Some(now) = duration_of(&now) else { return real() };
         dur = dur.saturating_sub(now);
     }
-    coop::sleep(dur);
-    0
+    match coop::sleep(dur) {
+        Ok(()) => 0,
+        Err(left) => {
+            if !absolute && !rem.is_null() && sys::write_user(rem, timespec_of(left)).is_err() {
+                return libc::EFAULT;
+            }
+            libc::EINTR
+        }
+    }
+}
+
+/// `dur` as a `timespec`.
+fn timespec_of(dur: Duration) -> timespec {
+    timespec { tv_sec: dur.as_secs() as libc::time_t, tv_nsec: dur.subsec_nanos() as c_long }
 }
 
 /// `nanosleep(2)`.
@@ -682,11 +992,16 @@ pub unsafe extern "C" fn clock_nanosleep(
 /// As `nanosleep(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int {
-    if coop::thread_is_cooperative() {
-        // SAFETY: a non-null `req` is valid per the caller.
-        if let Some(dur) = unsafe { req.as_ref() }.and_then(duration_of) {
-            coop::sleep(dur);
-            return 0;
+    if !req.is_null() && coop::thread_is_cooperative() {
+        // Read through the kernel: a bad pointer goes to the real call (EFAULT).
+        if let Some(dur) = sys::read_user(req).ok().as_ref().and_then(duration_of) {
+            return match coop::sleep(dur) {
+                Ok(()) => 0,
+                Err(left) if !rem.is_null() && sys::write_user(rem, timespec_of(left)).is_err() => {
+                    sys::fail(libc::EFAULT) as c_int
+                }
+                Err(_) => sys::fail(libc::EINTR) as c_int,
+            };
         }
     }
     // SAFETY: the caller's arguments, forwarded.
@@ -701,35 +1016,124 @@ pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> 
 pub unsafe extern "C" fn usleep(usec: libc::useconds_t) -> c_int {
     let dur = Duration::from_micros(usec.into());
     if coop::thread_is_cooperative() {
-        coop::sleep(dur);
-        return 0;
+        return match coop::sleep(dur) {
+            Ok(()) => 0,
+            Err(_) => sys::fail(libc::EINTR) as c_int,
+        };
     }
-    let req = timespec { tv_sec: dur.as_secs() as libc::time_t, tv_nsec: dur.subsec_nanos() as c_long };
+    let req = timespec_of(dur);
     // SAFETY: `req` is a valid timespec; no remainder is asked for.
     unsafe { raw!(libc::SYS_nanosleep, &req as *const timespec, 0) as c_int }
 }
 
-/// `sleep(3)`: returns the seconds not slept (0 unless interrupted by a signal handler).
+/// `sleep(3)`: returns the seconds not slept (0 unless interrupted by a signal handler), in
+/// whole seconds as glibc counts them (the fraction is dropped), with `errno` left at `EINTR`
+/// when interrupted.
 ///
 /// # Safety
 /// None beyond the C function's (it takes no pointers); `unsafe` as every hook.
 #[no_mangle]
 pub unsafe extern "C" fn sleep(seconds: c_uint) -> c_uint {
     if coop::thread_is_cooperative() {
-        coop::sleep(Duration::from_secs(seconds.into()));
-        return 0;
+        let saved = sys::errno();
+        return match coop::sleep(Duration::from_secs(seconds.into())) {
+            Ok(()) => {
+                sys::set_errno(saved);
+                0
+            }
+            Err(left) => {
+                sys::set_errno(libc::EINTR);
+                left.as_secs() as c_uint
+            }
+        };
     }
     let saved = sys::errno();
     let req = timespec { tv_sec: seconds as libc::time_t, tv_nsec: 0 };
     let mut rem = timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `req` and `rem` are valid timespecs.
     let r = unsafe { raw!(libc::SYS_nanosleep, &req as *const timespec, &mut rem as *mut timespec) };
-    sys::set_errno(saved);
     if r < 0 {
-        rem.tv_sec as c_uint + c_uint::from(rem.tv_nsec >= 500_000_000)
+        rem.tv_sec as c_uint
     } else {
+        sys::set_errno(saved);
         0
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signal handlers: wrapped so that a handler running on a thread interrupts the hooked calls
+// parked there (see `signals`).
+
+/// `sigaction(2)`.
+///
+/// # Safety
+/// As `sigaction(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
+    // SAFETY: the caller's arguments.
+    unsafe { signals::sigaction(sig, act, old) }
+}
+
+/// `signal(3)` (BSD semantics, as glibc's: `SA_RESTART` unless `siginterrupt` said otherwise).
+///
+/// # Safety
+/// As `signal(3)`: `handler` is `SIG_DFL`, `SIG_IGN` or a function of the right type.
+#[no_mangle]
+pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    signals::install(sig, handler, false)
+}
+
+/// `bsd_signal(3)`: `signal`.
+///
+/// # Safety
+/// As `signal(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn bsd_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    signals::install(sig, handler, false)
+}
+
+/// `sysv_signal(3)` (one-shot, not restarting).
+///
+/// # Safety
+/// As `signal(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    signals::install(sig, handler, true)
+}
+
+/// `__sysv_signal`: what `signal` is in C code compiled for strict POSIX (no `_DEFAULT_SOURCE`).
+///
+/// # Safety
+/// As `signal(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn __sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    signals::install(sig, handler, true)
+}
+
+/// `siginterrupt(3)`: toggles `SA_RESTART` of the installed action, as glibc's does, and
+/// remembers it for later `signal` calls.
+///
+/// # Safety
+/// None beyond the C function's; `unsafe` as every hook.
+#[no_mangle]
+pub unsafe extern "C" fn siginterrupt(sig: c_int, flag: c_int) -> c_int {
+    // SAFETY: plain data; all zeroes is valid.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a query into a valid struct.
+    if unsafe { sys::real_sigaction(sig, ptr::null(), &mut action) } != 0 {
+        return -1;
+    }
+    if flag != 0 {
+        action.sa_flags &= !libc::SA_RESTART;
+    } else {
+        action.sa_flags |= libc::SA_RESTART;
+    }
+    // SAFETY: the kernel's own action (our trampoline, if wrapped), with one flag changed.
+    if unsafe { sys::real_sigaction(sig, &action, ptr::null_mut()) } != 0 {
+        return -1;
+    }
+    signals::set_interrupting(sig, flag);
+    0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -815,7 +1219,8 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// As `dup3(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    if old != new && sys::getfl(old) >= 0 {
+    // Only a call that will succeed closes `new` (bad flags or a bad `old` fail first).
+    if old != new && flags & !libc::O_CLOEXEC == 0 && sys::getfl(old) >= 0 {
         fdtable::closing(new);
     }
     // SAFETY: the caller's arguments, forwarded.

@@ -55,14 +55,16 @@
 //! libc's (`recv`, `accept4`, `clock_nanosleep`, ...). The dynamic linker binds every call in
 //! the process to the executable's definition first, so std, other crates and C code all
 //! reach the hooks. A hook forwards with a raw system call (`sys`), never with `libc::name`
-//! (that would be the hook itself), and `getaddrinfo`/`getnameinfo`, which are not system
-//! calls, through `dlsym(RTLD_NEXT)`.
+//! (that would be the hook itself), `getaddrinfo`/`getnameinfo`, which are not system calls,
+//! through `dlsym(RTLD_NEXT)`, and `sigaction` through glibc's exported `__sigaction` (on
+//! x86_64 the kernel needs the signal-return trampoline only glibc supplies).
 //!
 //! **Which calls cooperate.** A hooked call takes the cooperative path only when all hold:
 //! [`install()`] was called (an atomic flag, checked first, so nothing else is touched before
 //! `main`); the thread has a scheduler (`tasklets::io::is_cooperative`, one TLS read); for fd
 //! calls, the fd is a socket above 2 and below `TABLE_SIZE` (cached `fstat` class in
-//! `fdtable`); and the call does not itself ask not to wait (`MSG_DONTWAIT`). Everything
+//! `fdtable`); and the call does not itself ask not to wait (`MSG_DONTWAIT`, or a receive of
+//! `MSG_ERRQUEUE`/`MSG_OOB`, which the kernel never makes wait). Everything
 //! else is forwarded untouched: before `install()`, after [`uninstall()`], on threads
 //! without tasklets, for files, pipes, ttys and for stdin/stdout/stderr. (Std's stdout and
 //! stderr locks are re-entrant per thread: a tasklet parked inside `write` while holding one
@@ -75,20 +77,36 @@
 //! recv(fd, buf, len, 0) in a tasklet
 //!   1. recvfrom(fd, buf, len, MSG_DONTWAIT)  ── data / EOF / error ───► return it
 //!   2. EAGAIN: F_GETFL has O_NONBLOCK? (the user asked for non-blocking) ► return EAGAIN
-//!   3. deadline = now + SO_RCVTIMEO (getsockopt; once per call; none = forever)
+//!   3. deadline = now + SO_RCVTIMEO (getsockopt; once per call, at its first park: the
+//!      timeout bounds the whole call, as in the kernel; none = forever)
 //!   4. park on the fd's Registration (made on the first park, kept until close), kills
 //!      deferred ─ readiness ──► back to 1
 //!                ─ deadline ──► return EAGAIN (what SO_RCVTIMEO gives; std: WouldBlock)
+//!                ─ a signal handler ran on the thread ──► EINTR, or wait on (SA_RESTART)
 //!                ─ killed ────► return ECANCELED (the kill lands at the next switch point)
+//!                ─ closed under the wait ──► return EBADF
 //! ```
 //!
-//! `read`/`write`/`readv`/`writev` on a socket are `recv`/`send`/`recvmsg`/`sendmsg` with
-//! flags 0 (so says POSIX), made the same way. `send`/`sendto`/`write` keep going until every
-//! byte is queued, as a blocking stream socket does; `MSG_WAITALL` receives keep going too.
+//! `coop::Call` is that loop and its state (deadline, signal counts at the start), one per
+//! hooked call however many attempts it makes. `read`/`write` on a socket are
+//! `recv`/`send` with flags 0 (so says POSIX), except that an empty `read` goes to the
+//! kernel's `read` (it returns 0 at once and leaves a datagram queued); `readv`/`writev` are
+//! the kernel's own, made non-blocking per call with `RWF_NOWAIT` (with a
+//! `recvmsg`/`sendmsg` fallback for kernels that refuse the flag on sockets).
+//! `send`/`sendto`/`sendmsg`/`write`/`writev` keep going until every byte is queued, as a
+//! blocking stream socket does; `MSG_WAITALL` receives keep going too (streams only).
 //! `accept4` has no per-call flag: it polls (timeout 0) first and calls the real `accept4`
-//! only when a connection or an error is pending. `connect` on a blocking socket sets
-//! `O_NONBLOCK` for the duration of the system call only, parks until writable, and reads the
-//! outcome from `SO_ERROR`.
+//! only when a connection or an error is pending or the socket does not listen. `connect` on
+//! a blocking socket sets `O_NONBLOCK` for the duration of the system call only, parks until
+//! writable, reads the outcome from `SO_ERROR`, and connects once more so that the kernel
+//! marks the socket connected (a third `connect` then fails with `EISCONN`, as after a
+//! blocking one).
+//!
+//! **`EINTR`** (the `signals` module): while the shims are installed, the `sigaction` family
+//! puts a trampoline in front of each handler of an asynchronous signal; it counts the
+//! delivery on its thread and calls `tasklets::io::interrupt()`, which wakes the thread's
+//! interruptible waits. Every park is one; a woken call fails with `EINTR` when the kernel
+//! would fail it (no `SA_RESTART`, or a call never restarted), else waits on.
 //!
 //! **Invariants.**
 //! - *The shims never change a file's state.* No `O_NONBLOCK` is left set (only `connect`
@@ -99,17 +117,24 @@
 //!   [`uninstall()`] behaves exactly as without the shims; and any call the shims do not hook
 //!   (`sendfile`, `splice`, `recvmmsg`, glibc-internal calls) still blocks correctly, it just
 //!   blocks the thread.
-//! - *Register once.* A socket's `tasklets::io::Registration` is made on its first park and
-//!   kept in `fdtable` until `close` (or `dup2`/`dup3` onto it) deletes it, before the real
-//!   close. If a tasklet is still parked on it at that moment (closed under its feet by
-//!   another tasklet or thread), the registration is leaked instead of deleted: deleting it
-//!   later would act on whatever file reuses the number. A number closed behind libc's back is
-//!   caught by the inode check on the next park.
+//! - *Register once, shared.* A socket's `tasklets::io::Registration` is made on its first
+//!   park and kept in `fdtable` until `close` (or `dup2`/`dup3` onto it) deregisters it,
+//!   before the real close. It shares the fd's one registration per poller with every other
+//!   user of the fd (`tasklets::net`, other `Registration`s): the runtime's fd records count
+//!   them, and the last to leave deletes the fd from every poller. A tasklet still parked on
+//!   the fd when it is closed under its feet (by another tasklet or thread) wakes with
+//!   `EBADF`. A number closed behind libc's back is caught by the inode check on the next
+//!   park (and by the runtime's own check when another user joins).
 //! - *Hooks need nothing.* The pass-through path of every hook is an atomic load or two plus
 //!   the system call: no initialisation, no allocation, no lock, `errno` untouched except by
 //!   the system call itself. The cooperative path may allocate (timers, registrations): it is
 //!   reached only from a tasklet thread on a socket, never from an allocator. Every hook
 //!   restores `errno` on success.
+//! - *Bad pointers are the kernel's to report.* A hook that must read or write a caller's
+//!   memory itself (a sleep's `timespec`, `select`'s sets and `timeval`, a `readv` iovec on
+//!   the fallback path) does it through `process_vm_readv`/`process_vm_writev`, or after the
+//!   kernel has read it in a call that succeeded, so a bad pointer fails with `EFAULT`
+//!   instead of crashing the hook.
 //! - *Never unwind through C.* Every park runs in `tasklets::io::with_kills_deferred`. A kill
 //!   fails the park: I/O returns `-1`/`ECANCELED`; sleeps return as completed (never `EINTR`,
 //!   which std's `thread::sleep` retries with the time left: it would spin while the kill is
@@ -124,8 +149,8 @@
 //! registration, anything else on a temporary epoll instance holding all the fds
 //! (level-triggered), itself waited on as one readable fd; then the zero-timeout call runs
 //! again for the results. **Sleeps** (`clock_nanosleep`, `nanosleep`, `usleep`, `sleep`) become
-//! `tasklets::time::sleep`. **DNS** (`getaddrinfo`, `getnameinfo`) runs on `tasklets::unblock`'s
-//! pool.
+//! `tasklets::io::sleep_interruptible`. **DNS** (`getaddrinfo`, `getnameinfo`) runs on
+//! `tasklets::unblock`'s pool.
 //!
 //! **Rejected alternatives.**
 //! - *Set `O_NONBLOCK` once per socket and hide it* (Go, libco, the first sketch of this
@@ -135,14 +160,24 @@
 //!   after `uninstall()`, and it breaks every call the shims do not hook (`sendfile` from
 //!   `std::io::copy`, fortified `__recv_chk` from C, child processes inheriting the socket)
 //!   with spurious `EAGAIN`s. Per-call `MSG_DONTWAIT` gets the same single system call on the
-//!   fast path and leaves the kernel's truth alone. It costs one `fcntl(F_GETFL)` and one
-//!   `getsockopt` per park, a few hundred nanoseconds against the microseconds a park costs.
+//!   fast path and leaves the kernel's truth alone. It costs one `fcntl(F_GETFL)` per park and
+//!   one `getsockopt` per call, a few hundred nanoseconds against the microseconds a park
+//!   costs.
 //! - *A registration per wait* (register, wait, delete): two more `epoll_ctl` per park.
 //! - *Mirroring timeouts in the table*: saves the `getsockopt` per park, but goes stale for
 //!   sockets whose options were set before the shims saw them or through a dup.
 //! - *`dlsym(RTLD_NEXT)` for every forward*: the look-up may allocate and take the loader's
 //!   lock, which a hook called from inside an allocator or before `main` must not; raw system
 //!   calls need neither and also work in static binaries.
+//! - *`EINTR` from the poller's own interruption* (`epoll_wait` fails with `EINTR` when a
+//!   handler runs while the thread idles in it): it misses every signal that arrives while the
+//!   thread is running tasklets, cannot tell `SA_RESTART` handlers from others, and `polling`
+//!   retries `EINTR` inside its `wait` anyway. Wrapping the handlers sees every delivery, on
+//!   the thread it happened on, with the flags the kernel applied.
+//! - *Leaving a socket closed under a parked call registered* (the first design leaked the
+//!   registration, so as not to delete it after the number was reused): the parked tasklet
+//!   then hung for good. Deleting it at the close, while the number still names the file,
+//!   and waking the waiters with `EBADF` leaks nothing and hangs nobody.
 //!
 //! # Where it cannot work
 //!
@@ -173,6 +208,7 @@ if_supported! {
     mod coop;
     mod fdtable;
     mod hooks;
+    mod signals;
     mod sys;
     pub use fdtable::TABLE_SIZE;
 }

@@ -116,22 +116,40 @@ pub(crate) fn socket_timeout(fd: c_int, opt: c_int) -> Option<std::time::Duratio
     Some(std::time::Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000))
 }
 
-/// The pending error of a socket (`SO_ERROR`), `Some(0)` if none; `None` if the call fails.
-pub(crate) fn socket_error(fd: c_int) -> Option<c_int> {
-    let mut err: c_int = 0;
+/// An `int` socket option at level `SOL_SOCKET`, or `None` (with `errno` set) if the call fails.
+fn int_option(fd: c_int, opt: c_int) -> Option<c_int> {
+    let mut value: c_int = 0;
     let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    // SAFETY: `err` and `len` are valid and `len` is the size of `err`.
+    // SAFETY: `value` and `len` are valid and `len` is the size of `value`.
     let r = unsafe {
         raw!(
             libc::SYS_getsockopt,
             fd,
             libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            &mut err as *mut c_int,
+            opt,
+            &mut value as *mut c_int,
             &mut len as *mut libc::socklen_t
         )
     };
-    (r == 0).then_some(err)
+    (r == 0).then_some(value)
+}
+
+/// The pending error of a socket (`SO_ERROR`), `Some(0)` if none; `None` if the call fails.
+pub(crate) fn socket_error(fd: c_int) -> Option<c_int> {
+    int_option(fd, libc::SO_ERROR)
+}
+
+/// Whether socket `fd` is listening (`SO_ACCEPTCONN`); `false` if it cannot be asked.
+pub(crate) fn is_listening(fd: c_int) -> bool {
+    int_option(fd, libc::SO_ACCEPTCONN).is_some_and(|on| on != 0)
+}
+
+/// The type of socket `fd` (`SOCK_STREAM`, ...), if it can be asked; leaves `errno` alone.
+pub(crate) fn socket_type(fd: c_int) -> Option<c_int> {
+    let saved = errno();
+    let ty = int_option(fd, libc::SO_TYPE);
+    set_errno(saved);
+    ty
 }
 
 /// Closes an fd the shims made themselves (a temporary epoll fd), bypassing the `close` hook.
@@ -164,4 +182,115 @@ impl NextSymbol {
         }
         (addr != 1).then_some(addr)
     }
+}
+
+extern "C" {
+    /// glibc's `sigaction` under its exported alias (the name `sigaction` is the hook's).
+    /// Not a raw system call: on x86_64 the kernel needs the `sa_restorer` trampoline that
+    /// only glibc can supply.
+    fn __sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int;
+}
+
+/// glibc's own `sigaction`.
+///
+/// # Safety
+///
+/// As `sigaction(2)`: `act` and `old` are null or valid.
+pub(crate) unsafe fn real_sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
+    // SAFETY: forwarded to the caller's contract.
+    unsafe { __sigaction(sig, act, old) }
+}
+
+/// Whether the handler the kernel has for `sig` was installed with `SA_RESTART`.
+/// Async-signal-safe (`sigaction` is); leaves `errno` alone.
+pub(crate) fn signal_restarts(sig: c_int) -> bool {
+    let saved = errno();
+    // SAFETY: plain data; all zeroes is valid.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a query: no new action, `current` is valid to write.
+    let r = unsafe { real_sigaction(sig, std::ptr::null(), &mut current) };
+    set_errno(saved);
+    r != 0 || current.sa_flags & libc::SA_RESTART != 0
+}
+
+/// Copies `len` bytes between this process's memory at `local` and at `user` (a pointer the
+/// caller of a hook passed) through `process_vm_readv` (`to_user == false`) or
+/// `process_vm_writev`, so that a bad user pointer is reported as the kernel reports it,
+/// `Err(EFAULT)`, instead of faulting in the hook. When the call itself is refused (`ENOSYS`,
+/// `EPERM`: a seccomp filter), copies directly: then a bad pointer faults, as it would in most
+/// C libraries. Leaves `errno` alone.
+fn copy_user(local: *mut u8, user: *mut u8, len: usize, to_user: bool) -> Result<(), c_int> {
+    let saved = errno();
+    // SAFETY: getpid takes no arguments.
+    let pid = unsafe { raw!(libc::SYS_getpid) };
+    let local_iov = libc::iovec { iov_base: local.cast(), iov_len: len };
+    let user_iov = libc::iovec { iov_base: user.cast(), iov_len: len };
+    let sysno = if to_user { libc::SYS_process_vm_writev } else { libc::SYS_process_vm_readv };
+    // SAFETY: `local` is valid for `len` bytes (the caller's own memory); the kernel checks
+    // `user`.
+    let r = unsafe {
+        raw!(sysno, pid, &local_iov as *const libc::iovec, 1, &user_iov as *const libc::iovec, 1, 0)
+    };
+    let result = match (r, errno()) {
+        (r, _) if r == len as c_long => Ok(()),
+        (r, _) if r >= 0 => Err(libc::EFAULT), // a partial copy: the rest is not mapped
+        (_, libc::ENOSYS | libc::EPERM) => {
+            // SAFETY: the caller's pointer, valid per its contract (nothing can check it).
+            unsafe {
+                if to_user {
+                    std::ptr::copy_nonoverlapping(local, user, len);
+                } else {
+                    std::ptr::copy_nonoverlapping(user, local, len);
+                }
+            }
+            Ok(())
+        }
+        (_, err) => Err(err),
+    };
+    set_errno(saved);
+    result
+}
+
+/// Reads a `T` from a pointer a hook's caller passed (see [`copy_user`]): `Err(EFAULT)` for
+/// a bad pointer.
+pub(crate) fn read_user<T: Copy>(user: *const T) -> Result<T, c_int> {
+    let mut value = std::mem::MaybeUninit::<T>::uninit();
+    copy_user(value.as_mut_ptr().cast(), user.cast_mut().cast(), std::mem::size_of::<T>(), false)?;
+    // SAFETY: fully written by the copy (`T` is plain data: `Copy`).
+    Ok(unsafe { value.assume_init() })
+}
+
+/// Writes a `T` to a pointer a hook's caller passed (see [`copy_user`]): `Err(EFAULT)` for a
+/// bad pointer.
+pub(crate) fn write_user<T: Copy>(user: *mut T, value: T) -> Result<(), c_int> {
+    let mut value = value;
+    copy_user((&mut value as *mut T).cast(), user.cast(), std::mem::size_of::<T>(), true)
+}
+
+/// The total length of `iovcnt` iovecs at `iov` (a caller's pointer, read safely in chunks:
+/// see [`copy_user`]).
+pub(crate) fn iov_total(iov: *const libc::iovec, iovcnt: usize) -> Result<usize, c_int> {
+    const CHUNK: usize = 64;
+    let mut copy = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; CHUNK];
+    let (mut total, mut done) = (0usize, 0);
+    while done < iovcnt {
+        let n = (iovcnt - done).min(CHUNK);
+        let bytes = n * std::mem::size_of::<libc::iovec>();
+        copy_user(copy.as_mut_ptr().cast(), iov.wrapping_add(done).cast_mut().cast(), bytes, false)?;
+        total = copy[..n].iter().fold(total, |sum, v| sum.saturating_add(v.iov_len));
+        done += n;
+    }
+    Ok(total)
+}
+
+extern "C" {
+    /// glibc's report of a buffer overflow caught by a fortified call (`*** buffer overflow
+    /// detected ***`, then abort).
+    fn __chk_fail() -> !;
+}
+
+/// What a fortified call (`__read_chk`, ...) does when the length exceeds the buffer.
+pub(crate) fn chk_fail() -> ! {
+    // SAFETY: glibc's function, which takes no arguments and does not return.
+    unsafe { __chk_fail() }
 }
