@@ -5,7 +5,8 @@
 mod browser;
 mod common;
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
@@ -22,6 +23,11 @@ fn the_page_shows_tasklets_and_a_stalled_thread_and_escapes_names() {
         .unwrap();
     let addr = console.local_addr();
     let (release_tx, release_rx) = mpsc::channel::<()>();
+    // The hog stalls only once the console holds a snapshot of all the tasklets: a stalled
+    // thread cannot answer a snapshot request, so under load the page could otherwise show a
+    // thread that stalled before it was ever seen.
+    let stall = Arc::new(AtomicBool::new(false));
+    let stall_now = Arc::clone(&stall);
     let app = thread::Builder::new()
         .name("browser-app".into())
         .spawn(move || {
@@ -33,14 +39,17 @@ fn the_page_shows_tasklets_and_a_stalled_thread_and_escapes_names() {
                     .spawn(move || ch.receive().ok())
                     .unwrap();
             }
+            let script = ch.clone();
             tasklets::Builder::new()
                 .name("<script>alert(1)</script>")
-                .spawn(|| tasklets::time::sleep(Duration::from_millis(400)))
+                .spawn(move || script.receive().ok())
                 .unwrap();
             tasklets::Builder::new()
                 .name("hog")
                 .spawn(move || {
-                    tasklets::time::sleep(Duration::from_millis(100));
+                    while !stall_now.load(Ordering::Acquire) {
+                        tasklets::time::sleep(Duration::from_millis(10));
+                    }
                     let _ = release_rx.recv_timeout(Duration::from_secs(60)); // stalls the thread
                     ch.close();
                 })
@@ -48,6 +57,11 @@ fn the_page_shows_tasklets_and_a_stalled_thread_and_escapes_names() {
             tasklets::run();
         })
         .unwrap();
+    common::wait_for(addr, "a snapshot of the tasklets", |s| {
+        let tasklets = common::thread(s, "browser-app")?["tasklets"].as_array()?.len();
+        (tasklets >= 6).then_some(())
+    });
+    stall.store(true, Ordering::Release);
     common::wait_for(addr, "the stall", |s| {
         (common::thread(s, "browser-app")?["activity"] == "stalled").then_some(())
     });
