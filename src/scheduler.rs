@@ -572,9 +572,20 @@ impl Drop for Teardown {
         if sched.is_null() || sched == DEAD {
             return;
         }
-        // SAFETY: the live scheduler of this thread (see `scheduler`). It stays published while
-        // the remaining tasklets are killed, so their destructors may still use the runtime.
-        unsafe { &*sched }.teardown();
+        // SAFETY: the live scheduler of this thread (see `scheduler`).
+        let live = unsafe { &*sched };
+        if !live.current().is_main() {
+            // Off the main context: `exit` (or `pthread_exit`) called in a tasklet runs this
+            // thread's thread-local destructors on the tasklet's stack. Killing the current
+            // tasklet would unwind out of a thread-local destructor (an abort), and switching
+            // away would never come back. The process (or thread) is ending: leak the
+            // scheduler, its tasklets and their stacks, run nothing of theirs.
+            SCHED.with(|s| s.set(DEAD));
+            return;
+        }
+        // It stays published while the remaining tasklets are killed, so their destructors may
+        // still use the runtime.
+        live.teardown();
         SCHED.with(|s| s.set(DEAD));
         // SAFETY: the pointer came from `Box::into_raw` in `init` and is released once, here;
         // SCHED now holds DEAD, so no new reference to it can be made.
