@@ -94,6 +94,18 @@
 //! fails at once without parking. The kill is delivered at the first switch point outside
 //! the scope, or, if the tasklet returns first, by recording it as killed.
 //!
+//! ## Unwinding is per tasklet
+//!
+//! A kill that finds its target already unwinding (a destructor on its stack blocked) must
+//! not start a second unwind (that aborts): the wait fails with [`Wake::Never`] instead.
+//! `std::thread::panicking()` cannot say which tasklet is unwinding: its count is per OS
+//! thread, so a tasklet suspended mid-unwind makes it true for all others, whose kills were
+//! then lost. Each switch therefore records on the task leaving the CPU whether it is
+//! unwinding (`Task::unwinding`, `note_unwinding`), and counts such suspended tasks; the
+//! current tasklet is unwinding when the thread panics and either no suspended task accounts
+//! for it or the tasklet itself was marked. Rejected: a panic hook marking the panicking
+//! tasklet (it would replace or have to wrap the user's hook, and `resume_unwind` runs none).
+//!
 //! # Accounting and the watchdog
 //!
 //! With accounting on, every switch reads the clock once and charges the slice to the context
@@ -250,6 +262,9 @@ pub(crate) struct Task {
     /// Depth of `with_kills_deferred` scopes: while non-zero a kill never unwinds (see
     /// "Deferred kills" in the module comment).
     defer_kills: Cell<u32>,
+    /// Whether the tasklet was unwinding (a panic or a kill in flight on its stack) when it last
+    /// switched away (see "Unwinding is per tasklet" in the module comment).
+    unwinding: Cell<bool>,
     /// The saved context while the tasklet is switched away.
     ctx: Context,
     /// The tasklet's stack; `None` for the main tasklet and once reaped.
@@ -365,6 +380,7 @@ impl Task {
             state,
             kill_pending,
             defer_kills,
+            unwinding,
             ctx: _, // initialised by the caller
             stack: old_stack,
             start: old_start,
@@ -383,6 +399,7 @@ impl Task {
         *old_name = name;
         state.set(State::Paused);
         kill_pending.set(false);
+        unwinding.set(false);
         defer_kills.set(0);
         old_stack.set(Some(stack));
         old_start.set(Some(start));
@@ -500,6 +517,9 @@ pub(crate) struct Scheduler {
     stall: Cell<u64>,
     /// During `run_watchdog`: a slice longer than this many ticks pauses the tasklet.
     watchdog: Cell<u64>,
+    /// How many switched-away tasks are marked `unwinding`: the thread's
+    /// `std::thread::panicking()` counts their unwinds too.
+    suspended_unwinding: Cell<u32>,
     /// The tasklet the watchdog caught.
     caught: RefCell<Option<Rc<Task>>>,
     /// Tasklets woken from a wait since the scheduler was created.
@@ -572,9 +592,20 @@ impl Drop for Teardown {
         if sched.is_null() || sched == DEAD {
             return;
         }
-        // SAFETY: the live scheduler of this thread (see `scheduler`). It stays published while
-        // the remaining tasklets are killed, so their destructors may still use the runtime.
-        unsafe { &*sched }.teardown();
+        // SAFETY: the live scheduler of this thread (see `scheduler`).
+        let live = unsafe { &*sched };
+        if !live.current().is_main() {
+            // Off the main context: `exit` (or `pthread_exit`) called in a tasklet runs this
+            // thread's thread-local destructors on the tasklet's stack. Killing the current
+            // tasklet would unwind out of a thread-local destructor (an abort), and switching
+            // away would never come back. The process (or thread) is ending: leak the
+            // scheduler, its tasklets and their stacks, run nothing of theirs.
+            SCHED.with(|s| s.set(DEAD));
+            return;
+        }
+        // It stays published while the remaining tasklets are killed, so their destructors may
+        // still use the runtime.
+        live.teardown();
         SCHED.with(|s| s.set(DEAD));
         // SAFETY: the pointer came from `Box::into_raw` in `init` and is released once, here;
         // SCHED now holds DEAD, so no new reference to it can be made.
@@ -652,6 +683,7 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         state: Cell::new(State::Runnable),
         kill_pending: Cell::new(false),
         defer_kills: Cell::new(0),
+        unwinding: Cell::new(false),
         ctx: Context::new(),
         stack: Cell::new(None),
         start: Cell::new(None),
@@ -684,6 +716,7 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         mark: Cell::new(clock::now()),
         stall: Cell::new(clock::to_ticks(DEFAULT_STALL_THRESHOLD)),
         watchdog: Cell::new(u64::MAX),
+        suspended_unwinding: Cell::new(0),
         caught: RefCell::new(None),
         wakeups: Cell::new(0),
         monitor: monitor::register(first),
@@ -804,6 +837,7 @@ impl Scheduler {
                 state: Cell::new(State::Paused),
                 kill_pending: Cell::new(false),
                 defer_kills: Cell::new(0),
+                unwinding: Cell::new(false),
                 ctx: Context::new(),
                 stack: Cell::new(Some(stack)),
                 start: Cell::new(Some(start)),
@@ -984,6 +1018,7 @@ impl Scheduler {
         if slice > self.watchdog.get() && requeue != Requeue::No && !me.is_main() {
             return self.caught_by_watchdog(me, target);
         }
+        let unwinding = self.note_unwinding(me);
         self.requeue_current(requeue);
         let wake = match self.next(target) {
             Some(next) if ptr::eq(&*next, me) => {
@@ -994,6 +1029,9 @@ impl Scheduler {
             Some(next) => self.hop(me, next),
             None => self.nothing_runnable(me),
         };
+        if unwinding {
+            self.suspended_unwinding.set(self.suspended_unwinding.get() - 1);
+        }
         if me.is_main() {
             // On `Never` the caller (`park`, `run`) still needs the state main waited in.
             if wake == Wake::Woken {
@@ -1234,13 +1272,44 @@ impl Scheduler {
             return Wake::Never;
         }
         me.kill_pending.set(false);
-        if std::thread::panicking() {
+        if self.is_unwinding(me) {
             // Killed again while unwinding (a destructor blocked): do not start a second
             // unwind, which would abort; let the blocking operation fail instead.
             me.state.set(State::Runnable);
             return Wake::Never;
         }
         panic::resume_unwind(Box::new(TaskletExit));
+    }
+
+    /// Records whether `me`, about to switch away, is unwinding, and counts it among the
+    /// suspended unwinders if so (the caller uncounts it once resumed). `std::thread::panicking`
+    /// is per OS thread: while some switched-away tasklet is unwinding it is true for every
+    /// tasklet. So it says `me` is unwinding only when no suspended task is; otherwise (two
+    /// unwinds at once on one thread) `me` keeps what was known at its previous switch.
+    #[inline(always)]
+    fn note_unwinding(&self, me: &Task) -> bool {
+        if !std::thread::panicking() {
+            me.unwinding.set(false);
+            return false;
+        }
+        self.note_unwinding_slow(me)
+    }
+
+    #[cold]
+    fn note_unwinding_slow(&self, me: &Task) -> bool {
+        if self.suspended_unwinding.get() == 0 {
+            me.unwinding.set(true);
+        }
+        if me.unwinding.get() {
+            self.suspended_unwinding.set(self.suspended_unwinding.get() + 1);
+        }
+        me.unwinding.get()
+    }
+
+    /// Whether the current tasklet `me` is unwinding: the thread is panicking and the unwind is
+    /// not (only) a switched-away tasklet's (see `note_unwinding`).
+    fn is_unwinding(&self, me: &Task) -> bool {
+        std::thread::panicking() && (self.suspended_unwinding.get() == 0 || me.unwinding.get())
     }
 
     /// Charges the ticks since the last switch to `task`, which just stopped running; returns

@@ -1001,3 +1001,38 @@ fn stack_overflow_in_a_tasklet_aborts_naming_the_tasklet() {
         assert!(stderr.contains("overflow"), "guard {guard:?}: says what happened: {stderr}");
     }
 }
+
+/// A kill used to be lost while another tasklet of the thread was suspended mid-unwind: the
+/// kill path asked `std::thread::panicking()`, which is per OS thread, so the killed tasklet
+/// looked like it was unwinding too, its wait just failed and it ran on (`join` gave `Ok`).
+#[test]
+fn kill_is_not_lost_while_another_tasklet_is_suspended_mid_unwind() {
+    struct ParkOnDrop(Channel<u32>);
+    impl Drop for ParkOnDrop {
+        fn drop(&mut self) {
+            // Parks while unwinding.
+            let _ = self.0.receive();
+        }
+    }
+    let release = Channel::<u32>::new();
+    let park = release.clone();
+    let b = tasklets::spawn(move || {
+        let _guard = ParkOnDrop(park);
+        panic!("b unwinds and parks in a destructor");
+    });
+    tasklets::schedule();
+    assert!(b.is_alive() && b.is_blocked(), "b is parked mid-unwind");
+    let ch = Channel::<u32>::new();
+    let rx = ch.clone();
+    let a = tasklets::spawn(move || {
+        let _ = rx.receive_timeout(std::time::Duration::from_secs(30));
+        "a ran on after its kill"
+    });
+    tasklets::schedule();
+    assert!(a.is_blocked());
+    a.kill();
+    assert!(!a.is_alive());
+    assert_killed(a);
+    release.send(1).unwrap();
+    assert!(b.join().unwrap_err().is_panic());
+}
