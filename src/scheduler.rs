@@ -153,7 +153,7 @@ use crate::monitor;
 use crate::reactor::{Direction, Reactor};
 use crate::runqueue::{Priority, RunQueue};
 use crate::stack::{self, OverflowInfo, Stack, StackPool};
-use crate::timer::{TimerKey, Timers};
+use crate::timer::{TaskTimer, TimerKey, Timers};
 
 /// The panic payload that [`Tasklet::kill`](crate::Tasklet::kill) unwinds a tasklet with.
 ///
@@ -277,7 +277,7 @@ pub(crate) struct Task {
     /// Index in the scheduler's registry.
     slot: Cell<usize>,
     /// The timer armed for the tasklet's current wait, if any (see `timer`).
-    timer: Cell<Option<TimerKey>>,
+    timer: TaskTimer,
     /// For the stack overflow handler.
     overflow: OverflowInfo,
     /// Accounting (see `Scheduler::charge`): times it ran, clock ticks spent running, and the
@@ -330,7 +330,12 @@ impl Task {
     }
 
     pub(crate) fn timer(&self) -> Option<TimerKey> {
-        self.timer.get()
+        self.timer.armed()
+    }
+
+    /// Its timer state (see `timer`).
+    pub(crate) fn timer_state(&self) -> &TaskTimer {
+        &self.timer
     }
 
     /// Where it was spawned (`None` for main).
@@ -345,10 +350,6 @@ impl Task {
     /// `(switches, cpu ticks, last_ran tick)`, for introspection.
     pub(crate) fn accounting(&self) -> (u64, u64, u64) {
         (self.switches.get(), self.cpu.get(), self.last_ran.get())
-    }
-
-    pub(crate) fn set_timer(&self, key: Option<TimerKey>) {
-        self.timer.set(key);
     }
 
     /// Takes the outcome for a join.
@@ -406,7 +407,7 @@ impl Task {
         debug_assert!(outcome.get_mut().is_none(), "a reused task's outcome was discarded");
         joiners.get_mut().clear();
         slot.set(0);
-        timer.set(None);
+        timer.reset();
         *old_overflow = overflow;
         switches.set(0);
         cpu.set(0);
@@ -474,6 +475,10 @@ pub const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(100);
 /// returning (a server waiting on timers).
 const EPOCH: Duration = Duration::from_secs(1);
 
+/// While tasklets are runnable, timers and I/O are checked at least every this many switches
+/// (and once per pass over a shorter run queue).
+const BUSY_CHECK_EVERY: usize = 64;
+
 /// Process-unique tasklet ids, handed to each thread in blocks so that spawning touches no
 /// shared cache line.
 static NEXT_ID_BLOCK: AtomicU64 = AtomicU64::new(1);
@@ -507,6 +512,8 @@ pub(crate) struct Scheduler {
     timers: RefCell<Timers>,
     /// Switches since the last check for timers and I/O while busy.
     since_busy_check: Cell<usize>,
+    /// Tasklets that the last check while busy fired to the front of the run queue.
+    busy_fired: Cell<usize>,
     /// The readiness poller and the tasklets parked on fds or on other threads.
     reactor: Reactor,
     /// Per-tasklet CPU accounting (one clock read per switch) is on.
@@ -690,7 +697,7 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         outcome: RefCell::new(None),
         joiners: RefCell::new(Vec::new()),
         slot: Cell::new(MAIN_SLOT),
-        timer: Cell::new(None),
+        timer: TaskTimer::default(),
         overflow: OverflowInfo { guard: (0, 0), size: 0, id: first, name: (ptr::null(), 0) },
         switches: Cell::new(0),
         cpu: Cell::new(0),
@@ -711,6 +718,7 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         epoch_start: Cell::new(Instant::now()),
         timers: RefCell::new(Timers::default()),
         since_busy_check: Cell::new(0),
+        busy_fired: Cell::new(0),
         reactor: Reactor::new(),
         accounting: Cell::new(true),
         mark: Cell::new(clock::now()),
@@ -844,7 +852,7 @@ impl Scheduler {
                 outcome: RefCell::new(None),
                 joiners: RefCell::new(Vec::new()),
                 slot: Cell::new(0),
-                timer: Cell::new(None),
+                timer: TaskTimer::default(),
                 overflow,
                 switches: Cell::new(0),
                 cpu: Cell::new(0),
@@ -1399,11 +1407,16 @@ impl Scheduler {
     }
 
     /// While tasklets are runnable, fires expired timers and polls for I/O (without blocking,
-    /// and at most every 50 µs) once per pass over the run queue, so that a busy thread does
-    /// not starve them. Costs one clock read per pass.
+    /// and at most every 50 µs) once per pass over the run queue or every
+    /// [`BUSY_CHECK_EVERY`] switches, whichever comes first, so that a busy thread does not
+    /// starve them. Costs one clock read per check. Tasklets whose timer fired here run before
+    /// the others in the queue (in deadline order): behind a burst of thousands of runnable
+    /// tasklets, a deadline would otherwise be as late as the burst is long.
     fn check_while_busy(&self) {
         let n = self.since_busy_check.get() + 1;
-        if n <= self.queued() {
+        // Not before the tasklets fired by the last check have had their turn, so that a later
+        // batch does not overtake an earlier one.
+        if n <= self.queued().min(BUSY_CHECK_EVERY).max(self.busy_fired.get()) {
             self.since_busy_check.set(n);
             return;
         }
@@ -1412,13 +1425,23 @@ impl Scheduler {
         self.fire_expired(Instant::now());
     }
 
-    /// Wakes the tasklets whose deadline is not after `now`, in deadline order.
+    /// Wakes the tasklets whose deadline is not after `now`: they go first in the run queue,
+    /// in deadline order (ties in arming order). The next check while busy waits until they
+    /// all had their turn, so that a later batch never overtakes an earlier one.
     fn fire_expired(&self, now: Instant) {
+        let mut woken = Vec::new();
         loop {
             let expired = self.timers.borrow_mut().pop_expired(now);
             let Some(task) = expired else { break };
-            task.timer.set(None);
-            self.wake(task);
+            if matches!(task.state.get(), State::Blocked(_)) {
+                woken.push(task);
+            }
+        }
+        self.wakeups.set(self.wakeups.get() + woken.len() as u64);
+        self.busy_fired.set(woken.len());
+        self.since_busy_check.set(0);
+        for task in woken.into_iter().rev() {
+            self.push_front(task);
         }
     }
 
@@ -1436,7 +1459,8 @@ impl Scheduler {
                 self.epoch_start.set(now);
                 self.end_epoch();
             }
-            let timeout = deadline.map(|d| d.saturating_duration_since(now));
+            // Rounded up to the slack grid: deadlines within one cell cost one wake-up.
+            let timeout = deadline.map(|d| self.timers.borrow().wake_at(d).saturating_duration_since(now));
             self.monitor.set_idle(true);
             let polled = self.reactor.poll(timeout);
             if !polled {

@@ -2,71 +2,218 @@
 //!
 //! # Design
 //!
-//! Timers are kept in an ordered map keyed by `(deadline, sequence number)`, so that the next
-//! deadline is the first key, expired timers are popped in deadline order (ties in arming
-//! order: deterministic), and a timer is cancelled in O(log n) by its key. Go's runtime uses
-//! a 4-ary heap with an index stored in each timer for the same operations; an ordered map
-//! gives them without that bookkeeping, and cancelling is as common as firing (every
-//! `receive_timeout` that succeeds cancels its timer).
+//! Most deadlines are timeouts that never fire: a server's idle timeout is armed at every read
+//! and cancelled by the data that arrives, and it only ever moves later. So arming and
+//! cancelling must not touch a shared structure, and the queue is touched only by timers that
+//! really come due (Go's and netty's lazy approach, on a binary heap).
 //!
-//! A tasklet arms at most one timer at a time. Its key is kept in the task, so that:
-//! - the [`Alarm`] guard on the blocked frame cancels the timer when the wait ends in any other
-//!   way (partner, close, kill), and nothing stays in the queue for a tasklet that is gone;
-//! - firing clears the key, which is how the woken frame learns that its deadline passed.
+//! - Each tasklet keeps its armed timer in its task (`TaskTimer::armed`: deadline and arming
+//!   sequence number). Cancelling clears that field and nothing else.
+//! - The queue is a min-heap of entries `(key, task)`. An armed tasklet has at least one entry
+//!   at or before its key; `TaskTimer::queued` remembers its earliest. Arming pushes an entry
+//!   only when the tasklet has none at or before the new key, so a timeout re-armed later and
+//!   later (the idle timeout) pushes once and then only updates its task: O(1), no allocation.
+//! - When an entry comes due, the task says what it is: the armed key itself (the timer
+//!   fires), an older key of a timer that was extended (it is pushed again at the armed key,
+//!   even if that is due too, so that firing stays in key order), or stale (nothing armed, or
+//!   the task has an earlier entry: dropped). When no timer is armed at all, every entry is
+//!   stale and the queue is emptied at once (no task is kept alive by a stale entry then).
+//! - Order: timers fire by deadline, equal deadlines in arming order (the key's sequence
+//!   number), whatever entries were extended or re-pushed on the way.
+//! - A timer never fires early: it fires when the scheduler sees `now >= deadline`.
 //!
-//! Firing wakes the tasklet only if it is still blocked: one that a partner already made
-//! runnable (and that has not run yet to cancel its timer) is not queued twice.
+//! The scheduler fires due timers when it goes idle and, while tasklets are runnable, every
+//! [`BUSY_CHECK_EVERY`](crate::scheduler) switches at most. The idle wait rounds its wake-up
+//! up to a grid of [`SLACK`] (250 µs, fixed per queue), so that all deadlines that fall in one
+//! grid cell cost one wake-up of the thread (Linux's `timer_slack_ns`, coarser); lateness stays
+//! under the slack plus the time to run what was woken first.
 //!
-//! The scheduler fires expired timers when it goes idle (it waits for the first deadline) and,
-//! while tasklets are runnable, once per pass over the run queue, so a busy thread cannot
-//! starve its timers.
-
-use std::collections::BTreeMap;
+//! Rejected alternatives:
+//! - An ordered map keyed by `(deadline, seq)` (the design before this one): an insert and a
+//!   remove per timed park, and since deadlines only grow the rightmost leaf kept splitting:
+//!   ~940 instructions per park of the echo server's idle timeout (issue 14).
+//! - A hierarchical timer wheel (tokio: levels of 64 slots, O(1) insert and cancel): cancel
+//!   still unlinks an entry on every park, firing order within a slot needs a sort to stay
+//!   FIFO and exact, and deadlines beyond the top level need an overflow list. The lazy heap
+//!   makes the common case (re-armed timeouts) cheaper than a wheel's unlink and relink, and
+//!   sleepers pay O(log n) once each.
+use std::cell::Cell;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::scheduler::{scheduler, Task};
 
-/// Identifies an armed timer.
+/// Identifies an armed timer: its deadline, then the order in which it was armed.
 pub(crate) type TimerKey = (Instant, u64);
 
-/// Armed timers of one scheduler.
+/// How far the idle wait may round the first deadline up, so that deadlines that fall within
+/// it cost one wake-up (see the module comment).
+pub(crate) const SLACK: Duration = Duration::from_micros(250);
+
+/// A tasklet's timer state, kept in its `Task`.
 #[derive(Default)]
+pub(crate) struct TaskTimer {
+    /// The timer armed for the tasklet's current wait (`None`: none, or it fired).
+    armed: Cell<Option<TimerKey>>,
+    /// The key of the tasklet's earliest entry in the queue, if it has one there. It is never
+    /// later than `armed` while a timer is armed.
+    queued: Cell<Option<TimerKey>>,
+}
+
+impl TaskTimer {
+    /// The armed timer, if any.
+    pub(crate) fn armed(&self) -> Option<TimerKey> {
+        self.armed.get()
+    }
+
+    /// For a reused task: nothing is armed, and no queue entry refers to it (else it would not
+    /// be reused).
+    pub(crate) fn reset(&self) {
+        debug_assert!(self.queued.get().is_none(), "a reused task has a timer entry");
+        self.armed.set(None);
+        self.queued.set(None);
+    }
+}
+
+/// One entry of the queue: `task`'s timer at `key`, or a stale one (see the module comment).
+struct Entry {
+    key: TimerKey,
+    task: Rc<Task>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    /// Reversed: `BinaryHeap` is a max-heap, the queue wants the earliest key on top.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key.cmp(&self.key)
+    }
+}
+
+/// Armed timers of one scheduler.
 pub(crate) struct Timers {
-    armed: BTreeMap<TimerKey, Rc<Task>>,
+    /// Entries by key, earliest on top; at least one per armed timer, at or before its key.
+    queue: BinaryHeap<Entry>,
+    /// Timers armed and neither fired nor cancelled.
+    armed: usize,
     seq: u64,
+    /// The origin of the slack grid.
+    origin: Instant,
+}
+
+impl Default for Timers {
+    fn default() -> Timers {
+        Timers { queue: BinaryHeap::new(), armed: 0, seq: 0, origin: Instant::now() }
+    }
 }
 
 impl Timers {
-    /// Arms a timer for `task` at `deadline`.
-    pub(crate) fn insert(&mut self, deadline: Instant, task: Rc<Task>) -> TimerKey {
+    /// Arms a timer for `task` at `deadline`. Touches the queue only when the task has no
+    /// entry there at or before `deadline`.
+    pub(crate) fn arm(&mut self, task: &Rc<Task>, deadline: Instant) {
         self.seq += 1;
         let key = (deadline, self.seq);
-        self.armed.insert(key, task);
-        key
+        let state = task.timer_state();
+        debug_assert!(state.armed.get().is_none(), "a tasklet arms one timer at a time");
+        state.armed.set(Some(key));
+        self.armed += 1;
+        if state.queued.get().is_none_or(|queued| queued > key) {
+            state.queued.set(Some(key));
+            self.queue.push(Entry { key, task: task.clone() });
+        }
     }
 
-    /// Cancels a timer.
-    pub(crate) fn remove(&mut self, key: TimerKey) -> Option<Rc<Task>> {
-        self.armed.remove(&key)
+    /// Cancels `task`'s armed timer, if any; its queue entry stays (see the module comment).
+    pub(crate) fn cancel(&mut self, task: &Task) {
+        if task.timer_state().armed.take().is_some() {
+            self.disarmed();
+        }
     }
 
-    /// The earliest deadline.
+    /// One timer fewer is armed; when none is left, every entry is stale: drop them all.
+    fn disarmed(&mut self) {
+        self.armed -= 1;
+        if self.armed == 0 && !self.queue.is_empty() {
+            for entry in self.queue.drain() {
+                entry.task.timer_state().queued.set(None);
+            }
+        }
+    }
+
+    /// The earliest deadline of an armed timer, or an earlier one (a stale entry's, whose
+    /// expiry costs a pop and a push): never later than the earliest armed deadline.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.armed.first_key_value().map(|(key, _)| key.0)
-    }
-
-    /// Takes the earliest timer if its deadline is not after `now`.
-    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<Rc<Task>> {
-        let entry = self.armed.first_entry()?;
-        if entry.key().0 > now {
+        if self.armed == 0 {
             return None;
         }
-        Some(entry.remove())
+        self.queue.peek().map(|entry| entry.key.0)
     }
 
+    /// When the idle wait for `deadline` should end: `deadline` rounded up to the slack grid
+    /// (never earlier than `deadline`).
+    pub(crate) fn wake_at(&self, deadline: Instant) -> Instant {
+        let Some(since) = deadline.checked_duration_since(self.origin) else {
+            return deadline;
+        };
+        let slack = SLACK.as_nanos();
+        let cells = since.as_nanos().div_ceil(slack);
+        let rounded = Duration::from_nanos(u64::try_from(cells * slack).unwrap_or(u64::MAX));
+        self.origin.checked_add(rounded).filter(|&at| at >= deadline).unwrap_or(deadline)
+    }
+
+    /// Takes the earliest armed timer if its deadline is not after `now`, disarmed: its task
+    /// is returned. Timers fire in key order: by deadline, equal deadlines in arming order.
+    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<Rc<Task>> {
+        loop {
+            if self.queue.peek()?.key.0 > now {
+                return None;
+            }
+            let Entry { key, task } = self.queue.pop()?;
+            let state = task.timer_state();
+            if state.queued.get() == Some(key) {
+                state.queued.set(None);
+            }
+            match state.armed.get() {
+                Some(armed) if armed == key => {
+                    state.armed.set(None);
+                    self.disarmed();
+                    return Some(task);
+                }
+                // Armed later than this entry (extended in place): queue it where it belongs,
+                // unless an entry at or before that key is still queued.
+                Some(armed) if state.queued.get().is_none_or(|queued| queued > armed) => {
+                    state.queued.set(Some(armed));
+                    self.queue.push(Entry { key: armed, task });
+                }
+                // Stale: nothing armed, or an earlier entry of the same tasklet is queued.
+                Some(_) | None => {}
+            }
+        }
+    }
+
+    /// Timers armed.
     pub(crate) fn len(&self) -> usize {
-        self.armed.len()
+        self.armed
+    }
+
+    /// Entries in the queue, stale ones included (for the tests).
+    #[cfg(test)]
+    fn entries(&self) -> usize {
+        self.queue.len()
     }
 }
 
@@ -78,23 +225,75 @@ pub(crate) struct Alarm<'a> {
 impl<'a> Alarm<'a> {
     /// Arms a timer that wakes `task` (the current tasklet) at `deadline`.
     pub(crate) fn arm(task: &'a Rc<Task>, deadline: Instant) -> Alarm<'a> {
-        let key = scheduler().timers().insert(deadline, task.clone());
-        task.set_timer(Some(key));
+        scheduler().timers().arm(task, deadline);
         Alarm { task }
     }
 
     /// Whether the deadline passed (the timer fired).
     pub(crate) fn fired(&self) -> bool {
-        self.task.timer().is_none()
+        self.task.timer_state().armed().is_none()
     }
 }
 
 impl Drop for Alarm<'_> {
     fn drop(&mut self) {
-        if let Some(key) = self.task.timer() {
-            self.task.set_timer(None);
-            let cancelled = scheduler().timers().remove(key);
-            drop(cancelled);
+        if self.task.timer_state().armed().is_some() {
+            scheduler().timers().cancel(self.task);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Channel;
+
+    /// A timeout armed 100,000 times and served each time (a connection's idle timeout) pushes
+    /// one queue entry, not one per arm; a cancelled long timeout followed by a short one
+    /// needs a second entry, and both go when nothing is armed any more.
+    #[test]
+    fn rearmed_timeouts_keep_the_queue_bounded() {
+        const ARMS: u32 = 100_000;
+        let ch = Channel::<u32>::new();
+        let rx = ch.clone();
+        let sleeper = crate::spawn(|| crate::time::sleep(Duration::from_secs(3600)));
+        let receiver = crate::spawn(move || {
+            for i in 0..ARMS {
+                assert_eq!(rx.receive_timeout(Duration::from_secs(60)), Ok(i));
+            }
+            assert_eq!(rx.receive_timeout(Duration::from_millis(1)), Err(crate::RecvTimeoutError::Timeout));
+        });
+        crate::schedule(); // both wait: the sleeper's entry and the receiver's
+        let mut most = 0;
+        for i in 0..ARMS {
+            ch.send(i).unwrap();
+            most = most.max(scheduler().timers().entries());
+        }
+        assert!(most <= 3, "{most} queue entries for two armed timers");
+        sleeper.kill();
+        crate::run();
+        receiver.join().unwrap();
+        assert_eq!(scheduler().timers().len(), 0);
+        assert_eq!(scheduler().timers().entries(), 0, "stale entries outlived every timer");
+    }
+
+    /// The idle wait's wake-up is the deadline rounded up to the slack grid: never before the
+    /// deadline, less than one slack after it, and no overflow for deadlines centuries away or
+    /// before the grid's origin.
+    #[test]
+    fn wake_at_is_never_early_and_within_the_slack() {
+        let timers = Timers::default();
+        let origin = timers.origin;
+        let mut deadlines =
+            vec![origin, origin + Duration::from_nanos(1), origin + SLACK, origin + SLACK * 7 / 3];
+        deadlines.push(origin + Duration::from_secs(5 * 3600));
+        deadlines.extend(origin.checked_add(Duration::from_secs(500 * 365 * 86_400)));
+        deadlines.extend(origin.checked_sub(Duration::from_secs(1)));
+        for deadline in deadlines {
+            let at = timers.wake_at(deadline);
+            assert!(at >= deadline, "wake-up before the deadline");
+            assert!(at - deadline < SLACK, "wake-up {:?} after the deadline", at - deadline);
+        }
+        assert_eq!(timers.wake_at(origin + SLACK), origin + SLACK, "on the grid: unchanged");
     }
 }

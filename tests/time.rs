@@ -719,3 +719,185 @@ fn timed_out_receiver_not_yet_run_is_not_served_or_queued_twice() {
     other.join().unwrap();
     assert_eq!(ch.balance(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The lazy timer queue (src/timer.rs): timeouts extended in place, slack, bursts
+// ---------------------------------------------------------------------------------------------
+
+/// A timeout re-armed later and later (a server's idle timeout) keeps its first queue entry;
+/// when that entry comes due the timer must not fire: it moves to the latest deadline.
+#[test]
+fn extended_timeout_does_not_fire_at_an_earlier_deadline() {
+    let ch = Channel::<u32>::new();
+    let rx = ch.clone();
+    let t = tasklets::spawn(move || {
+        // Served at once a thousand times: every arm after the first is an extension.
+        for i in 0..1000 {
+            assert_eq!(rx.receive_timeout(ms(20)), Ok(i));
+        }
+        // Past the first entry's deadline, still served before this timeout.
+        std::thread::sleep(ms(25));
+        let armed = Instant::now();
+        let result = rx.receive_timeout(ms(30));
+        (result, armed.elapsed())
+    });
+    for i in 0..1000 {
+        ch.send(i).unwrap();
+    }
+    tasklets::run();
+    let (result, waited) = t.join().unwrap();
+    assert_eq!(result, Err(RecvTimeoutError::Timeout));
+    assert!(waited >= ms(30), "fired early: after {waited:?} of 30 ms");
+    assert!(waited < Duration::from_secs(5), "fired far too late: {waited:?}");
+}
+
+/// A short timeout after a cancelled long one: the long one's stale entry is later, so the
+/// short one needs its own entry and fires on time (not an hour later).
+#[test]
+fn short_timeout_after_a_cancelled_long_one_fires() {
+    let ch = Channel::<u32>::new();
+    let rx = ch.clone();
+    let t = tasklets::spawn(move || {
+        assert_eq!(rx.receive_timeout(Duration::from_secs(3600)), Ok(1));
+        let armed = Instant::now();
+        (rx.receive_timeout(ms(10)), armed.elapsed())
+    });
+    tasklets::schedule();
+    ch.send(1).unwrap();
+    let start = Instant::now();
+    tasklets::run();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let (result, waited) = t.join().unwrap();
+    assert_eq!(result, Err(RecvTimeoutError::Timeout));
+    assert!(waited >= ms(10), "fired early: after {waited:?} of 10 ms");
+}
+
+/// Equal deadlines wake in arming order even when one of them was armed by a tasklet whose
+/// earlier (cancelled) timer left an entry in the queue before that deadline: the entry is
+/// moved to the new key, behind the timer armed before it.
+#[test]
+fn equal_deadlines_keep_arming_order_when_one_timer_was_extended() {
+    let log = Log::default();
+    let ch = Channel::<u32>::new();
+    let deadline = Instant::now() + ms(40);
+    let rx = ch.clone();
+    let a_log = log.clone();
+    let a = tasklets::spawn(move || {
+        assert_eq!(rx.receive_timeout(ms(10)), Ok(0)); // leaves an entry at +10 ms
+        tasklets::schedule(); // b arms first
+        sleep_until(deadline);
+        a_log.push("a");
+    });
+    tasklets::schedule(); // a waits with its 10 ms timeout
+    let b_log = log.clone();
+    tasklets::spawn(move || {
+        sleep_until(deadline);
+        b_log.push("b");
+    });
+    ch.send(0).unwrap();
+    tasklets::run();
+    a.join().unwrap();
+    assert_eq!(log.take(), ["b", "a"]);
+}
+
+/// Deadlines at the edge of what `Instant` and `Duration` hold: timeouts of `Duration::MAX`
+/// (no deadline), a sleep of centuries, a deadline of hours: none overflows, none fires, and
+/// each is cancelled by the partner or the kill that ends the wait.
+#[test]
+fn far_deadlines_neither_overflow_nor_fire() {
+    let ch = Channel::<u32>::new();
+    let (rx, tx) = (ch.clone(), ch.clone());
+    let receiver = tasklets::spawn(move || rx.receive_timeout(Duration::MAX));
+    let sender = tasklets::spawn(move || tx.send_timeout(5, Duration::from_secs(3 * 3600)));
+    let centuries = Instant::now().checked_add(Duration::from_secs(500 * 365 * 86_400));
+    let sleeper = tasklets::spawn(move || match centuries {
+        Some(deadline) => sleep_until(deadline),
+        None => sleep(Duration::MAX),
+    });
+    let killer = tasklets::spawn(move || {
+        sleep(ms(20)); // the first deadline: the far ones are queued behind it
+        sleeper.kill();
+        assert!(!sleeper.is_alive());
+    });
+    let start = Instant::now();
+    tasklets::run();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    killer.join().unwrap();
+    assert_eq!(receiver.join().unwrap(), Ok(5));
+    assert!(sender.join().unwrap().is_ok());
+    assert_eq!(tasklets::snapshot().stats.timers, 0);
+}
+
+/// Many sleepers with scattered deadlines (a fixed pseudo-random sequence): every one wakes
+/// no earlier than its deadline, and those that armed their timer before it passed wake in
+/// deadline order (ties in arming order), though the idle wait coalesces deadlines that fall
+/// within its slack into one wake-up, and timers fired while others are runnable go first.
+#[test]
+fn ten_thousand_scattered_deadlines_wake_in_order_and_never_early() {
+    const N: usize = 10_000;
+    let start = Instant::now() + ms(100);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let deadlines: Vec<Instant> = (0..N)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            start + Duration::from_micros(x % 60_000)
+        })
+        .collect();
+    let woke = Rc::new(std::cell::RefCell::new(Vec::with_capacity(N)));
+    for (i, &deadline) in deadlines.iter().enumerate() {
+        let woke = woke.clone();
+        tasklets::spawn(move || {
+            // Under load the spawn burst may outlast a deadline: that sleep returns at once.
+            let armed = Instant::now() < deadline;
+            sleep_until(deadline);
+            let not_early = Instant::now() >= deadline;
+            woke.borrow_mut().push((i, armed, not_early));
+        });
+    }
+    tasklets::run();
+    let woke = woke.take();
+    assert_eq!(woke.len(), N);
+    assert!(woke.iter().all(|w| w.2), "a sleeper woke before its deadline");
+    let order: Vec<usize> = woke.iter().filter(|w| w.1).map(|w| w.0).collect();
+    let mut expected = order.clone();
+    expected.sort_by_key(|&i| (deadlines[i], i));
+    println!("{} of {N} sleepers armed before their deadline", order.len());
+    if let Some(at) = order.iter().zip(&expected).position(|(a, b)| a != b) {
+        let show = |v: &[usize]| v[at.saturating_sub(2)..(at + 5).min(v.len())].to_vec();
+        let dl = |v: Vec<usize>| v.iter().map(|&i| (i, deadlines[i] - start)).collect::<Vec<_>>();
+        panic!("order differs at {at}: {:?} expected {:?}", dl(show(&order)), dl(show(&expected)));
+    }
+}
+
+/// Regression (issue 14, sleep lateness of 10–120 ms at 30,000–100,000 sleepers): a timer that
+/// came due while thousands of tasklets were runnable fired only after a whole pass over the
+/// run queue, and its tasklet then queued behind all of them. Now due timers are checked every
+/// few dozen switches and their tasklets run first: the sleeper wakes long before the burst
+/// of busy tasklets (each ~200 µs, so the burst lasts at least 0.4 s) is over.
+#[test]
+fn sleeper_is_not_late_by_a_burst_of_runnable_tasklets() {
+    const BURST: usize = 2_000;
+    let ran = Rc::new(Cell::new(0usize));
+    let woke_after = Rc::new(Cell::new(None));
+    let (r, w) = (ran.clone(), woke_after.clone());
+    tasklets::spawn(move || {
+        sleep(ms(1));
+        w.set(Some(r.get()));
+    });
+    for _ in 0..BURST {
+        let ran = ran.clone();
+        tasklets::spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_micros(200) {
+                std::hint::spin_loop();
+            }
+            ran.set(ran.get() + 1);
+        });
+    }
+    tasklets::run();
+    let after = woke_after.get().expect("the sleeper woke");
+    println!("the 1 ms sleeper woke after {after} of {BURST} busy tasklets");
+    assert!(after < BURST / 2, "the sleeper waited for {after} of {BURST} busy tasklets");
+}
