@@ -37,6 +37,21 @@
 //!   carries a generation, so a wake that arrives after its wait ended (a timeout or a kill
 //!   ended it first: `crate::sync`) is dropped. A wake made on the waiter's own thread skips
 //!   the queue and the poller.
+//! - **Notify only a sleeper.** The eventfd write is skipped when the owner is not blocked in
+//!   the poller (Go's `netpollBreak` only when a thread sits in `netpoll`): a busy scheduler
+//!   drains the queue at its next poll anyway (the same poll where a written eventfd would be
+//!   seen), so the write only cost a syscall on each side. The owner publishes `sleeping`
+//!   before it blocks; the waker pushes its message, then reads `sleeping`. No wake is lost:
+//!   the owner runs `store(sleeping, true); fence(SeqCst); queue.is_empty()` and the waker
+//!   `queue.push(m); fence(SeqCst); sleeping.load()`. The two SeqCst fences are totally ordered;
+//!   if the owner's comes first, the waker's load sees `true` and it writes the eventfd, which
+//!   makes the owner's wait return (or not block); if the waker's comes first, the owner sees
+//!   the queue non-empty and polls without blocking. Either way the message is drained by the
+//!   poll. A waker that reads a stale `true` (the owner just woke) writes once more: a spurious
+//!   return of the next wait, never a lost wake. `polling` itself writes at most once per wait
+//!   (its own "notified" flag, cleared by the waiting side), so many wakes during one sleep
+//!   cost one write. Signals (`interrupt`) and the monitor notify unconditionally: they do not
+//!   go through the queue. (Measured: docs/benchmarks.md, "Cross-thread wake".)
 //!
 //! # Sockets that move between threads
 //!
@@ -56,7 +71,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,6 +92,9 @@ pub(crate) enum Direction {
 pub(crate) struct Shared {
     poller: Poller,
     remote: SegQueue<Remote>,
+    /// Whether the owner is (about to be) blocked in the poller: only then does a message on
+    /// `remote` need the eventfd write (see "Notify only a sleeper" above).
+    sleeping: AtomicBool,
 }
 
 impl Shared {
@@ -84,6 +102,16 @@ impl Shared {
     pub(crate) fn notify(&self) {
         if let Err(err) = self.poller.notify() {
             log::warn!("tasklet: cannot notify a poller: {err}");
+        }
+    }
+
+    /// Queues `message` for the owner and wakes it only if it sleeps in the poller.
+    fn send(&self, message: Remote) {
+        self.remote.push(message);
+        // Pairs with the fence in `Reactor::poll` (the proof is in the module comment).
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.notify();
         }
     }
 }
@@ -325,7 +353,11 @@ impl Reactor {
         if let Some(shared) = &*self.shared.borrow() {
             return Ok(shared.clone());
         }
-        let shared = Arc::new(Shared { poller: Poller::new()?, remote: SegQueue::new() });
+        let shared = Arc::new(Shared {
+            poller: Poller::new()?,
+            remote: SegQueue::new(),
+            sleeping: AtomicBool::new(false),
+        });
         *self.shared.borrow_mut() = Some(shared.clone());
         POLLER.with(|poller| poller.set(Arc::as_ptr(&shared)));
         scheduler().monitor().set_notifier(shared.clone());
@@ -528,7 +560,21 @@ impl Reactor {
         }
         let mut events = self.events.borrow_mut();
         events.clear();
-        if let Err(err) = shared.poller.wait(&mut events, timeout) {
+        let mut timeout = timeout;
+        let blocks = timeout != Some(Duration::ZERO);
+        if blocks {
+            shared.sleeping.store(true, Ordering::SeqCst);
+            // Pairs with the fence in `Shared::send` (the proof is in the module comment).
+            fence(Ordering::SeqCst);
+            if !shared.remote.is_empty() {
+                timeout = Some(Duration::ZERO);
+            }
+        }
+        let waited = shared.poller.wait(&mut events, timeout);
+        if blocks {
+            shared.sleeping.store(false, Ordering::SeqCst);
+        }
+        if let Err(err) = waited {
             if err.kind() != io::ErrorKind::Interrupted {
                 log::warn!("tasklet: polling failed: {err}");
                 return false;
@@ -726,10 +772,7 @@ impl RemoteWaker {
                 return;
             }
         }
-        self.shared.remote.push(Remote::Wake(self.token));
-        if let Err(err) = self.shared.poller.notify() {
-            log::warn!("tasklet: cannot notify a poller: {err}");
-        }
+        self.shared.send(Remote::Wake(self.token));
     }
 }
 
@@ -761,8 +804,7 @@ impl Shared {
     /// Tells the reactor owning this poller that `fd` was deleted from it under `epoch` (from
     /// another thread: the reactor drops its entry the next time it polls).
     pub(crate) fn forget_remotely(&self, fd: RawFd, epoch: u32) {
-        self.remote.push(Remote::Forget(key(fd as usize, epoch)));
-        let _ = self.poller.notify();
+        self.send(Remote::Forget(key(fd as usize, epoch)));
     }
 }
 

@@ -693,3 +693,43 @@ fn snapshots_show_sync_waits() {
     assert_eq!(rx.receive(), Ok(1));
     assert_eq!(t.join().unwrap(), Ok(()));
 }
+
+/// Regression guard for skipping the poller's eventfd write when the target scheduler is not
+/// asleep in its poller: a wake pushed while the target was deciding to sleep must still wake
+/// it. Many round trips between a scheduler thread (sometimes busy with a yielding tasklet,
+/// sometimes asleep in its poller) and a plain thread; every wait has a timeout far above a
+/// round trip, so a lost wake fails the test instead of hanging it.
+#[test]
+fn a_cross_thread_wake_is_never_lost_when_the_notify_is_skipped() {
+    const ROUNDS: u32 = 20_000;
+    const LOST: Duration = Duration::from_secs(10);
+    let (ping_tx, ping_rx) = sync::channel::<u32>(0);
+    let (pong_tx, pong_rx) = sync::channel::<u32>(1);
+    let worker = thread::spawn(move || {
+        let busy = Arc::new(AtomicBool::new(true));
+        let spinning = busy.clone();
+        // Keeps the scheduler awake (polling without blocking) for the first half.
+        tasklets::spawn(move || {
+            while spinning.load(Ordering::Relaxed) {
+                tasklets::schedule();
+            }
+        });
+        let echo = tasklets::spawn(move || {
+            for round in 0..ROUNDS {
+                let ping = ping_rx.receive_timeout(LOST).expect("a wake of the worker was lost");
+                assert_eq!(ping, round);
+                if round == ROUNDS / 2 {
+                    busy.store(false, Ordering::Relaxed);
+                }
+                pong_tx.send(ping).unwrap();
+            }
+        });
+        tasklets::run();
+        echo.join().unwrap();
+    });
+    for round in 0..ROUNDS {
+        ping_tx.send_timeout(round, LOST).expect("the worker never took a ping");
+        assert_eq!(pong_rx.receive_timeout(LOST), Ok(round), "a wake of the plain thread was lost");
+    }
+    worker.join().unwrap();
+}
