@@ -55,7 +55,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 let value = inline.or_else(|| args.next()).ok_or("--idle-timeout needs a value")?;
                 let secs: f64 =
                     value.parse().map_err(|_| format!("--idle-timeout: not a number: {value:?}"))?;
-                if !(secs >= 0.0 && secs < 1e9) {
+                if !(0.0..1e9).contains(&secs) {
                     return Err(format!("--idle-timeout must be 0 (off) or positive, got {value}"));
                 }
                 parsed.idle_timeout = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
