@@ -16,7 +16,8 @@
 //! ```
 //!
 //! It serves until killed. Accepted connections get `TCP_NODELAY`; a connection that neither
-//! sends nor takes its echo for `--idle-timeout` seconds (default 60) is closed.
+//! sends nor takes its echo for `--idle-timeout` seconds (default 60) is closed; `--idle-timeout 0`
+//! turns the timeout off (to measure what it costs: docs/benchmarks.md).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -33,14 +34,14 @@ const USAGE: &str =
 
 struct Args {
     addr: String,
-    idle_timeout: Duration,
+    idle_timeout: Option<Duration>,
     /// Scheduler threads, each with its own listener.
     threads: usize,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut parsed =
-        Args { addr: "127.0.0.1:7000".into(), idle_timeout: Duration::from_secs(60), threads: 1 };
+        Args { addr: "127.0.0.1:7000".into(), idle_timeout: Some(Duration::from_secs(60)), threads: 1 };
     let mut addr_seen = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -54,10 +55,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 let value = inline.or_else(|| args.next()).ok_or("--idle-timeout needs a value")?;
                 let secs: f64 =
                     value.parse().map_err(|_| format!("--idle-timeout: not a number: {value:?}"))?;
-                if !(secs > 0.0 && secs < 1e9) {
-                    return Err(format!("--idle-timeout must be positive, got {value}"));
+                if !(0.0..1e9).contains(&secs) {
+                    return Err(format!("--idle-timeout must be 0 (off) or positive, got {value}"));
                 }
-                parsed.idle_timeout = Duration::from_secs_f64(secs);
+                parsed.idle_timeout = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
             }
             "--threads" => {
                 let value = inline.or_else(|| args.next()).ok_or("--threads needs a value")?;
@@ -141,12 +142,12 @@ fn bind(addr: &str, threads: usize) -> std::io::Result<Vec<TcpListener>> {
     Ok(listeners)
 }
 
-fn accept_loop(listener: TcpListener, idle_timeout: Duration) {
+fn accept_loop(listener: TcpListener, idle_timeout: Option<Duration>) {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
                 log::debug!("{peer}: connected");
-                tasklets::spawn(move || finish(peer, echo::serve_connection(stream, Some(idle_timeout))));
+                tasklets::spawn(move || finish(peer, echo::serve_connection(stream, idle_timeout)));
             }
             Err(err) => {
                 // Out of file descriptors, typically: the connection stays queued; try later.

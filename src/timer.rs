@@ -37,6 +37,10 @@
 //!   FIFO and exact, and deadlines beyond the top level need an overflow list. The lazy heap
 //!   makes the common case (re-armed timeouts) cheaper than a wheel's unlink and relink, and
 //!   sleepers pay O(log n) once each.
+//!
+//! Measured (callgrind, `examples/echo_server` with its 60 s idle timeout, docs/benchmarks.md
+//! "Timers"): `Alarm::arm` + its drop went from ~205 instructions per message (B-tree insert
+//! and remove) to ~9. Sleep lateness behind a spawn burst: see the same section.
 use std::cell::Cell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
