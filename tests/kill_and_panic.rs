@@ -1001,3 +1001,41 @@ fn stack_overflow_in_a_tasklet_aborts_naming_the_tasklet() {
         assert!(stderr.contains("overflow"), "guard {guard:?}: says what happened: {stderr}");
     }
 }
+
+/// The child of [`panic_backtrace_in_a_minimum_size_tasklet_fits_its_stack`]: a tasklet on the
+/// smallest stack panics while `RUST_BACKTRACE` asks for a backtrace.
+#[test]
+fn panic_backtrace_in_a_minimum_size_tasklet_child() {
+    if !common::in_child("panic_backtrace_in_a_minimum_size_tasklet_child") {
+        return;
+    }
+    let t = Builder::new()
+        .name("tiny")
+        .stack_size(tasklets::MIN_STACK_SIZE)
+        .spawn(|| -> () { panic!("tiny stack panic") })
+        .unwrap();
+    assert!(t.join().unwrap_err().is_panic());
+}
+
+/// A panic with `RUST_BACKTRACE=1` (or `full`) in a tasklet with `MIN_STACK_SIZE` overflowed
+/// the stack while std printed the backtrace (16 KiB): the report must fit.
+#[test]
+fn panic_backtrace_in_a_minimum_size_tasklet_fits_its_stack() {
+    for backtrace in ["1", "full"] {
+        let out = common::run_child(
+            "panic_backtrace_in_a_minimum_size_tasklet_child",
+            &[("RUST_BACKTRACE", backtrace)],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "RUST_BACKTRACE={backtrace}: child failed ({:?}):\n{stderr}",
+            out.status
+        );
+        assert!(stderr.contains("tiny stack panic"), "RUST_BACKTRACE={backtrace}: panic printed:\n{stderr}");
+        assert!(
+            stderr.contains("stack backtrace"),
+            "RUST_BACKTRACE={backtrace}: backtrace printed:\n{stderr}"
+        );
+    }
+}
