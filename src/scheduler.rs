@@ -1319,6 +1319,7 @@ impl Scheduler {
 
     /// `run_watchdog(budget)`: as `run`, but a tasklet whose slice exceeds `budget` (measured
     /// when it gives up the CPU) is paused and returned.
+    #[track_caller]
     pub(crate) fn run_watchdog(&self, budget: Duration) -> Option<Rc<Task>> {
         let was_accounting = self.accounting.get();
         self.set_accounting(true);
@@ -1428,6 +1429,7 @@ impl Scheduler {
 
     /// `run()`: the main tasklet leaves the run queue; tasklets run until none is runnable, or
     /// until main is inserted again.
+    #[track_caller]
     pub(crate) fn run(&self) {
         assert!(
             self.current().is_main(),
@@ -1520,6 +1522,7 @@ impl Scheduler {
     }
 
     /// `kill()`: unwinds `task` now (see the module comment).
+    #[track_caller]
     pub(crate) fn kill(&self, task: &Rc<Task>) {
         if task.state.get() == State::Finished {
             return;
@@ -1689,6 +1692,7 @@ pub fn schedule_remove() -> Result<(), DeadlockError> {
 /// assert!(!t.is_alive());
 /// assert_eq!(tasklets::runcount(), 1);
 /// ```
+#[track_caller]
 pub fn run() {
     scheduler().run()
 }
@@ -1720,6 +1724,7 @@ pub fn run() {
 /// assert!(hog.is_paused());
 /// hog.kill();
 /// ```
+#[track_caller]
 pub fn run_watchdog(budget: Duration) -> Option<crate::Tasklet> {
     scheduler().run_watchdog(budget).map(crate::Tasklet::from_task)
 }

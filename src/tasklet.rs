@@ -206,6 +206,7 @@ impl<T: ?Sized> Tasklet<T> {
     /// assert_eq!(ch.balance(), 0);
     /// assert!(t.join().unwrap_err().is_killed());
     /// ```
+    #[track_caller]
     pub fn kill(&self) {
         scheduler().kill(&self.task)
     }

@@ -1039,3 +1039,42 @@ fn panic_backtrace_in_a_minimum_size_tasklet_fits_its_stack() {
         );
     }
 }
+
+/// The child of [`misuse_panics_report_the_callers_location`].
+#[test]
+fn misuse_panics_report_the_callers_location_child() {
+    if !common::in_child("misuse_panics_report_the_callers_location_child") {
+        return;
+    }
+    let files = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = files.clone();
+    panic::set_hook(Box::new(move |info| {
+        seen.lock().unwrap().push(info.location().map(|l| l.file().to_string()).unwrap_or_default());
+    }));
+    let main = tasklets::current();
+    let misuses: Vec<Box<dyn FnOnce()>> = vec![
+        Box::new(|| tasklets::run()),
+        Box::new(|| {
+            tasklets::run_watchdog(std::time::Duration::from_secs(1));
+        }),
+        Box::new(move || main.kill()),
+    ];
+    for misuse in misuses {
+        let t = tasklets::spawn(misuse);
+        assert!(t.join().unwrap_err().is_panic());
+    }
+    assert!(panic::catch_unwind(|| tasklets::current().kill()).is_err());
+    let _ = panic::take_hook();
+    let files = files.lock().unwrap();
+    assert_eq!(files.len(), 4, "{files:?}");
+    for file in files.iter() {
+        assert!(file.ends_with("kill_and_panic.rs"), "a misuse panic reported {file}, not the caller's file");
+    }
+}
+
+/// `run()` / `run_watchdog()` from a tasklet and `kill()` of main reported the library's
+/// source location (src/scheduler.rs) instead of the caller's: `#[track_caller]`.
+#[test]
+fn misuse_panics_report_the_callers_location() {
+    common::run_in_child("misuse_panics_report_the_callers_location_child");
+}
