@@ -261,7 +261,7 @@ static INSTALL: Mutex<()> = Mutex::new(());
 /// its own tasklets the next time it polls for I/O: at once if it is waiting in its poller,
 /// within one pass over its run queue while tasklets wait on I/O or timers. A thread whose
 /// tasklets only compute and use channels does not poll and does not dump, and no thread can
-/// dump while native code holds it (see the [module design](self)). Calling it again, for
+/// dump while native code holds it (see the design notes of the `debug` module's source). Calling it again, for
 /// the same or another signal, is allowed.
 ///
 /// # Errors
