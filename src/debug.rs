@@ -423,6 +423,52 @@ impl fmt::Display for Snapshot {
     }
 }
 
+/// The kinds of report that reach stderr when no logger would show them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// A tasklet held the thread past the stall threshold: only the first of the process is
+    /// printed (the next ones are likely the same mistake, such as forgetting the shims).
+    Stall,
+    /// The main tasklet deadlocked: each is printed, at most one a second.
+    Deadlock,
+}
+
+/// Logs `message` as a warning; when no logger would show it (none installed, or
+/// `log::max_level()` is `Off`), prints it to stderr instead, as Go prints its deadlock error,
+/// once per process for stalls and at most once a second for deadlocks.
+pub(crate) fn warn(kind: Report, message: &str) {
+    if log::log_enabled!(log::Level::Warn) {
+        log::warn!("{message}");
+        return;
+    }
+    static STALL_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static LAST_DEADLOCK_MS: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let print = match kind {
+        Report::Stall => !STALL_PRINTED.swap(true, Ordering::Relaxed),
+        Report::Deadlock => {
+            // Milliseconds since the first report, plus one so that 0 means "never printed".
+            let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+            let last = LAST_DEADLOCK_MS.load(Ordering::Relaxed);
+            (last == 0 || now >= last + 1000)
+                && LAST_DEADLOCK_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        }
+    };
+    if print {
+        let hint = match kind {
+            Report::Stall => " (printed once; install a logger, or see tasklets::set_stall_threshold)",
+            Report::Deadlock => "",
+        };
+        let _ = writeln!(io::stderr().lock(), "tasklets: {message}{hint}");
+    }
+}
+
+/// `duration` to the nearest microsecond, for messages: a threshold converted to clock ticks
+/// and back prints as "100ms", not "99.999999ms".
+pub(crate) fn rounded(duration: Duration) -> Duration {
+    Duration::from_micros((duration.as_nanos() as f64 / 1000.0).round() as u64)
+}
+
 /// A one-paragraph report of what every blocked tasklet waits on, for deadlock errors.
 pub(crate) fn deadlock_report() -> String {
     let snap = snapshot();

@@ -1268,7 +1268,7 @@ impl Scheduler {
             "deadlock: the main tasklet is {main} and nothing can wake it; {}",
             crate::debug::deadlock_report()
         );
-        log::warn!("{message}");
+        crate::debug::warn(crate::debug::Report::Deadlock, &message);
         self.monitor.record(monitor::EventKind::Deadlock, None, message);
     }
 
@@ -1277,10 +1277,10 @@ impl Scheduler {
         let message = format!(
             "tasklet {} held the thread for {:?} without giving up the CPU (stall threshold {:?})",
             Describe(task.id, task.name()),
-            clock::to_duration(slice),
-            clock::to_duration(self.stall.get()),
+            crate::debug::rounded(clock::to_duration(slice)),
+            crate::debug::rounded(clock::to_duration(self.stall.get())),
         );
-        log::warn!("{message}");
+        crate::debug::warn(crate::debug::Report::Stall, &message);
         self.monitor.record(monitor::EventKind::Stall, Some(task.id), message);
     }
 
