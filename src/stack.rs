@@ -21,6 +21,9 @@
 //! to `mprotect` on `EINVAL` (older kernels). `TASKLET_STACK_GUARD=mprotect` in the environment
 //! forces the fallback, so its behaviour can be tested on a new kernel. When the fallback runs
 //! out of mappings the spawn fails with an `io::Error` that names the cause and the fix.
+//! `TASKLET_MAX_MPROTECT_GUARDS=N` (with the fallback) makes the N+1th mprotect guard of the
+//! process fail as running out of mappings would, so that path can be tested in bounded time on
+//! a machine whose `vm.max_map_count` is raised (1,048,576 on recent distributions).
 //!
 //! **The pool.** Freed stacks go back to a per-thread LIFO list per size class, so the steady
 //! state of spawn/finish touches no syscall: pop a slot, write the first frame, run, push the
@@ -339,6 +342,16 @@ fn install_guard(addr: *mut u8, page: usize) -> io::Result<()> {
             Err(err) => return Err(err),
         }
     }
+    if mprotect_guard_limit_reached() {
+        return Err(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!(
+                "cannot install a tasklet stack guard page: TASKLET_MAX_MPROTECT_GUARDS reached, as \
+                 if out of mappings{}",
+                out_of_mappings_hint()
+            ),
+        ));
+    }
     // SAFETY: as above; the page holds no data, so making it inaccessible is harmless.
     unsafe { sys::mprotect(addr, page, libc::PROT_NONE) }.map_err(|err| {
         if err.raw_os_error() == Some(libc::ENOMEM) {
@@ -350,6 +363,17 @@ fn install_guard(addr: *mut u8, page: usize) -> io::Result<()> {
             err
         }
     })
+}
+
+/// Whether `TASKLET_MAX_MPROTECT_GUARDS` (see the module comment) is set and this process has
+/// installed that many mprotect guards already; counts the guard about to be installed.
+fn mprotect_guard_limit_reached() -> bool {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::OnceLock;
+    static LIMIT: OnceLock<Option<usize>> = OnceLock::new();
+    static INSTALLED: AtomicUsize = AtomicUsize::new(0);
+    let limit = LIMIT.get_or_init(|| std::env::var("TASKLET_MAX_MPROTECT_GUARDS").ok()?.parse().ok());
+    limit.is_some_and(|limit| INSTALLED.fetch_add(1, Ordering::Relaxed) >= limit)
 }
 
 /// Explains `ENOMEM` from mmap/mprotect, which on Linux usually means the map count limit.
