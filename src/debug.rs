@@ -423,6 +423,39 @@ impl fmt::Display for Snapshot {
     }
 }
 
+/// Wraps the process's panic hook (once) so that a panic in a tasklet other than a thread's
+/// main one first names the tasklet: std's message says only `thread 'main' panicked at ..`,
+/// since the OS thread is what std knows. The previous hook (std's default, or one the user set
+/// before the first scheduler was created) then runs unchanged; a hook set later replaces this
+/// one, as `set_hook` always does.
+///
+/// std formats `thread '{name}' panicked at {location}:\n{message}`; the tasklet line goes
+/// right before it, in the same style: `tasklet 'boom' (id 3) on thread 'main' panicked:`.
+pub(crate) fn install_panic_hook() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(sched) = crate::scheduler::existing_scheduler() {
+                let task = sched.current();
+                if !task.is_main() {
+                    let thread = std::thread::current();
+                    let tasklet = match task.name() {
+                        Some(name) => format!("tasklet '{name}' (id {})", task.id()),
+                        None => format!("tasklet (id {})", task.id()),
+                    };
+                    let _ = writeln!(
+                        io::stderr().lock(),
+                        "{tasklet} on thread '{}' panicked:",
+                        thread.name().unwrap_or("<unnamed>")
+                    );
+                }
+            }
+            previous(info);
+        }));
+    });
+}
+
 /// The kinds of report that reach stderr when no logger would show them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Report {

@@ -644,6 +644,7 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
     );
     // Register the teardown destructor first, so that it runs however the thread exits.
     TEARDOWN.with(|_| {});
+    crate::debug::install_panic_hook();
     let altstack = stack::install_overflow_handler();
     let (first, end) = id_block();
     let main = Rc::new(Task {

@@ -1078,3 +1078,42 @@ fn misuse_panics_report_the_callers_location_child() {
 fn misuse_panics_report_the_callers_location() {
     common::run_in_child("misuse_panics_report_the_callers_location_child");
 }
+
+/// The child of [`panic_in_a_named_tasklet_names_it`]: `USER_HOOK` set installs a hook of the
+/// user's before the first tasklet.
+#[test]
+fn panic_in_a_named_tasklet_names_it_child() {
+    if !common::in_child("panic_in_a_named_tasklet_names_it_child") {
+        return;
+    }
+    if std::env::var_os("USER_HOOK").is_some() {
+        let std_hook = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            eprintln!("user hook saw a panic");
+            std_hook(info);
+        }));
+    }
+    let t = Builder::new().name("boom").spawn(|| -> () { panic!("kaboom") }).unwrap();
+    assert!(t.join().unwrap_err().is_panic());
+}
+
+/// A panic in a tasklet named 'boom' printed only `thread 'main' panicked at ..`: the tasklet's
+/// name and id appear, and a user's own hook (set before) still runs.
+#[test]
+fn panic_in_a_named_tasklet_names_it() {
+    for user_hook in [false, true] {
+        let envs: &[(&str, &str)] = if user_hook { &[("USER_HOOK", "1")] } else { &[] };
+        let out = common::run_child("panic_in_a_named_tasklet_names_it_child", envs);
+        common::assert_child_ok(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("tasklet 'boom' (id "),
+            "user hook {user_hook}: names the tasklet:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("panicked at") && stderr.contains("kaboom"),
+            "std's message follows:\n{stderr}"
+        );
+        assert_eq!(stderr.contains("user hook saw a panic"), user_hook, "the user's hook runs:\n{stderr}");
+    }
+}
