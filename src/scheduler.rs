@@ -158,6 +158,27 @@ impl fmt::Display for TaskletExit {
     }
 }
 
+/// Unwinds the current tasklet, `task`, with [`TaskletExit`]. Built with `panic = "abort"`,
+/// unwinding is impossible and `resume_unwind` would abort without a word: say why first.
+fn unwind_killed(task: &Task) -> ! {
+    if cfg!(panic = "abort") {
+        let _ = io::Write::write_fmt(
+            &mut io::stderr().lock(),
+            format_args!("{}\n", kill_under_abort_message(task.id(), task.name())),
+        );
+    }
+    panic::resume_unwind(Box::new(TaskletExit))
+}
+
+/// What a `panic = "abort"` build prints before aborting at the kill of a started tasklet.
+fn kill_under_abort_message(id: u64, name: Option<&str>) -> String {
+    format!(
+        "tasklets: tasklet {} was killed, but this program is built with panic = \"abort\": killing a \
+         tasklet that has started unwinds its stack, which needs panic = \"unwind\"; aborting",
+        Describe(id, name)
+    )
+}
+
 /// What a blocked tasklet waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BlockedOn {
@@ -1241,7 +1262,7 @@ impl Scheduler {
             me.state.set(State::Runnable);
             return Wake::Never;
         }
-        panic::resume_unwind(Box::new(TaskletExit));
+        unwind_killed(me)
     }
 
     /// Charges the ticks since the last switch to `task`, which just stopped running; returns
@@ -1530,7 +1551,7 @@ impl Scheduler {
         }
         assert!(!task.is_main(), "tasklets::Tasklet::kill: the main tasklet cannot be killed");
         if self.is_current(task) {
-            panic::resume_unwind(Box::new(TaskletExit));
+            unwind_killed(task);
         }
         if task.state.get() == State::Runnable {
             self.unqueue(task);
@@ -1794,6 +1815,15 @@ unsafe fn drop_closure<F>(closure: *mut u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `panic = "abort"` builds aborted silently at a kill: the message printed first says why
+    /// (the abort path itself needs a `panic = "abort"` build, which the suite does not make).
+    #[test]
+    fn kill_under_panic_abort_says_why_before_aborting() {
+        let message = kill_under_abort_message(7, Some("worker"));
+        assert!(message.contains("tasklet 7 'worker' was killed"), "{message}");
+        assert!(message.contains("panic = \"abort\"") && message.contains("panic = \"unwind\""), "{message}");
+    }
 
     /// A tasklet's backtrace ends at the context trampoline (its CFI marks the outermost
     /// frame), right below the tasklet's root: nothing above the stack top is walked.

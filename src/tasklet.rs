@@ -192,7 +192,9 @@ impl<T: ?Sized> Tasklet<T> {
     /// running.
     ///
     /// # Panics
-    /// Panics when called on the main tasklet, which cannot be killed.
+    /// Panics when called on the main tasklet, which cannot be killed. Built with
+    /// `panic = "abort"`, killing a started tasklet prints why and aborts the process, since
+    /// the kill is an unwind.
     ///
     /// # Examples
     ///
