@@ -268,16 +268,32 @@ impl StackPool {
         let page = page_size();
         let class = &mut self.classes[idx];
         let slot = class.size + page;
-        let slots = class.next_region_slots;
-        let len = slot * slots;
-        let addr = sys::map_anonymous(len).map_err(|err| {
-            let hint =
-                if err.raw_os_error() == Some(libc::ENOMEM) { out_of_mappings_hint() } else { String::new() };
-            io::Error::new(
-                err.kind(),
-                format!("cannot reserve {len} bytes of address space for tasklet stacks: {err}{hint}"),
-            )
-        })?;
+        let mut slots = class.next_region_slots;
+        let mut len = slot * slots;
+        // Out of address space (RLIMIT_AS, or a 1 GiB class) may still leave room for a smaller
+        // region: halve it down to one slot before failing.
+        let addr = loop {
+            match sys::map_anonymous(len) {
+                Ok(addr) => break addr,
+                Err(err) if err.raw_os_error() == Some(libc::ENOMEM) && slots > 1 => {
+                    slots /= 2;
+                    len = slot * slots;
+                }
+                Err(err) => {
+                    let hint = if err.raw_os_error() == Some(libc::ENOMEM) {
+                        out_of_memory_hint()
+                    } else {
+                        String::new()
+                    };
+                    return Err(io::Error::new(
+                        err.kind(),
+                        format!(
+                            "cannot reserve {len} bytes of address space for tasklet stacks: {err}{hint}"
+                        ),
+                    ));
+                }
+            }
+        };
         let mut guarded = 0;
         let mut failure = None;
         for i in 0..slots {
@@ -348,7 +364,7 @@ fn install_guard(addr: *mut u8, page: usize) -> io::Result<()> {
             format!(
                 "cannot install a tasklet stack guard page: TASKLET_MAX_MPROTECT_GUARDS reached, as \
                  if out of mappings{}",
-                out_of_mappings_hint()
+                out_of_mappings_hint("TASKLET_MAX_MPROTECT_GUARDS")
             ),
         ));
     }
@@ -357,7 +373,7 @@ fn install_guard(addr: *mut u8, page: usize) -> io::Result<()> {
         if err.raw_os_error() == Some(libc::ENOMEM) {
             io::Error::new(
                 io::ErrorKind::OutOfMemory,
-                format!("cannot install a tasklet stack guard page: {err}{}", out_of_mappings_hint()),
+                format!("cannot install a tasklet stack guard page: {err}{}", out_of_memory_hint()),
             )
         } else {
             err
@@ -376,11 +392,53 @@ fn mprotect_guard_limit_reached() -> bool {
     limit.is_some_and(|limit| INSTALLED.fetch_add(1, Ordering::Relaxed) >= limit)
 }
 
-/// Explains `ENOMEM` from mmap/mprotect, which on Linux usually means the map count limit.
-fn out_of_mappings_hint() -> String {
-    let max = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "?".to_owned());
+/// Explains `ENOMEM` from mmap/mprotect by its real cause: the address-space limit
+/// (`RLIMIT_AS`) when the process is near it, the map count when the process's mappings
+/// (`/proc/self/maps`) are near `vm.max_map_count`, and exhausted memory otherwise.
+fn out_of_memory_hint() -> String {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills the struct it is given.
+    let as_limit = if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0
+        && limit.rlim_cur != libc::RLIM_INFINITY
+    {
+        Some(limit.rlim_cur)
+    } else {
+        None
+    };
+    let maps = std::fs::read_to_string("/proc/self/maps").ok();
+    let mapped: u64 = maps
+        .iter()
+        .flat_map(|m| m.lines())
+        .filter_map(|line| {
+            let (range, _) = line.split_once(' ')?;
+            let (start, end) = range.split_once('-')?;
+            Some(u64::from_str_radix(end, 16).ok()? - u64::from_str_radix(start, 16).ok()?)
+        })
+        .sum();
+    let count = maps.as_ref().map(|m| m.lines().count());
+    let max: Option<usize> =
+        std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse().ok());
+    if let (Some(count), Some(max)) = (count, max) {
+        if count + 16 >= max {
+            return out_of_mappings_hint(max);
+        }
+    }
+    if let Some(limit) = as_limit {
+        return format!(
+            " (the address-space limit RLIMIT_AS = {limit} bytes is reached: the process maps {mapped} bytes; \
+             raise it with `ulimit -v`, or use smaller tasklet stacks)"
+        );
+    }
+    format!(
+        " (out of memory or address space: the process maps {mapped} bytes in {} mappings, \
+         vm.max_map_count = {}; use smaller tasklet stacks or fewer tasklets)",
+        count.map_or("?".to_owned(), |c| c.to_string()),
+        max.map_or("?".to_owned(), |m| m.to_string())
+    )
+}
+
+/// The hint when the process's mappings reached `vm.max_map_count` (`max`).
+fn out_of_mappings_hint(max: impl std::fmt::Display) -> String {
     format!(
         " (the process has likely run out of memory mappings: vm.max_map_count = {max}, and each \
          mprotect guard page costs two; raise the limit with `sysctl -w vm.max_map_count=...`, \

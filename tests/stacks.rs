@@ -215,3 +215,44 @@ fn burst_memory_is_given_back_when_run_returns() {
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
     print!("{stdout}");
 }
+
+/// Bytes of address space this process maps now.
+fn mapped_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let (start, end) = line.split_once(' ')?.0.split_once('-')?;
+            Some(u64::from_str_radix(end, 16).ok()? - u64::from_str_radix(start, 16).ok()?)
+        })
+        .sum()
+}
+
+/// ENOMEM while reserving stacks always blamed vm.max_map_count ("run on Linux 6.13 or
+/// newer"), also when the cause was RLIMIT_AS: the error names the address-space limit, and a
+/// smaller stack still fits afterwards (the region is retried smaller).
+#[test]
+fn out_of_address_space_names_rlimit_as_not_the_map_count() {
+    const NAME: &str = "out_of_address_space_names_rlimit_as_not_the_map_count";
+    if in_child(NAME) {
+        // Room for the runtime and a few small regions, never for a 1 GiB stack.
+        let limit = mapped_bytes() + 256 * 1024 * 1024;
+        let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+        // SAFETY: setrlimit reads the struct it is given; this child process owns its limits.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+        let err = tasklets::Builder::new().stack_size(tasklets::MAX_STACK_SIZE).spawn(|| ()).unwrap_err();
+        println!("1 GiB stack under RLIMIT_AS: {err}");
+        assert_eq!(err.kind(), std::io::ErrorKind::OutOfMemory);
+        let text = err.to_string();
+        assert!(text.contains("RLIMIT_AS"), "{text}");
+        assert!(!text.contains("6.13"), "blames the map count: {text}");
+        // 16 slots of 32 MiB do not fit in what is left: the region is retried smaller.
+        let t = tasklets::Builder::new().stack_size(32 * 1024 * 1024).spawn(|| 7).unwrap();
+        assert_eq!(t.join().unwrap(), 7);
+        return;
+    }
+    let out = run_child(NAME, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    print!("{stdout}");
+}
