@@ -147,7 +147,14 @@ fn accept_loop(listener: TcpListener, idle_timeout: Option<Duration>) {
         match listener.accept() {
             Ok((stream, peer)) => {
                 log::debug!("{peer}: connected");
-                tasklets::spawn(move || finish(peer, echo::serve_connection(stream, idle_timeout)));
+                // A failed spawn (no stack: out of memory or mappings) drops this connection
+                // (the closure and its stream), not the acceptor.
+                let served = tasklets::Builder::new()
+                    .spawn(move || finish(peer, echo::serve_connection(stream, idle_timeout)));
+                if let Err(err) = served {
+                    log::warn!("{peer}: dropped, no tasklet for it: {err}");
+                    tasklets::time::sleep(Duration::from_millis(10));
+                }
             }
             Err(err) => {
                 // Out of file descriptors, typically: the connection stays queued; try later.

@@ -261,7 +261,7 @@ static INSTALL: Mutex<()> = Mutex::new(());
 /// its own tasklets the next time it polls for I/O: at once if it is waiting in its poller,
 /// within one pass over its run queue while tasklets wait on I/O or timers. A thread whose
 /// tasklets only compute and use channels does not poll and does not dump, and no thread can
-/// dump while native code holds it (see the [module design](self)). Calling it again, for
+/// dump while native code holds it (see the design notes of the `debug` module's source). Calling it again, for
 /// the same or another signal, is allowed.
 ///
 /// # Errors
@@ -421,6 +421,85 @@ impl fmt::Display for Snapshot {
         }
         Ok(())
     }
+}
+
+/// Wraps the process's panic hook (once) so that a panic in a tasklet other than a thread's
+/// main one first names the tasklet: std's message says only `thread 'main' panicked at ..`,
+/// since the OS thread is what std knows. The previous hook (std's default, or one the user set
+/// before the first scheduler was created) then runs unchanged; a hook set later replaces this
+/// one, as `set_hook` always does.
+///
+/// std formats `thread '{name}' panicked at {location}:\n{message}`; the tasklet line goes
+/// right before it, in the same style: `tasklet 'boom' (id 3) on thread 'main' panicked:`.
+pub(crate) fn install_panic_hook() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(sched) = crate::scheduler::existing_scheduler() {
+                let task = sched.current();
+                if !task.is_main() {
+                    let thread = std::thread::current();
+                    let tasklet = match task.name() {
+                        Some(name) => format!("tasklet '{name}' (id {})", task.id()),
+                        None => format!("tasklet (id {})", task.id()),
+                    };
+                    let _ = writeln!(
+                        io::stderr().lock(),
+                        "{tasklet} on thread '{}' panicked:",
+                        thread.name().unwrap_or("<unnamed>")
+                    );
+                }
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// The kinds of report that reach stderr when no logger would show them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// A tasklet held the thread past the stall threshold: only the first of the process is
+    /// printed (the next ones are likely the same mistake, such as forgetting the shims).
+    Stall,
+    /// The main tasklet deadlocked: each is printed, at most one a second.
+    Deadlock,
+}
+
+/// Logs `message` as a warning; when no logger would show it (none installed, or
+/// `log::max_level()` is `Off`), prints it to stderr instead, as Go prints its deadlock error,
+/// once per process for stalls and at most once a second for deadlocks.
+pub(crate) fn warn(kind: Report, message: &str) {
+    if log::log_enabled!(log::Level::Warn) {
+        log::warn!("{message}");
+        return;
+    }
+    static STALL_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static LAST_DEADLOCK_MS: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let print = match kind {
+        Report::Stall => !STALL_PRINTED.swap(true, Ordering::Relaxed),
+        Report::Deadlock => {
+            // Milliseconds since the first report, plus one so that 0 means "never printed".
+            let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+            let last = LAST_DEADLOCK_MS.load(Ordering::Relaxed);
+            (last == 0 || now >= last + 1000)
+                && LAST_DEADLOCK_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        }
+    };
+    if print {
+        let hint = match kind {
+            Report::Stall => " (printed once; install a logger, or see tasklets::set_stall_threshold)",
+            Report::Deadlock => "",
+        };
+        let _ = writeln!(io::stderr().lock(), "tasklets: {message}{hint}");
+    }
+}
+
+/// `duration` to the nearest microsecond, for messages: a threshold converted to clock ticks
+/// and back prints as "100ms", not "99.999999ms".
+pub(crate) fn rounded(duration: Duration) -> Duration {
+    Duration::from_micros((duration.as_nanos() as f64 / 1000.0).round() as u64)
 }
 
 /// A one-paragraph report of what every blocked tasklet waits on, for deadlock errors.

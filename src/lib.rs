@@ -59,6 +59,9 @@
 //! - When the main tasklet would block with nothing runnable, the operation returns a
 //!   *deadlock* error instead of hanging.
 //! - When the thread exits, the tasklets still alive are killed: their destructors run.
+//! - Killing unwinds: built with `panic = "abort"`, killing a tasklet that has started (by
+//!   [`Tasklet::kill`], or at thread exit) prints why and aborts the process, as a panic does
+//!   there; a tasklet that never ran is still dropped cleanly.
 //! - Every tasklet has a [`Priority`] (`Normal` by default, which is exactly the rules above);
 //!   higher levels run first, within a bound that keeps lower levels from starving.
 //!

@@ -170,6 +170,27 @@ impl fmt::Display for TaskletExit {
     }
 }
 
+/// Unwinds the current tasklet, `task`, with [`TaskletExit`]. Built with `panic = "abort"`,
+/// unwinding is impossible and `resume_unwind` would abort without a word: say why first.
+fn unwind_killed(task: &Task) -> ! {
+    if cfg!(panic = "abort") {
+        let _ = io::Write::write_fmt(
+            &mut io::stderr().lock(),
+            format_args!("{}\n", kill_under_abort_message(task.id(), task.name())),
+        );
+    }
+    panic::resume_unwind(Box::new(TaskletExit))
+}
+
+/// What a `panic = "abort"` build prints before aborting at the kill of a started tasklet.
+fn kill_under_abort_message(id: u64, name: Option<&str>) -> String {
+    format!(
+        "tasklets: tasklet {} was killed, but this program is built with panic = \"abort\": killing a \
+         tasklet that has started unwinds its stack, which needs panic = \"unwind\"; aborting",
+        Describe(id, name)
+    )
+}
+
 /// What a blocked tasklet waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BlockedOn {
@@ -682,6 +703,7 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
     );
     // Register the teardown destructor first, so that it runs however the thread exits.
     TEARDOWN.with(|_| {});
+    crate::debug::install_panic_hook();
     let altstack = stack::install_overflow_handler();
     let (first, end) = id_block();
     let main = Rc::new(Task {
@@ -1286,7 +1308,7 @@ impl Scheduler {
             me.state.set(State::Runnable);
             return Wake::Never;
         }
-        panic::resume_unwind(Box::new(TaskletExit));
+        unwind_killed(me)
     }
 
     /// Records whether `me`, about to switch away, is unwinding, and counts it among the
@@ -1345,7 +1367,7 @@ impl Scheduler {
             "deadlock: the main tasklet is {main} and nothing can wake it; {}",
             crate::debug::deadlock_report()
         );
-        log::warn!("{message}");
+        crate::debug::warn(crate::debug::Report::Deadlock, &message);
         self.monitor.record(monitor::EventKind::Deadlock, None, message);
     }
 
@@ -1354,10 +1376,10 @@ impl Scheduler {
         let message = format!(
             "tasklet {} held the thread for {:?} without giving up the CPU (stall threshold {:?})",
             Describe(task.id, task.name()),
-            clock::to_duration(slice),
-            clock::to_duration(self.stall.get()),
+            crate::debug::rounded(clock::to_duration(slice)),
+            crate::debug::rounded(clock::to_duration(self.stall.get())),
         );
-        log::warn!("{message}");
+        crate::debug::warn(crate::debug::Report::Stall, &message);
         self.monitor.record(monitor::EventKind::Stall, Some(task.id), message);
     }
 
@@ -1396,6 +1418,7 @@ impl Scheduler {
 
     /// `run_watchdog(budget)`: as `run`, but a tasklet whose slice exceeds `budget` (measured
     /// when it gives up the CPU) is paused and returned.
+    #[track_caller]
     pub(crate) fn run_watchdog(&self, budget: Duration) -> Option<Rc<Task>> {
         let was_accounting = self.accounting.get();
         self.set_accounting(true);
@@ -1521,6 +1544,7 @@ impl Scheduler {
 
     /// `run()`: the main tasklet leaves the run queue; tasklets run until none is runnable, or
     /// until main is inserted again.
+    #[track_caller]
     pub(crate) fn run(&self) {
         assert!(
             self.current().is_main(),
@@ -1613,13 +1637,14 @@ impl Scheduler {
     }
 
     /// `kill()`: unwinds `task` now (see the module comment).
+    #[track_caller]
     pub(crate) fn kill(&self, task: &Rc<Task>) {
         if task.state.get() == State::Finished {
             return;
         }
         assert!(!task.is_main(), "tasklets::Tasklet::kill: the main tasklet cannot be killed");
         if self.is_current(task) {
-            panic::resume_unwind(Box::new(TaskletExit));
+            unwind_killed(task);
         }
         if task.state.get() == State::Runnable {
             self.unqueue(task);
@@ -1782,6 +1807,7 @@ pub fn schedule_remove() -> Result<(), DeadlockError> {
 /// assert!(!t.is_alive());
 /// assert_eq!(tasklets::runcount(), 1);
 /// ```
+#[track_caller]
 pub fn run() {
     scheduler().run()
 }
@@ -1813,6 +1839,7 @@ pub fn run() {
 /// assert!(hog.is_paused());
 /// hog.kill();
 /// ```
+#[track_caller]
 pub fn run_watchdog(budget: Duration) -> Option<crate::Tasklet> {
     scheduler().run_watchdog(budget).map(crate::Tasklet::from_task)
 }
@@ -1881,6 +1908,15 @@ unsafe fn drop_closure<F>(closure: *mut u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `panic = "abort"` builds aborted silently at a kill: the message printed first says why
+    /// (the abort path itself needs a `panic = "abort"` build, which the suite does not make).
+    #[test]
+    fn kill_under_panic_abort_says_why_before_aborting() {
+        let message = kill_under_abort_message(7, Some("worker"));
+        assert!(message.contains("tasklet 7 'worker' was killed"), "{message}");
+        assert!(message.contains("panic = \"abort\"") && message.contains("panic = \"unwind\""), "{message}");
+    }
 
     /// A tasklet's backtrace ends at the context trampoline (its CFI marks the outermost
     /// frame), right below the tasklet's root: nothing above the stack top is walked.

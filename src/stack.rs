@@ -21,6 +21,9 @@
 //! to `mprotect` on `EINVAL` (older kernels). `TASKLET_STACK_GUARD=mprotect` in the environment
 //! forces the fallback, so its behaviour can be tested on a new kernel. When the fallback runs
 //! out of mappings the spawn fails with an `io::Error` that names the cause and the fix.
+//! `TASKLET_MAX_MPROTECT_GUARDS=N` (with the fallback) makes the N+1th mprotect guard of the
+//! process fail as running out of mappings would, so that path can be tested in bounded time on
+//! a machine whose `vm.max_map_count` is raised (1,048,576 on recent distributions).
 //!
 //! **The pool.** Freed stacks go back to a per-thread LIFO list per size class, so the steady
 //! state of spawn/finish touches no syscall: pop a slot, write the first frame, run, push the
@@ -58,7 +61,12 @@ use crate::sys::{self, page_size};
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 
 /// Smallest stack a tasklet may ask for; smaller requests are rounded up to it.
-pub const MIN_STACK_SIZE: usize = 16 * 1024;
+///
+/// Large enough for a panic's report with `RUST_BACKTRACE=1` or `full`: std's backtrace printer
+/// (symbolisation of the tasklet's frames) overflowed 16 KiB; 24 KiB was measured to fit in a
+/// release build on x86_64 (`tests/kill_and_panic.rs::panic_backtrace_in_a_minimum_size_tasklet_fits_its_stack`),
+/// and 32 KiB leaves room for debug builds and deeper symbol tables.
+pub const MIN_STACK_SIZE: usize = 32 * 1024;
 
 /// Largest stack a tasklet may ask for (1 GiB); larger requests are an error.
 pub const MAX_STACK_SIZE: usize = 1 << 30;
@@ -260,16 +268,32 @@ impl StackPool {
         let page = page_size();
         let class = &mut self.classes[idx];
         let slot = class.size + page;
-        let slots = class.next_region_slots;
-        let len = slot * slots;
-        let addr = sys::map_anonymous(len).map_err(|err| {
-            let hint =
-                if err.raw_os_error() == Some(libc::ENOMEM) { out_of_mappings_hint() } else { String::new() };
-            io::Error::new(
-                err.kind(),
-                format!("cannot reserve {len} bytes of address space for tasklet stacks: {err}{hint}"),
-            )
-        })?;
+        let mut slots = class.next_region_slots;
+        let mut len = slot * slots;
+        // Out of address space (RLIMIT_AS, or a 1 GiB class) may still leave room for a smaller
+        // region: halve it down to one slot before failing.
+        let addr = loop {
+            match sys::map_anonymous(len) {
+                Ok(addr) => break addr,
+                Err(err) if err.raw_os_error() == Some(libc::ENOMEM) && slots > 1 => {
+                    slots /= 2;
+                    len = slot * slots;
+                }
+                Err(err) => {
+                    let hint = if err.raw_os_error() == Some(libc::ENOMEM) {
+                        out_of_memory_hint()
+                    } else {
+                        String::new()
+                    };
+                    return Err(io::Error::new(
+                        err.kind(),
+                        format!(
+                            "cannot reserve {len} bytes of address space for tasklet stacks: {err}{hint}"
+                        ),
+                    ));
+                }
+            }
+        };
         let mut guarded = 0;
         let mut failure = None;
         for i in 0..slots {
@@ -334,12 +358,22 @@ fn install_guard(addr: *mut u8, page: usize) -> io::Result<()> {
             Err(err) => return Err(err),
         }
     }
+    if mprotect_guard_limit_reached() {
+        return Err(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!(
+                "cannot install a tasklet stack guard page: TASKLET_MAX_MPROTECT_GUARDS reached, as \
+                 if out of mappings{}",
+                out_of_mappings_hint("TASKLET_MAX_MPROTECT_GUARDS")
+            ),
+        ));
+    }
     // SAFETY: as above; the page holds no data, so making it inaccessible is harmless.
     unsafe { sys::mprotect(addr, page, libc::PROT_NONE) }.map_err(|err| {
         if err.raw_os_error() == Some(libc::ENOMEM) {
             io::Error::new(
                 io::ErrorKind::OutOfMemory,
-                format!("cannot install a tasklet stack guard page: {err}{}", out_of_mappings_hint()),
+                format!("cannot install a tasklet stack guard page: {err}{}", out_of_memory_hint()),
             )
         } else {
             err
@@ -347,11 +381,64 @@ fn install_guard(addr: *mut u8, page: usize) -> io::Result<()> {
     })
 }
 
-/// Explains `ENOMEM` from mmap/mprotect, which on Linux usually means the map count limit.
-fn out_of_mappings_hint() -> String {
-    let max = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "?".to_owned());
+/// Whether `TASKLET_MAX_MPROTECT_GUARDS` (see the module comment) is set and this process has
+/// installed that many mprotect guards already; counts the guard about to be installed.
+fn mprotect_guard_limit_reached() -> bool {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::OnceLock;
+    static LIMIT: OnceLock<Option<usize>> = OnceLock::new();
+    static INSTALLED: AtomicUsize = AtomicUsize::new(0);
+    let limit = LIMIT.get_or_init(|| std::env::var("TASKLET_MAX_MPROTECT_GUARDS").ok()?.parse().ok());
+    limit.is_some_and(|limit| INSTALLED.fetch_add(1, Ordering::Relaxed) >= limit)
+}
+
+/// Explains `ENOMEM` from mmap/mprotect by its real cause: the address-space limit
+/// (`RLIMIT_AS`) when the process is near it, the map count when the process's mappings
+/// (`/proc/self/maps`) are near `vm.max_map_count`, and exhausted memory otherwise.
+fn out_of_memory_hint() -> String {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills the struct it is given.
+    let as_limit = if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0
+        && limit.rlim_cur != libc::RLIM_INFINITY
+    {
+        Some(limit.rlim_cur)
+    } else {
+        None
+    };
+    let maps = std::fs::read_to_string("/proc/self/maps").ok();
+    let mapped: u64 = maps
+        .iter()
+        .flat_map(|m| m.lines())
+        .filter_map(|line| {
+            let (range, _) = line.split_once(' ')?;
+            let (start, end) = range.split_once('-')?;
+            Some(u64::from_str_radix(end, 16).ok()? - u64::from_str_radix(start, 16).ok()?)
+        })
+        .sum();
+    let count = maps.as_ref().map(|m| m.lines().count());
+    let max: Option<usize> =
+        std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse().ok());
+    if let (Some(count), Some(max)) = (count, max) {
+        if count + 16 >= max {
+            return out_of_mappings_hint(max);
+        }
+    }
+    if let Some(limit) = as_limit {
+        return format!(
+            " (the address-space limit RLIMIT_AS = {limit} bytes is reached: the process maps {mapped} bytes; \
+             raise it with `ulimit -v`, or use smaller tasklet stacks)"
+        );
+    }
+    format!(
+        " (out of memory or address space: the process maps {mapped} bytes in {} mappings, \
+         vm.max_map_count = {}; use smaller tasklet stacks or fewer tasklets)",
+        count.map_or("?".to_owned(), |c| c.to_string()),
+        max.map_or("?".to_owned(), |m| m.to_string())
+    )
+}
+
+/// The hint when the process's mappings reached `vm.max_map_count` (`max`).
+fn out_of_mappings_hint(max: impl std::fmt::Display) -> String {
     format!(
         " (the process has likely run out of memory mappings: vm.max_map_count = {max}, and each \
          mprotect guard page costs two; raise the limit with `sysctl -w vm.max_map_count=...`, \

@@ -14,7 +14,7 @@
 //! A waiter is a *node* on the waiting frame's own stack (as in `channel`, and Go's `sudog`):
 //! a sender's node holds the value it offers, a receiver's node is where a value is put. The
 //! queue entry points at the node and carries the waiter's *waker*: for a tasklet, a
-//! [`RemoteWaker`] of its scheduler's reactor (a slot in the reactor's remote table, woken by a
+//! `RemoteWaker` of its scheduler's reactor (a slot in the reactor's remote table, woken by a
 //! token pushed on the reactor's lock-free queue and `Poller::notify()`, as the `unblock` pool
 //! does); for a plain thread, its `std::thread::Thread` (futex `park`/`unpark`). Nothing is
 //! allocated per wait once the queues and the reactor's slot table have grown: a parked

@@ -192,7 +192,9 @@ impl<T: ?Sized> Tasklet<T> {
     /// running.
     ///
     /// # Panics
-    /// Panics when called on the main tasklet, which cannot be killed.
+    /// Panics when called on the main tasklet, which cannot be killed. Built with
+    /// `panic = "abort"`, killing a started tasklet prints why and aborts the process, since
+    /// the kill is an unwind.
     ///
     /// # Examples
     ///
@@ -206,6 +208,7 @@ impl<T: ?Sized> Tasklet<T> {
     /// assert_eq!(ch.balance(), 0);
     /// assert!(t.join().unwrap_err().is_killed());
     /// ```
+    #[track_caller]
     pub fn kill(&self) {
         scheduler().kill(&self.task)
     }

@@ -223,6 +223,7 @@ impl<R> Threads<R> {
     ///
     /// # Panics
     /// When `index >= self.len()`, as slice indexing does.
+    #[track_caller]
     pub fn thread(&self, index: usize) -> &Thread {
         &self.threads[index]
     }
@@ -242,6 +243,7 @@ impl<R> Threads<R> {
     ///
     /// # Panics
     /// When called from one of these threads (it would wait for itself).
+    #[track_caller]
     pub fn join(self) -> Vec<Result<R, JoinError>> {
         self.stop(false)
     }
@@ -252,6 +254,7 @@ impl<R> Threads<R> {
     ///
     /// # Panics
     /// When called from one of these threads.
+    #[track_caller]
     pub fn shutdown(self) -> Vec<Result<R, JoinError>> {
         self.stop(true)
     }
@@ -262,6 +265,7 @@ impl<R> Threads<R> {
         self.threads.iter().position(|thread| thread.mailbox.same_channel(&me.mailbox))
     }
 
+    #[track_caller]
     fn stop(mut self, kill: bool) -> Vec<Result<R, JoinError>> {
         assert!(
             self.own_index().is_none(),

@@ -1035,4 +1035,119 @@ fn kill_is_not_lost_while_another_tasklet_is_suspended_mid_unwind() {
     assert_killed(a);
     release.send(1).unwrap();
     assert!(b.join().unwrap_err().is_panic());
+
+/// The child of [`panic_backtrace_in_a_minimum_size_tasklet_fits_its_stack`]: a tasklet on the
+/// smallest stack panics while `RUST_BACKTRACE` asks for a backtrace.
+#[test]
+fn panic_backtrace_in_a_minimum_size_tasklet_child() {
+    if !common::in_child("panic_backtrace_in_a_minimum_size_tasklet_child") {
+        return;
+    }
+    let t = Builder::new()
+        .name("tiny")
+        .stack_size(tasklets::MIN_STACK_SIZE)
+        .spawn(|| -> () { panic!("tiny stack panic") })
+        .unwrap();
+    assert!(t.join().unwrap_err().is_panic());
+}
+
+/// A panic with `RUST_BACKTRACE=1` (or `full`) in a tasklet with `MIN_STACK_SIZE` overflowed
+/// the stack while std printed the backtrace (16 KiB): the report must fit.
+#[test]
+fn panic_backtrace_in_a_minimum_size_tasklet_fits_its_stack() {
+    for backtrace in ["1", "full"] {
+        let out = common::run_child(
+            "panic_backtrace_in_a_minimum_size_tasklet_child",
+            &[("RUST_BACKTRACE", backtrace)],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "RUST_BACKTRACE={backtrace}: child failed ({:?}):\n{stderr}",
+            out.status
+        );
+        assert!(stderr.contains("tiny stack panic"), "RUST_BACKTRACE={backtrace}: panic printed:\n{stderr}");
+        assert!(
+            stderr.contains("stack backtrace"),
+            "RUST_BACKTRACE={backtrace}: backtrace printed:\n{stderr}"
+        );
+    }
+}
+
+/// The child of [`misuse_panics_report_the_callers_location`].
+#[test]
+fn misuse_panics_report_the_callers_location_child() {
+    if !common::in_child("misuse_panics_report_the_callers_location_child") {
+        return;
+    }
+    let files = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = files.clone();
+    panic::set_hook(Box::new(move |info| {
+        seen.lock().unwrap().push(info.location().map(|l| l.file().to_string()).unwrap_or_default());
+    }));
+    let main = tasklets::current();
+    let misuses: Vec<Box<dyn FnOnce()>> = vec![
+        Box::new(|| tasklets::run()),
+        Box::new(|| {
+            tasklets::run_watchdog(std::time::Duration::from_secs(1));
+        }),
+        Box::new(move || main.kill()),
+    ];
+    for misuse in misuses {
+        let t = tasklets::spawn(misuse);
+        assert!(t.join().unwrap_err().is_panic());
+    }
+    assert!(panic::catch_unwind(|| tasklets::current().kill()).is_err());
+    let _ = panic::take_hook();
+    let files = files.lock().unwrap();
+    assert_eq!(files.len(), 4, "{files:?}");
+    for file in files.iter() {
+        assert!(file.ends_with("kill_and_panic.rs"), "a misuse panic reported {file}, not the caller's file");
+    }
+}
+
+/// `run()` / `run_watchdog()` from a tasklet and `kill()` of main reported the library's
+/// source location (src/scheduler.rs) instead of the caller's: `#[track_caller]`.
+#[test]
+fn misuse_panics_report_the_callers_location() {
+    common::run_in_child("misuse_panics_report_the_callers_location_child");
+}
+
+/// The child of [`panic_in_a_named_tasklet_names_it`]: `USER_HOOK` set installs a hook of the
+/// user's before the first tasklet.
+#[test]
+fn panic_in_a_named_tasklet_names_it_child() {
+    if !common::in_child("panic_in_a_named_tasklet_names_it_child") {
+        return;
+    }
+    if std::env::var_os("USER_HOOK").is_some() {
+        let std_hook = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            eprintln!("user hook saw a panic");
+            std_hook(info);
+        }));
+    }
+    let t = Builder::new().name("boom").spawn(|| -> () { panic!("kaboom") }).unwrap();
+    assert!(t.join().unwrap_err().is_panic());
+}
+
+/// A panic in a tasklet named 'boom' printed only `thread 'main' panicked at ..`: the tasklet's
+/// name and id appear, and a user's own hook (set before) still runs.
+#[test]
+fn panic_in_a_named_tasklet_names_it() {
+    for user_hook in [false, true] {
+        let envs: &[(&str, &str)] = if user_hook { &[("USER_HOOK", "1")] } else { &[] };
+        let out = common::run_child("panic_in_a_named_tasklet_names_it_child", envs);
+        common::assert_child_ok(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("tasklet 'boom' (id "),
+            "user hook {user_hook}: names the tasklet:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("panicked at") && stderr.contains("kaboom"),
+            "std's message follows:\n{stderr}"
+        );
+        assert_eq!(stderr.contains("user hook saw a panic"), user_hook, "the user's hook runs:\n{stderr}");
+    }
 }

@@ -1098,3 +1098,42 @@ fn stream_moves_between_threads() {
     (&server).write_all(b"moved").unwrap();
     assert_eq!(&other.join().unwrap(), b"move");
 }
+
+/// Threads of this process named like the `unblock` pool's.
+fn unblock_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "tasklet-unblock")
+        .count()
+}
+
+/// The child of [`string_ip_literals_do_not_go_to_the_resolver_pool`].
+#[test]
+fn string_ip_literals_do_not_go_to_the_resolver_pool_child() {
+    if !common::in_child("string_ip_literals_do_not_go_to_the_resolver_pool_child") {
+        return;
+    }
+    let t = tasklets::spawn(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let udp = tasklets::net::UdpSocket::bind(String::from("127.0.0.1:0")).unwrap();
+        let udp_port = udp.local_addr().unwrap().port();
+        udp.send_to(b"x", format!("127.0.0.1:{udp_port}").as_str()).unwrap();
+        udp.connect(("127.0.0.1", udp_port)).unwrap();
+    });
+    t.join().unwrap();
+    assert_eq!(unblock_threads(), 0, "a literal IP address went to the resolver pool");
+    // A host name still goes there (the check above would see it).
+    tasklets::spawn(|| drop(TcpListener::bind("localhost:0"))).join().unwrap();
+    assert!(unblock_threads() > 0, "a host name is resolved on the pool");
+}
+
+/// `TcpListener::bind("127.0.0.1:0")`, `connect("127.0.0.1:7000")` and the UDP calls with
+/// string addresses went to the resolver pool (a thread and a park) even for IP literals.
+#[test]
+fn string_ip_literals_do_not_go_to_the_resolver_pool() {
+    common::run_in_child("string_ip_literals_do_not_go_to_the_resolver_pool_child");
+}

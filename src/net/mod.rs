@@ -352,6 +352,9 @@ pub(crate) fn resolve<A: ToSocketAddrs + Sync + ?Sized>(addr: &A) -> io::Result<
     if crate::scheduler::existing_scheduler().is_none() || never_resolves::<A>() {
         return addr.to_socket_addrs().map(Iterator::collect);
     }
+    if let Some(addr) = ip_literal(addr) {
+        return Ok(vec![addr]);
+    }
     crate::blocking::unblock_scoped(|| addr.to_socket_addrs().map(Iterator::collect))
 }
 
@@ -376,6 +379,54 @@ fn never_resolves<A: ?Sized>() -> bool {
         type_name::<[SocketAddr]>(),
     ]
     .contains(&name)
+}
+
+/// The address `addr` stands for when it is one of std's string forms holding an IP literal
+/// (`"127.0.0.1:80"`, `("::1", 80)`), parsed as std's `to_socket_addrs` parses it before it
+/// would query the resolver; `None` for a host name or any other type. A literal then costs no
+/// trip to the `unblock` pool (a thread and a park).
+///
+/// The type is recognised by [`type_name`](std::any::type_name) (`TypeId` needs `'static`, and
+/// `&str` arguments rarely are): the names matched are those of primitive or std types, which
+/// no other type carries.
+fn ip_literal<A: ?Sized>(addr: &A) -> Option<SocketAddr> {
+    use std::any::type_name;
+    let name = type_name::<A>();
+    let is = |other: &str| name == other;
+    // `str` is unsized: `&A` is then a fat pointer of the same layout as `&str`.
+    if is(type_name::<str>()) && std::mem::size_of::<&A>() == std::mem::size_of::<&str>() {
+        // SAFETY: `A` is `str` (its type name is the primitive's), so `&A` is a `&str`.
+        let s: &str = unsafe { std::mem::transmute_copy::<&A, &str>(&addr) };
+        return s.parse().ok();
+    }
+    let ptr = addr as *const A;
+    if is(type_name::<&str>()) {
+        // SAFETY: `A` is `&str` (lifetimes aside, which type names omit); it is read for the
+        // duration of the borrow of `addr` only.
+        return unsafe { *ptr.cast::<&str>() }.parse().ok();
+    }
+    if is(type_name::<String>()) || is(type_name::<&String>()) {
+        // SAFETY: `A` is `String` or `&String` as its name says; read within the borrow of `addr`.
+        let s: &str = unsafe {
+            if is(type_name::<String>()) {
+                &*ptr.cast::<String>()
+            } else {
+                *ptr.cast::<&String>()
+            }
+        };
+        return s.parse().ok();
+    }
+    let (host, port) = if is(type_name::<(&str, u16)>()) {
+        // SAFETY: `A` is `(&str, u16)` as its name says; read within the borrow of `addr`.
+        unsafe { *ptr.cast::<(&str, u16)>() }
+    } else if is(type_name::<(String, u16)>()) {
+        // SAFETY: `A` is `(String, u16)` as its name says; read within the borrow of `addr`.
+        let pair = unsafe { &*ptr.cast::<(String, u16)>() };
+        (pair.0.as_str(), pair.1)
+    } else {
+        return None;
+    };
+    host.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, port))
 }
 
 /// Calls `f` with each address `addr` resolves to, in order, until one succeeds, as std does:
@@ -412,5 +463,20 @@ mod tests {
         assert!(!check("127.0.0.1:80"));
         assert!(!check(&String::from("localhost:80")));
         assert!(!check(&("localhost", 80)));
+    }
+
+    #[test]
+    fn ip_literals_are_parsed_without_the_resolver() {
+        let v4: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let v6: SocketAddr = "[::1]:7000".parse().unwrap();
+        assert_eq!(ip_literal("127.0.0.1:7000"), Some(v4));
+        assert_eq!(ip_literal(&"127.0.0.1:7000"), Some(v4));
+        assert_eq!(ip_literal(&String::from("[::1]:7000")), Some(v6));
+        assert_eq!(ip_literal(&&String::from("[::1]:7000")), Some(v6));
+        assert_eq!(ip_literal(&("127.0.0.1", 7000u16)), Some(v4));
+        assert_eq!(ip_literal(&(String::from("::1"), 7000u16)), Some(v6));
+        assert_eq!(ip_literal("localhost:7000"), None);
+        assert_eq!(ip_literal(&("localhost", 7000u16)), None);
+        assert_eq!(ip_literal(&7000u16), None);
     }
 }
