@@ -177,6 +177,7 @@ mod debug;
 pub mod io;
 pub mod monitor;
 pub mod net;
+mod poller;
 mod reactor;
 mod registrations;
 mod runqueue;

@@ -27,13 +27,13 @@
 //!   record in `registrations`, which changes whenever the fd's last user leaves, so an event still
 //!   queued for a closed fd (whose number the kernel may already have reused) is recognised
 //!   and dropped.
-//! - **When the poller runs.** Never on a switch: `epoll_wait` costs about a microsecond
-//!   (`polling` issues five syscalls per wait). The scheduler polls without blocking once per
+//! - **When the poller runs.** Never on a switch: a wait is a system call (one `epoll_wait` on
+//!   Linux, see `poller`; `polling` issued five per wait). The scheduler polls without blocking once per
 //!   pass over the run queue (and at most every 50 µs) while tasklets are runnable, and blocks
 //!   in the poller until the next timer when none is.
 //! - **Cross-thread wake-ups.** Other threads (the `unblock` pool) cannot touch a scheduler;
 //!   they push a token onto the reactor's lock-free queue (`crossbeam-queue`) and call
-//!   `Poller::notify()`. The scheduler drains the queue whenever it polls. A token's slot
+//!   `Poller::notify()` if the owner sleeps in its poller. The scheduler drains the queue whenever it polls. A token's slot
 //!   carries a generation, so a wake that arrives after its wait ended (a timeout or a kill
 //!   ended it first: `crate::sync`) is dropped. A wake made on the waiter's own thread skips
 //!   the queue and the poller.
@@ -76,8 +76,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
-use polling::{Event, Events, PollMode, Poller};
 
+use crate::poller::{Event, Events, PollMode, Poller};
 use crate::registrations::FdUser;
 use crate::scheduler::{scheduler, BlockedOn, State, Task, Wake};
 

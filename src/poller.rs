@@ -1,0 +1,276 @@
+//! The OS readiness layer: one epoll instance per reactor on Linux, `polling` elsewhere, behind
+//! the same small API (`Poller::add_with_mode` / `modify_with_mode` / `delete` with a key and
+//! read/write interest, `wait(events, timeout)`, `notify`), so that `reactor` does not care
+//! which one it runs on.
+//!
+//! # Why not `polling` on Linux
+//!
+//! `polling` 3.11's epoll backend makes every `wait` five system calls: `timerfd_settime` (its
+//! timeout goes through a timerfd), `epoll_ctl` for the timerfd, `epoll_pwait`, a `read` of its
+//! notifier eventfd, and `epoll_ctl` to re-arm the notifier (which it registers oneshot). An
+//! empty wait costs 674 ns there against 65 ns for a bare `epoll_wait`. A cross-thread wake-up
+//! (`tasklets::sync`) is one wait on the sleeping side, so those calls were most of a round
+//! trip: `strace -f -c` of `multicore --child roundtrip tasklets-sync0` counted 13.0 system
+//! calls per round trip with `polling`, against tokio's 2.6 (mio: one `epoll_wait`, one `write`).
+//! With this module (and the reactor's "notify only a sleeper" flag) it counts 3.7 at capacity
+//! 0 and 2.5 at capacity 1 (12.3 before), and the round trip's CPU fell from 6.67 to 4.98 µs
+//! (capacity 0), 4.47 to 3.10 µs (capacity 1), 37.5 to 6.5 µs for `unblock`, in one run of
+//! `multicore --only roundtrip` each on the shared 2-vCPU VM (docs/benchmarks.md, *Cross-thread
+//! wake and the Linux poller*).
+//!
+//! Rejected: `polling` with its unreleased fix (smol-rs/polling#250) — not on crates.io, and
+//! its notifier would still be read per wake; `rustix::event::epoll` — the crate already calls
+//! libc through one door (`sys::syscall!`), and the few epoll calls did not justify a second
+//! way in (rustix stays in the lock file only through `polling`, for the other targets).
+//!
+//! # Design (Linux)
+//!
+//! - **One system call per wait**: `epoll_wait` with the timeout in milliseconds, rounded *up*
+//!   (a timer must never fire early: the scheduler would poll again for the remainder, which
+//!   is correct but costs a wait; rounding down would make that the rule for every sub-ms
+//!   timeout). `epoll_pwait2` (ns timeouts, Linux 5.11) is not used: the scheduler's timers
+//!   are ms-grained anyway and the fallback would need a probe per process.
+//! - **Edge-triggered** registrations (or oneshot, `TASKLET_POLL_MODE=oneshot`), with
+//!   `EPOLLIN | EPOLLPRI | EPOLLRDHUP` for read interest and `EPOLLOUT` for write interest.
+//! - **The notifier** is an eventfd registered once, edge-triggered, under the key
+//!   `usize::MAX` (as in `polling`, which the reactor's own reserved keys respect). Each
+//!   `write` to an eventfd is a new edge even while its counter is non-zero, so it is never
+//!   read (mio's waker does the same): a notify costs one `write` and the wait that sees it
+//!   nothing more. Should the counter ever be full (2^64 - 2 writes), `notify` reads it to
+//!   zero and writes again. At most one write per wait: a `notified` flag set by the first
+//!   notifier and cleared by the waiter after each wait; a notify between that clear and the
+//!   next wait writes again, and its edge makes that wait return at once (never lost).
+//! - `notify` is async-signal-safe (an atomic compare-exchange and a `write`): `io::interrupt`
+//!   calls it from signal handlers.
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) use polling::{Event, Events, PollMode, Poller};
+
+#[cfg(target_os = "linux")]
+pub(crate) use linux::{Event, Events, PollMode, Poller};
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io;
+    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use crate::sys::syscall;
+
+    /// The notifier's key (reserved, as in `polling`).
+    const NOTIFY_KEY: u64 = u64::MAX;
+
+    /// How many events one wait returns at most (as `polling::Events::new`).
+    const CAPACITY: usize = 1024;
+
+    /// How an fd's readiness is reported.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum PollMode {
+        /// Once per registration, until re-armed with `modify_with_mode`.
+        Oneshot,
+        /// On every change from not ready to ready.
+        Edge,
+    }
+
+    /// Interest in (when registering) or readiness of (when reported) one fd.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) struct Event {
+        /// The registration's key.
+        pub(crate) key: usize,
+        /// Readable (or read side closed, or an error).
+        pub(crate) readable: bool,
+        /// Writable (or hung up, or an error).
+        pub(crate) writable: bool,
+    }
+
+    impl Event {
+        pub(crate) fn new(key: usize, readable: bool, writable: bool) -> Event {
+            Event { key, readable, writable }
+        }
+
+        pub(crate) fn all(key: usize) -> Event {
+            Event::new(key, true, true)
+        }
+
+        pub(crate) fn readable(key: usize) -> Event {
+            Event::new(key, true, false)
+        }
+
+        fn flags(self, mode: PollMode) -> u32 {
+            let mut flags = match mode {
+                PollMode::Oneshot => libc::EPOLLONESHOT,
+                PollMode::Edge => libc::EPOLLET,
+            };
+            if self.readable {
+                flags |= libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP;
+            }
+            if self.writable {
+                flags |= libc::EPOLLOUT;
+            }
+            flags as u32
+        }
+    }
+
+    /// The events one wait returned.
+    pub(crate) struct Events {
+        buf: Vec<libc::epoll_event>,
+        len: usize,
+    }
+
+    impl Events {
+        pub(crate) fn new() -> Events {
+            Events { buf: vec![libc::epoll_event { events: 0, u64: 0 }; CAPACITY], len: 0 }
+        }
+
+        pub(crate) fn clear(&mut self) {
+            self.len = 0;
+        }
+
+        /// The fd events (the notifier's are left out).
+        pub(crate) fn iter(&self) -> impl Iterator<Item = Event> + '_ {
+            const READ: i32 =
+                libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR;
+            const WRITE: i32 = libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR;
+            self.buf[..self.len].iter().filter(|e| e.u64 != NOTIFY_KEY).map(|e| {
+                let flags = e.events as i32;
+                Event::new(e.u64 as usize, flags & READ != 0, flags & WRITE != 0)
+            })
+        }
+    }
+
+    /// An epoll instance and its notifier.
+    #[derive(Debug)]
+    pub(crate) struct Poller {
+        epoll: OwnedFd,
+        eventfd: OwnedFd,
+        notified: AtomicBool,
+    }
+
+    impl Poller {
+        pub(crate) fn new() -> io::Result<Poller> {
+            let epoll = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+            // SAFETY: a new fd that nothing else owns.
+            let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+            let eventfd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
+            // SAFETY: a new fd that nothing else owns.
+            let eventfd = unsafe { OwnedFd::from_raw_fd(eventfd) };
+            let poller = Poller { epoll, eventfd, notified: AtomicBool::new(false) };
+            let mut event =
+                libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: NOTIFY_KEY };
+            syscall!(epoll_ctl(
+                poller.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                poller.eventfd.as_raw_fd(),
+                &mut event
+            ))?;
+            Ok(poller)
+        }
+
+        fn ctl(&self, op: i32, fd: RawFd, event: Option<(Event, PollMode)>) -> io::Result<()> {
+            let mut raw = match event {
+                Some((ev, mode)) => libc::epoll_event { events: ev.flags(mode), u64: ev.key as u64 },
+                None => libc::epoll_event { events: 0, u64: 0 },
+            };
+            // SAFETY: `raw` is a valid event for the call's duration; a bad fd is an error.
+            syscall!(epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut raw))?;
+            Ok(())
+        }
+
+        /// Adds `fd` under `event`'s key and interest.
+        ///
+        /// # Safety
+        ///
+        /// `fd` must be open and be deleted from this poller before it is closed.
+        pub(crate) unsafe fn add_with_mode(&self, fd: RawFd, event: Event, mode: PollMode) -> io::Result<()> {
+            self.ctl(libc::EPOLL_CTL_ADD, fd, Some((event, mode)))
+        }
+
+        /// Changes the key and interest of an fd in this poller (and re-arms a oneshot one).
+        pub(crate) fn modify_with_mode(
+            &self,
+            fd: BorrowedFd<'_>,
+            event: Event,
+            mode: PollMode,
+        ) -> io::Result<()> {
+            self.ctl(libc::EPOLL_CTL_MOD, fd.as_raw_fd(), Some((event, mode)))
+        }
+
+        /// Deletes an fd from this poller.
+        pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+            self.ctl(libc::EPOLL_CTL_DEL, fd.as_raw_fd(), None)
+        }
+
+        /// Waits for events (at most `timeout`, rounded up to whole milliseconds; `None`: until
+        /// one comes or `notify` is called) in one `epoll_wait`; returns how many fd events and
+        /// notifications came.
+        pub(crate) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+            let ms = match timeout {
+                None => -1,
+                Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+            };
+            let capacity = events.buf.len() as i32;
+            // SAFETY: the buffer holds `capacity` events and outlives the call.
+            let res = syscall!(epoll_wait(self.epoll.as_raw_fd(), events.buf.as_mut_ptr(), capacity, ms));
+            // Any notify from now on must write again: the waiter is past the edge it made.
+            self.notified.store(false, Ordering::SeqCst);
+            events.len = res? as usize;
+            Ok(events.len)
+        }
+
+        /// Makes the current or next `wait` return at once. Async-signal-safe.
+        pub(crate) fn notify(&self) -> io::Result<()> {
+            if self.notified.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+                return Ok(()); // a write since the last wait returned is still pending
+            }
+            let one = 1u64.to_ne_bytes();
+            let fd = self.eventfd.as_raw_fd();
+            // SAFETY: writes 8 bytes from a live buffer to our eventfd.
+            let wrote = unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+            if wrote == -1 {
+                // Full counter (EAGAIN): empty it and write again. Errors are not built into an
+                // `io::Error` before this point (signal handlers call this).
+                let mut buf = [0u8; 8];
+                // SAFETY: reads 8 bytes into a live buffer from our eventfd.
+                let _ = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                syscall!(write(fd, one.as_ptr().cast(), one.len()))?;
+            }
+            Ok(())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::time::Instant;
+
+        #[test]
+        fn a_wait_never_returns_before_its_timeout() {
+            let poller = Poller::new().unwrap();
+            let mut events = Events::new();
+            let start = Instant::now();
+            poller.wait(&mut events, Some(Duration::from_micros(1500))).unwrap();
+            assert!(start.elapsed() >= Duration::from_micros(1500));
+            assert_eq!(events.iter().count(), 0);
+        }
+
+        #[test]
+        fn a_notify_before_or_during_a_wait_ends_it_and_the_next_wait_sleeps_again() {
+            let poller = std::sync::Arc::new(Poller::new().unwrap());
+            let mut events = Events::new();
+            poller.notify().unwrap();
+            poller.notify().unwrap();
+            assert_eq!(poller.wait(&mut events, None).unwrap(), 1);
+            assert_eq!(events.iter().count(), 0, "the notifier's event is not an fd event");
+            // The eventfd is never read: the next wait must still sleep (edge-triggered).
+            assert_eq!(poller.wait(&mut events, Some(Duration::from_millis(20))).unwrap(), 0);
+            let other = poller.clone();
+            let waker = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                other.notify().unwrap();
+            });
+            assert_eq!(poller.wait(&mut events, Some(Duration::from_secs(20))).unwrap(), 1);
+            waker.join().unwrap();
+        }
+    }
+}
