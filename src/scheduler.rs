@@ -1940,7 +1940,10 @@ mod tests {
             .map(str::trim_start)
             .filter(|l| l.split(':').next().is_some_and(|n| n.parse::<u32>().is_ok()))
             .collect();
-        assert!(frames.last().is_some_and(|f| f.contains("context::trampoline")), "{text}");
+        assert!(
+            frames.last().is_some_and(|f| f.contains("context::") && f.contains("::trampoline")),
+            "{text}"
+        );
         assert!(frames.iter().rev().nth(1).is_some_and(|f| f.contains("scheduler::entry")), "{text}");
     }
 

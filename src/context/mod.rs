@@ -1,4 +1,27 @@
-//! The stack switch: the only assembly of the crate, for x86_64 Linux (System V ABI).
+//! The stack switch: the shared contract of the only assembly of the crate. Each supported
+//! architecture has one small file beside this one (`x86_64.rs`, System V ABI), in the manner of
+//! ruby's `coroutine/{amd64,arm64,riscv64}`; this file holds what they all agree on: the
+//! [`Context`] (a saved stack pointer), the safe-to-reason-about wrappers [`switch`] and
+//! [`exit_to`], the entry contract and the target selection.
+//!
+//! # The contract every architecture file implements
+//!
+//! - `switch_raw(from: *mut usize, to: usize)`: saves every callee-saved register of the ABI
+//!   (integer and floating-point) and the return address on the current stack, stores the stack
+//!   pointer in `*from`, loads `to` as the stack pointer, restores the same registers from
+//!   there and returns into the code that suspended that stack.
+//! - `exit_raw(to: usize) -> !`: the second half of `switch_raw` alone (nothing is saved).
+//! - `init_frame(top, entry, arg) -> sp`: writes at most [`INIT_FRAME`] bytes below the
+//!   16-byte-aligned `top`, shaped like a suspended frame whose return address is the
+//!   trampoline, with the entry function and argument in two callee-saved registers and the
+//!   frame pointer zero.
+//! - `trampoline`: the outermost frame of every tasklet; its CFI marks the return address
+//!   undefined so that DWARF unwinders and debuggers stop there; it calls `entry(arg)` with
+//!   the ABI's stack alignment and traps if `entry` ever returns.
+//! - CFI policy: `switch_raw` and `exit_raw` describe every save and restore, so a debugger
+//!   stopped inside a switch unwinds correctly on either stack (both hold the same frame).
+//!
+//! The x86_64 specifics follow (the frame of its architecture file).
 //!
 //! # Design
 //!
@@ -54,9 +77,10 @@
 //!   not change rounding modes or exception masks: a tasklet that does (through `asm!` or C)
 //!   must restore them before it gives up the CPU. So a switch inherits the floating-point
 //!   environment of the tasklet that switched, exactly as before.
-//! - **Other architectures.** One switch (aarch64, riscv64) would be ~30 lines each, but
-//!   untested code that swaps stacks is worse than none: any target other than x86_64 Linux
-//!   is a compile error that names the supported target, rather than a silent fallback.
+//! - **Other architectures.** Each is one small file here (ruby's `coroutine/` layout), added
+//!   only together with a test that runs it: untested code that swaps stacks is worse than
+//!   none, so any architecture without a file is a compile error naming the supported ones,
+//!   rather than a silent fallback.
 //! - **No CET shadow stacks.** A switch returns on another stack than it was called on, which a
 //!   hardware shadow stack would reject; Rust does not enable them by default, and supporting
 //!   them would need a shadow stack per tasklet.
@@ -68,13 +92,17 @@
 //!   predictor instead and leave the return-stack buffer unbalanced; the prototype measured no
 //!   difference for a bare switch, and `ret` keeps the CFI simple.
 
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+#[cfg(not(target_arch = "x86_64"))]
 compile_error!(
-    "tasklet supports only x86_64 Linux (x86_64-unknown-linux-gnu or -musl, System V ABI): \
-     src/context.rs holds its stack switch, written for that target alone"
+    "tasklets' stack switch supports only x86_64 (System V ABI): src/context/ holds one file \
+     per supported architecture, and this target has none"
 );
 
-use std::arch::naked_asm;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+#[cfg(target_arch = "x86_64")]
+use x86_64::{exit_raw, init_frame, switch_raw, INIT_FRAME_WORDS};
+
 use std::cell::Cell;
 
 /// Entry function of a fresh context, called by the trampoline with the argument given to
@@ -82,8 +110,8 @@ use std::cell::Cell;
 /// ([`exit_to`]).
 pub(crate) type Entry = unsafe extern "C" fn(arg: *mut u8) -> !;
 
-/// Bytes of a fresh context's first frame: seven words, below a 16-aligned stack top.
-pub(crate) const INIT_FRAME: usize = 7 * 8;
+/// Bytes of a fresh context's first frame, below a 16-aligned stack top.
+pub(crate) const INIT_FRAME: usize = INIT_FRAME_WORDS * size_of::<usize>();
 
 /// A suspended execution context: its saved stack pointer (the registers are on its stack).
 ///
@@ -110,19 +138,10 @@ impl Context {
     /// the last time. `arg` must be what `entry` expects.
     pub(crate) unsafe fn init(&self, top: usize, entry: Entry, arg: *mut u8) {
         debug_assert_eq!(top % 16, 0, "a stack top is 16-byte aligned");
-        let frame: [usize; 7] = [
-            0,                                    // r15
-            0,                                    // r14
-            0,                                    // r13
-            arg as usize,                         // r12: the trampoline's argument
-            entry as usize,                       // rbx: the trampoline's callee
-            0,                                    // rbp: ends frame-pointer walks
-            trampoline as *const () as usize + 1, // return address (past the `nop`): rsp = top
-        ];
-        let sp = top - INIT_FRAME;
         // SAFETY: per this function's contract the INIT_FRAME bytes below `top` are ours to
-        // write; `sp` is 8-byte aligned since `top` is 16-byte aligned.
-        unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), sp as *mut usize, frame.len()) };
+        // write and `top` is 16-byte aligned, which is `init_frame`'s contract.
+        let sp = unsafe { init_frame(top, entry, arg) };
+        debug_assert_eq!(sp, top - INIT_FRAME, "the first frame is INIT_FRAME bytes");
         self.sp.set(sp);
     }
 }
@@ -158,105 +177,6 @@ pub(crate) unsafe fn exit_to(to: &Context) -> ! {
     // SAFETY: per this function's contract `to.sp` is a frame laid out by `switch_raw` or
     // `init`.
     unsafe { exit_raw(to.sp.get()) }
-}
-
-/// The end of both switches: pops the six callee-saved registers of a suspended context's
-/// frame (pushed by `switch_raw`), with the CFI of each pop, and returns into it.
-macro_rules! pop_frame_and_return {
-    () => {
-        concat!(
-            "pop r15\n.cfi_adjust_cfa_offset -8\n.cfi_restore r15\n",
-            "pop r14\n.cfi_adjust_cfa_offset -8\n.cfi_restore r14\n",
-            "pop r13\n.cfi_adjust_cfa_offset -8\n.cfi_restore r13\n",
-            "pop r12\n.cfi_adjust_cfa_offset -8\n.cfi_restore r12\n",
-            "pop rbx\n.cfi_adjust_cfa_offset -8\n.cfi_restore rbx\n",
-            "pop rbp\n.cfi_adjust_cfa_offset -8\n.cfi_restore rbp\n",
-            "ret",
-        )
-    };
-}
-
-/// `switch` itself: `rdi` = where to store the current rsp, `rsi` = the rsp to load.
-///
-/// # Safety
-/// See [`switch`].
-#[unsafe(naked)]
-unsafe extern "C" fn switch_raw(from: *mut usize, to: usize) {
-    naked_asm!(
-        ".cfi_startproc",
-        // On entry the CFA is rsp + 8 (the return address is at rsp); each push moves it.
-        "push rbp",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset rbp, 0",
-        "push rbx",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset rbx, 0",
-        "push r12",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset r12, 0",
-        "push r13",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset r13, 0",
-        "push r14",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset r14, 0",
-        "push r15",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset r15, 0",
-        // From here to the pops the CFI (CFA = rsp + 56, registers saved below it) describes
-        // whichever stack rsp is on: both hold the same seven-word frame.
-        "mov [rdi], rsp",
-        "mov rsp, rsi",
-        pop_frame_and_return!(),
-        ".cfi_endproc",
-    )
-}
-
-/// `exit_to` itself: `rdi` = the rsp to load; nothing is saved.
-///
-/// # Safety
-/// See [`exit_to`].
-#[unsafe(naked)]
-unsafe extern "C" fn exit_raw(to: usize) -> ! {
-    naked_asm!(
-        ".cfi_startproc",
-        "mov rsp, rdi",
-        // The frame being popped is `switch_raw`'s: CFA = rsp + 56.
-        ".cfi_adjust_cfa_offset 48",
-        ".cfi_rel_offset r15, 0",
-        ".cfi_rel_offset r14, 8",
-        ".cfi_rel_offset r13, 16",
-        ".cfi_rel_offset r12, 24",
-        ".cfi_rel_offset rbx, 32",
-        ".cfi_rel_offset rbp, 40",
-        pop_frame_and_return!(),
-        ".cfi_endproc",
-    )
-}
-
-/// The first code of every fresh context, entered (one byte in) by the `ret` of a switch with
-/// rsp 16-byte aligned, rbx = entry, r12 = argument, rbp = 0. Calls `entry(arg)`, which never
-/// returns.
-///
-/// `.cfi_undefined rip` makes this the outermost frame for DWARF unwinders (gdb, std's
-/// backtraces), as glibc's `clone` and `_start` do; rbp = 0 ends frame-pointer walks.
-///
-/// # Safety
-/// Never called from Rust: only entered through a frame made by [`Context::init`].
-#[unsafe(naked)]
-unsafe extern "C" fn trampoline() -> ! {
-    naked_asm!(
-        ".cfi_startproc",
-        ".cfi_undefined rip",
-        // Never executed: the first frame returns to the next instruction, so that an unwinder
-        // looking up `return address - 1` (as they do for callers) lands inside this function.
-        "nop",
-        "mov rdi, r12",
-        "call rbx",
-        // `entry` never returns; trap if it somehow does.
-        "ud2",
-        ".cfi_endproc",
-    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,128 @@
+//! The x86_64 (System V ABI) stack switch; the shared contract is in `mod.rs`.
+
+use super::Entry;
+use std::arch::naked_asm;
+
+/// Words of a fresh context's first frame: six callee-saved registers and the return address.
+pub(super) const INIT_FRAME_WORDS: usize = 7;
+
+/// Writes a fresh context's first frame below `top` and returns its stack pointer: the first
+/// switch to it enters [`trampoline`] with rsp 16-byte aligned, rbx = `entry`, r12 = `arg`.
+///
+/// # Safety
+/// `top` is 16-byte aligned and the `INIT_FRAME_WORDS` words below it are writable and unused.
+pub(super) unsafe fn init_frame(top: usize, entry: Entry, arg: *mut u8) -> usize {
+    let frame: [usize; 7] = [
+        0,                                    // r15
+        0,                                    // r14
+        0,                                    // r13
+        arg as usize,                         // r12: the trampoline's argument
+        entry as usize,                       // rbx: the trampoline's callee
+        0,                                    // rbp: ends frame-pointer walks
+        trampoline as *const () as usize + 1, // return address (past the `nop`): rsp = top
+    ];
+    let sp = top - INIT_FRAME_WORDS * 8;
+    // SAFETY: per this function's contract the INIT_FRAME_WORDS words below `top` are ours to
+    // write; `sp` is 8-byte aligned since `top` is 16-byte aligned.
+    unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), sp as *mut usize, frame.len()) };
+    sp
+}
+
+/// The end of both switches: pops the six callee-saved registers of a suspended context's
+/// frame (pushed by `switch_raw`), with the CFI of each pop, and returns into it.
+macro_rules! pop_frame_and_return {
+    () => {
+        concat!(
+            "pop r15\n.cfi_adjust_cfa_offset -8\n.cfi_restore r15\n",
+            "pop r14\n.cfi_adjust_cfa_offset -8\n.cfi_restore r14\n",
+            "pop r13\n.cfi_adjust_cfa_offset -8\n.cfi_restore r13\n",
+            "pop r12\n.cfi_adjust_cfa_offset -8\n.cfi_restore r12\n",
+            "pop rbx\n.cfi_adjust_cfa_offset -8\n.cfi_restore rbx\n",
+            "pop rbp\n.cfi_adjust_cfa_offset -8\n.cfi_restore rbp\n",
+            "ret",
+        )
+    };
+}
+
+/// `switch` itself: `rdi` = where to store the current rsp, `rsi` = the rsp to load.
+///
+/// # Safety
+/// See `switch`.
+#[unsafe(naked)]
+pub(super) unsafe extern "C" fn switch_raw(from: *mut usize, to: usize) {
+    naked_asm!(
+        ".cfi_startproc",
+        // On entry the CFA is rsp + 8 (the return address is at rsp); each push moves it.
+        "push rbp",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset rbp, 0",
+        "push rbx",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset rbx, 0",
+        "push r12",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset r12, 0",
+        "push r13",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset r13, 0",
+        "push r14",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset r14, 0",
+        "push r15",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset r15, 0",
+        // From here to the pops the CFI (CFA = rsp + 56, registers saved below it) describes
+        // whichever stack rsp is on: both hold the same seven-word frame.
+        "mov [rdi], rsp",
+        "mov rsp, rsi",
+        pop_frame_and_return!(),
+        ".cfi_endproc",
+    )
+}
+
+/// `exit_to` itself: `rdi` = the rsp to load; nothing is saved.
+///
+/// # Safety
+/// See `exit_to`.
+#[unsafe(naked)]
+pub(super) unsafe extern "C" fn exit_raw(to: usize) -> ! {
+    naked_asm!(
+        ".cfi_startproc",
+        "mov rsp, rdi",
+        // The frame being popped is `switch_raw`'s: CFA = rsp + 56.
+        ".cfi_adjust_cfa_offset 48",
+        ".cfi_rel_offset r15, 0",
+        ".cfi_rel_offset r14, 8",
+        ".cfi_rel_offset r13, 16",
+        ".cfi_rel_offset r12, 24",
+        ".cfi_rel_offset rbx, 32",
+        ".cfi_rel_offset rbp, 40",
+        pop_frame_and_return!(),
+        ".cfi_endproc",
+    )
+}
+
+/// The first code of every fresh context, entered (one byte in) by the `ret` of a switch with
+/// rsp 16-byte aligned, rbx = entry, r12 = argument, rbp = 0. Calls `entry(arg)`, which never
+/// returns.
+///
+/// `.cfi_undefined rip` makes this the outermost frame for DWARF unwinders (gdb, std's
+/// backtraces), as glibc's `clone` and `_start` do; rbp = 0 ends frame-pointer walks.
+///
+/// # Safety
+/// Never called from Rust: only entered through a frame made by `Context::init`.
+#[unsafe(naked)]
+unsafe extern "C" fn trampoline() -> ! {
+    naked_asm!(
+        ".cfi_startproc",
+        ".cfi_undefined rip",
+        // Never executed: the first frame returns to the next instruction, so that an unwinder
+        // looking up `return address - 1` (as they do for callers) lands inside this function.
+        "nop",
+        "mov rdi, r12",
+        "call rbx",
+        // `entry` never returns; trap if it somehow does.
+        "ud2",
+        ".cfi_endproc",
+    )
+}
