@@ -1035,6 +1035,7 @@ fn kill_is_not_lost_while_another_tasklet_is_suspended_mid_unwind() {
     assert_killed(a);
     release.send(1).unwrap();
     assert!(b.join().unwrap_err().is_panic());
+}
 
 /// The child of [`panic_backtrace_in_a_minimum_size_tasklet_fits_its_stack`]: a tasklet on the
 /// smallest stack panics while `RUST_BACKTRACE` asks for a backtrace.
