@@ -189,6 +189,7 @@ mod tasklet;
 pub mod threads;
 pub mod time;
 mod timer;
+mod valgrind;
 
 pub use blocking::{unblock, IDLE_TIMEOUT, MAX_THREADS};
 pub use channel::{

@@ -176,6 +176,8 @@ struct SizeClass {
 struct Region {
     addr: *mut u8,
     len: usize,
+    /// Valgrind ids of the region's stacks (empty unless running under valgrind).
+    valgrind_ids: Vec<usize>,
 }
 
 /// The per-thread pool of stacks.
@@ -312,7 +314,14 @@ impl StackPool {
             let _ = unsafe { sys::unmap(addr, len) };
             return Err(failure.expect("no guard installed means an error"));
         }
-        self.regions.push(Region { addr, len });
+        let mut valgrind_ids = Vec::new();
+        if crate::valgrind::running() {
+            for i in 0..guarded {
+                let start = addr as usize + i * slot + page;
+                valgrind_ids.push(crate::valgrind::stack_register(start, start + class.size));
+            }
+        }
+        self.regions.push(Region { addr, len, valgrind_ids });
         self.carved += guarded;
         // Push in reverse so that the lowest slot is handed out first.
         for i in (0..guarded).rev() {
@@ -332,6 +341,9 @@ impl StackPool {
 impl Drop for StackPool {
     fn drop(&mut self) {
         for region in self.regions.drain(..) {
+            for id in region.valgrind_ids {
+                crate::valgrind::stack_deregister(id);
+            }
             // SAFETY: the pool is dropped only after every tasklet of its thread has finished,
             // so no slot of any region is in use.
             if let Err(err) = unsafe { sys::unmap(region.addr, region.len) } {
