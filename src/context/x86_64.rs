@@ -126,3 +126,93 @@ unsafe extern "C" fn trampoline() -> ! {
         ".cfi_endproc",
     )
 }
+
+/// Test helpers for the register-preservation test: the callee-saved registers of the ABI, in
+/// the order the helpers plant and read them.
+#[cfg(test)]
+pub(super) const CALLEE_SAVED: [&str; 6] = ["rbx", "rbp", "r12", "r13", "r14", "r15"];
+
+/// Plants `patterns[i]` in the i-th of [`CALLEE_SAVED`], switches from `from` to `to` with
+/// `switch_raw`, and when resumed stores what those registers hold in `out[i]`; restores the
+/// caller's values before returning (it is itself a well-behaved `extern "C"` function).
+///
+/// # Safety
+/// `patterns` and `out` point to six words each; `from`/`to` as for `switch_raw`.
+#[cfg(test)]
+#[unsafe(naked)]
+pub(super) unsafe extern "C" fn plant_and_switch(
+    patterns: *const u64,
+    out: *mut u64,
+    from: *mut usize,
+    to: usize,
+) {
+    naked_asm!(
+        "push rbp",
+        "push rbx",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        // Seven pushes after the call's return address: rsp is 16-byte aligned for the call.
+        "push rsi",
+        "mov rbx, [rdi]",
+        "mov rbp, [rdi + 8]",
+        "mov r12, [rdi + 16]",
+        "mov r13, [rdi + 24]",
+        "mov r14, [rdi + 32]",
+        "mov r15, [rdi + 40]",
+        "mov rdi, rdx",
+        "mov rsi, rcx",
+        "call {switch}",
+        "pop rsi",
+        "mov [rsi], rbx",
+        "mov [rsi + 8], rbp",
+        "mov [rsi + 16], r12",
+        "mov [rsi + 24], r13",
+        "mov [rsi + 32], r14",
+        "mov [rsi + 40], r15",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop rbx",
+        "pop rbp",
+        "ret",
+        switch = sym switch_raw,
+    )
+}
+
+/// Overwrites every register of [`CALLEE_SAVED`] with `garbage` (and neighbours) and switches
+/// from `from` to `to`; restores the caller's values when resumed.
+///
+/// # Safety
+/// As for `switch_raw`.
+#[cfg(test)]
+#[unsafe(naked)]
+pub(super) unsafe extern "C" fn clobber_and_switch(from: *mut usize, to: usize, garbage: u64) {
+    naked_asm!(
+        "push rbp",
+        "push rbx",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "sub rsp, 8",
+        "mov rbx, rdx",
+        "lea rbp, [rdx + 1]",
+        "lea r12, [rdx + 2]",
+        "lea r13, [rdx + 3]",
+        "lea r14, [rdx + 4]",
+        "lea r15, [rdx + 5]",
+        "call {switch}",
+        "add rsp, 8",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop rbx",
+        "pop rbp",
+        "ret",
+        switch = sym switch_raw,
+    )
+}
