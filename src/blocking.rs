@@ -20,7 +20,18 @@
 //! borrow from the caller's frame (name resolution borrows the caller's `&str`), which is sound
 //! only because the caller cannot leave that frame before the job has finished: not by
 //! returning (it waits for the result) and not by unwinding (a kill while waiting makes the
-//! guard block the thread until the job is done, as `std::thread::scope` does).
+//! guard block the thread until the job is done, as `std::thread::scope` does). Name
+//! resolution never waits for a tasklet, so that block is bounded by the resolver's timeouts.
+//!
+//! # Kills
+//!
+//! A kill of a tasklet waiting in [`unblock`] takes effect at once: the job owns everything it
+//! touches (`'static`), finishes on its worker and drops its result with the slot, and its late
+//! wake-up finds the remote-wait slot freed and is dropped. Blocking the killed tasklet's
+//! thread until the job ended (the old behaviour) froze every tasklet of the thread, and hung
+//! it forever when the job waited for one of them. Inside `with_kills_deferred` (the shims) a
+//! kill ends the wait with [`Wake::Never`]: `unblock` must still return a value and blocks, so
+//! such callers use `io::unblock_unless_killed`, which returns `None` at once.
 
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
@@ -29,7 +40,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::reactor::RemoteWaker;
-use crate::scheduler::{existing_scheduler, BlockedOn};
+use crate::scheduler::{existing_scheduler, BlockedOn, Wake};
 
 /// Most worker threads alive at once.
 pub const MAX_THREADS: usize = 64;
@@ -64,7 +75,9 @@ impl Pool {
     fn submit(&'static self, job: Job) {
         let mut state = lock(&self.state);
         state.jobs.push_back(job);
-        if state.idle > 0 {
+        // One idle worker per queued job: a job queued behind a busy worker while the pool
+        // could still grow would wait for that job (forever if they wait for each other).
+        if state.idle >= state.jobs.len() {
             self.work.notify_one();
             return;
         }
@@ -121,8 +134,12 @@ struct Slot<R> {
 /// that never used the runtime, `f` simply runs on the pool while the thread blocks.
 ///
 /// The pool starts threads on demand, at most [`MAX_THREADS`], and retires a thread after
-/// [`IDLE_TIMEOUT`] without work. If the calling tasklet is killed while it waits, `f` still
-/// runs to completion on its worker and its result is dropped.
+/// [`IDLE_TIMEOUT`] without work. If the calling tasklet is killed while it waits, the kill
+/// takes effect at once; `f` still runs to completion on its worker (it owns everything it
+/// touches) and its result is dropped there. Inside
+/// [`with_kills_deferred`](crate::io::with_kills_deferred) a kill cannot unwind, and `unblock`
+/// must return `f`'s value, so there it blocks the thread until `f` has returned: use
+/// [`io::unblock_unless_killed`](crate::io::unblock_unless_killed) in such scopes.
 ///
 /// # Examples
 ///
@@ -142,61 +159,112 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    unblock_scoped(f)
+    let job = Submitted::new(f);
+    let result = match job.wait_cooperatively() {
+        Some(result) => result,
+        // A kill deferred by `with_kills_deferred` ended the wait: block (see the docs).
+        None => job.wait(),
+    };
+    resume(result)
 }
 
-/// [`unblock`] for a function that may borrow from the caller (see the module comment).
+/// [`unblock`] that returns `None` at once when a kill (deferred by
+/// [`with_kills_deferred`](crate::io::with_kills_deferred)) ends the wait: the job finishes in
+/// the background and its result is dropped. See `crate::io::unblock_unless_killed`.
+pub(crate) fn unblock_unless_killed<F, R>(f: F) -> Option<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    Submitted::new(f).wait_cooperatively().map(resume)
+}
+
+/// [`unblock`] for a function that may borrow from the caller (see the module comment). A kill
+/// while it waits blocks the thread until the job has finished.
 pub(crate) fn unblock_scoped<'a, F, R>(f: F) -> R
 where
     F: FnOnce() -> R + Send + 'a,
-    R: Send + 'a,
+    R: Send + 'static,
 {
-    let slot = Arc::new(Slot { result: Mutex::new(None), done: Condvar::new() });
-    let waker = existing_scheduler().and_then(|sched| match sched.reactor().remote_waker() {
-        Ok(waker) => Some(waker),
-        Err(err) => {
-            log::warn!(
-                "tasklet: cannot wait for the unblock pool cooperatively ({err}); blocking the thread"
-            );
-            None
-        }
-    });
-    let job: Box<dyn FnOnce() + Send + 'a> = {
-        let slot = slot.clone();
-        let waker: Option<RemoteWaker> = waker.clone();
-        Box::new(move || {
-            let result = panic::catch_unwind(AssertUnwindSafe(f));
-            *lock(&slot.result) = Some(result);
-            slot.done.notify_all();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-        })
-    };
+    let job: Box<dyn FnOnce() -> R + Send + 'a> = Box::new(f);
     // SAFETY: the job may borrow from the caller's frame ('a). The caller does not leave this
     // function before the job has run to completion: on return it has taken the result, and on
     // unwind `Completion` blocks the thread until the job has stored it. So every borrow the
     // job holds outlives the job, which is all that extending its lifetime to 'static needs.
-    let job: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + 'a>, Job>(job) };
-    let completion = Completion { slot: &slot };
-    POOL.submit(job);
-    if let (Some(sched), Some(waker)) = (existing_scheduler(), &waker) {
-        let _ = sched.reactor().wait_remote(waker, BlockedOn::Unblock);
-    }
-    let result = completion.wait();
+    let job = unsafe {
+        std::mem::transmute::<Box<dyn FnOnce() -> R + Send + 'a>, Box<dyn FnOnce() -> R + Send + 'static>>(
+            job,
+        )
+    };
+    let job = Submitted::new(job);
+    let completion = Completion { job: &job };
+    let result = match job.wait_cooperatively() {
+        Some(result) => result,
+        None => job.wait(),
+    };
     std::mem::forget(completion);
+    resume(result)
+}
+
+/// Returns the job's value or resumes its panic.
+fn resume<R>(result: thread::Result<R>) -> R {
     match result {
         Ok(value) => value,
         Err(payload) => panic::resume_unwind(payload),
     }
 }
 
-/// Blocks the thread until the job has stored its result; on unwind too (see `unblock_scoped`).
-struct Completion<'s, R> {
-    slot: &'s Slot<R>,
+/// A job handed to the pool, and how to wait for it.
+struct Submitted<R> {
+    slot: Arc<Slot<R>>,
+    waker: Option<RemoteWaker>,
 }
 
-impl<R> Completion<'_, R> {
+impl<R: Send + 'static> Submitted<R> {
+    /// Submits `f`, which owns everything it touches: the pool thread may outlive the caller's
+    /// wait (a kill), and then drops the result itself.
+    fn new<F: FnOnce() -> R + Send + 'static>(f: F) -> Submitted<R> {
+        let slot = Arc::new(Slot { result: Mutex::new(None), done: Condvar::new() });
+        let waker = existing_scheduler().and_then(|sched| match sched.reactor().remote_waker() {
+            Ok(waker) => Some(waker),
+            Err(err) => {
+                log::warn!(
+                    "tasklet: cannot wait for the unblock pool cooperatively ({err}); blocking the thread"
+                );
+                None
+            }
+        });
+        let job = {
+            let slot = slot.clone();
+            let waker = waker.clone();
+            Box::new(move || {
+                let result = panic::catch_unwind(AssertUnwindSafe(f));
+                *lock(&slot.result) = Some(result);
+                slot.done.notify_all();
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            })
+        };
+        POOL.submit(job);
+        Submitted { slot, waker }
+    }
+}
+
+impl<R> Submitted<R> {
+    /// Parks the current tasklet until the job is done and returns its result; `None` when the
+    /// wait ended first (a kill deferred by `with_kills_deferred`). A kill that can unwind
+    /// unwinds from here, leaving the job to finish alone. Without a scheduler, blocks.
+    fn wait_cooperatively(&self) -> Option<thread::Result<R>> {
+        if let (Some(sched), Some(waker)) = (existing_scheduler(), &self.waker) {
+            if sched.reactor().wait_remote(waker, BlockedOn::Unblock) == Wake::Never {
+                return None;
+            }
+        }
+        Some(self.wait())
+    }
+
+    /// Blocks the thread until the job has stored its result.
     fn wait(&self) -> thread::Result<R> {
         let mut result = lock(&self.slot.result);
         loop {
@@ -208,9 +276,14 @@ impl<R> Completion<'_, R> {
     }
 }
 
+/// Blocks the thread until a scoped job has stored its result, on unwind (see `unblock_scoped`).
+struct Completion<'s, R> {
+    job: &'s Submitted<R>,
+}
+
 impl<R> Drop for Completion<'_, R> {
     fn drop(&mut self) {
         // Only reached when unwinding out of `unblock_scoped` (killed while waiting).
-        drop(self.wait());
+        drop(self.job.wait());
     }
 }

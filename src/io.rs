@@ -341,3 +341,25 @@ pub fn with_kills_deferred<R>(f: impl FnOnce() -> R) -> R {
         None => f(),
     }
 }
+
+/// [`unblock`](crate::unblock) for code that runs with kills deferred
+/// ([`with_kills_deferred`]): returns `None` at once when a kill ends the wait (the kill stays
+/// pending, as for every wait in such a scope), and `f` finishes on its pool thread in the
+/// background, where its result is dropped. `f` must own everything it touches. A panic in
+/// `f` is resumed in the caller.
+///
+/// # Examples
+///
+/// ```
+/// let t = tasklets::spawn(|| {
+///     tasklets::io::with_kills_deferred(|| tasklets::io::unblock_unless_killed(|| 6 * 7))
+/// });
+/// assert_eq!(t.join().unwrap(), Some(42));
+/// ```
+pub fn unblock_unless_killed<F, R>(f: F) -> Option<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    crate::blocking::unblock_unless_killed(f)
+}

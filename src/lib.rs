@@ -166,6 +166,17 @@
 //! Each thread stays deterministic on its own; what the threads do to each other is not.
 //! `docs/multicore.md` in the repository describes the model, the patterns and their
 //! measurements.
+//!
+//! ## Process exit and kills
+//!
+//! - `std::process::exit(n)` exits with `n` from anywhere: a tasklet, the main tasklet with
+//!   others parked, any thread. Called in a tasklet, the thread's remaining tasklets are not
+//!   killed (their destructors do not run) and their stacks are leaked: the process is ending.
+//! - [`Tasklet::kill`] of a tasklet waiting in [`unblock`] returns at once; the job runs to its
+//!   end on its pool thread and its result is dropped there. Inside
+//!   [`io::with_kills_deferred`], use [`io::unblock_unless_killed`].
+//! - A kill that finds its target unwinding (a destructor on its stack blocked) fails the wait
+//!   instead of starting a second unwind; whether a tasklet unwinds is tracked per tasklet.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
 

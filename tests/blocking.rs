@@ -143,8 +143,8 @@ fn killing_a_tasklet_waiting_for_the_pool_lets_the_job_finish_and_drops_its_resu
     });
     tasklets::schedule(); // t submits its job and parks
     assert!(t.is_blocked());
-    // Let the job finish shortly after the kill starts: the kill waits for it (the job could
-    // borrow from the tasklet's frame), then the result is dropped.
+    // Let the job finish shortly after the kill: the kill does not wait for it (the job owns
+    // what it touches); the pool thread drops the result.
     let releaser = thread::spawn(move || {
         thread::sleep(Duration::from_millis(20));
         barrier.wait();
@@ -153,6 +153,11 @@ fn killing_a_tasklet_waiting_for_the_pool_lets_the_job_finish_and_drops_its_resu
     releaser.join().unwrap();
     assert!(!t.is_alive());
     assert!(t.join().unwrap_err().is_killed());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dropped.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the job's result was never dropped");
+        thread::sleep(Duration::from_millis(1));
+    }
     assert_eq!(dropped.load(Ordering::SeqCst), 1, "the job's result was dropped exactly once");
     tasklets::run(); // nothing left pending
 }
@@ -170,4 +175,41 @@ fn pool_threads_run_jobs_concurrently() {
     tasklets::run();
     let leaders = ts.into_iter().map(|t| t.join().unwrap()).filter(|&l| l).count();
     assert_eq!(leaders, 1);
+}
+
+/// Killing a tasklet that waited in `unblock` used to block its thread until the pool job
+/// ended, and forever when the job waited for another tasklet of the same thread (which could
+/// then never run). The kill now returns at once and the job finishes in the background.
+#[test]
+fn kill_during_unblock_returns_at_once_even_if_the_job_waits_for_a_tasklet() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    // On its own thread, so that the old hang shows as a timeout rather than a stuck suite.
+    thread::spawn(move || {
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        let job_ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ended = job_ended.clone();
+        let waiter = tasklets::spawn(move || {
+            tasklets::unblock(move || {
+                let got = rx.recv_timeout(Duration::from_secs(20));
+                ended.store(true, Ordering::SeqCst);
+                got
+            })
+        });
+        tasklets::schedule();
+        assert!(waiter.is_blocked());
+        waiter.kill();
+        assert!(matches!(waiter.join(), Err(tasklets::JoinError::Killed)));
+        // The tasklet the job waits for still runs on this thread.
+        let sender = tasklets::spawn(move || tx.send(7).unwrap());
+        sender.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !job_ended.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the job never ended");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        done_tx.send(()).unwrap();
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("kill() of a tasklet waiting in unblock froze its thread");
 }

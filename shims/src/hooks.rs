@@ -1308,19 +1308,46 @@ pub unsafe extern "C" fn getsockopt(
 // Name resolution: no readiness to wait for (glibc's resolver makes its own internal calls,
 // which never reach the hooks), so in a tasklet the real function runs on the `unblock` pool.
 
-/// Raw pointers moved to the pool thread. The caller's frame, which owns what they point to,
-/// stays parked (or blocked) until the pool's job has finished, so they stay valid.
-struct SendPtrs<T>(T);
-// SAFETY: see the type's comment: the pointees outlive the job, and the caller does not touch
-// them while the job runs.
-unsafe impl<T> Send for SendPtrs<T> {}
+/// Something the pool's job owns and hands back, moved across threads. The job owns copies
+/// of the caller's inputs and its own output buffers: a kill returns from the hook at once and
+/// the caller's frame (its buffers) may be gone while the job still runs.
+struct Owned<T>(T);
+// SAFETY: the raw pointers inside (`addrinfo` copies and lists) are owned by the value, never
+// shared with the caller's thread while the job runs.
+unsafe impl<T> Send for Owned<T> {}
 
-impl<T> SendPtrs<T> {
-    /// Unwraps the pointers (a method, so a closure captures the whole wrapper, not its
+impl<T> Owned<T> {
+    /// Unwraps the value (a method, so a closure captures the whole wrapper, not its
     /// non-`Send` field).
     fn into_inner(self) -> T {
         self.0
     }
+}
+
+/// A list from the real `getaddrinfo`, freed unless handed to the caller.
+struct AddrinfoList(*mut libc::addrinfo);
+
+impl Drop for AddrinfoList {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: a list the real `getaddrinfo` returned, owned by this value alone.
+            unsafe { libc::freeaddrinfo(self.0) };
+        }
+    }
+}
+
+/// A C string argument copied (`None` for NULL).
+///
+/// # Safety
+/// `p` is NULL or a valid NUL-terminated string.
+unsafe fn copy_cstr(p: *const libc::c_char) -> Option<std::ffi::CString> {
+    // SAFETY: per this function's contract.
+    (!p.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(p) }.to_owned())
+}
+
+/// Pointer to a copied C string argument (NULL for `None`).
+fn cstr_ptr(s: &Option<std::ffi::CString>) -> *const libc::c_char {
+    s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr())
 }
 
 type GetaddrinfoFn = unsafe extern "C" fn(
@@ -1343,17 +1370,27 @@ type GetnameinfoFn = unsafe extern "C" fn(
 static REAL_GETADDRINFO: sys::NextSymbol = sys::NextSymbol::new(c"getaddrinfo");
 static REAL_GETNAMEINFO: sys::NextSymbol = sys::NextSymbol::new(c"getnameinfo");
 
-/// Runs `f` on the `unblock` pool (kills deferred) and hands its `errno` back.
-fn on_pool(f: impl FnOnce() -> c_int + Send + 'static) -> c_int {
+/// Runs `f` on the `unblock` pool (kills deferred) and hands its `errno` back with what it
+/// returns. A kill ends the wait at once: `EAI_SYSTEM` with `EINTR`, and the job finishes on
+/// its pool thread, where its output is dropped (freed).
+fn on_pool<T: Send + 'static>(f: impl FnOnce() -> (c_int, T) + Send + 'static) -> (c_int, Option<T>) {
     let saved = sys::errno();
-    let (r, err) = tasklets::io::with_kills_deferred(|| {
-        tasklets::unblock(move || {
-            let r = f();
-            (r, sys::errno())
+    let done = tasklets::io::with_kills_deferred(|| {
+        tasklets::io::unblock_unless_killed(move || {
+            let (r, out) = f();
+            (r, sys::errno(), out)
         })
     });
-    sys::set_errno(if r == libc::EAI_SYSTEM { err } else { saved });
-    r
+    match done {
+        Some((r, err, out)) => {
+            sys::set_errno(if r == libc::EAI_SYSTEM { err } else { saved });
+            (r, Some(out))
+        }
+        None => {
+            sys::set_errno(libc::EINTR);
+            (libc::EAI_SYSTEM, None)
+        }
+    }
 }
 
 /// `getaddrinfo(3)`: on the `unblock` pool when called in a tasklet.
@@ -1377,12 +1414,38 @@ pub unsafe extern "C" fn getaddrinfo(
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { real(node, service, hints, res) };
     }
-    let args = SendPtrs((node, service, hints, res));
-    on_pool(move || {
-        let (node, service, hints, res) = args.into_inner();
-        // SAFETY: the caller's arguments, valid until the job ends (see `SendPtrs`).
-        unsafe { real(node, service, hints, res) }
-    })
+    // SAFETY: the caller's strings (NULL or NUL-terminated, per getaddrinfo's contract).
+    let (node, service) = unsafe { (copy_cstr(node), copy_cstr(service)) };
+    // Only these fields of `hints` are read by getaddrinfo; the others must be zero or NULL.
+    let hints = (!hints.is_null()).then(|| {
+        // SAFETY: a non-NULL `hints` points to an `addrinfo` (getaddrinfo's contract).
+        let h = unsafe { &*hints };
+        // SAFETY: an all-zero `addrinfo` is valid (null pointers, zero integers).
+        let mut copy: libc::addrinfo = unsafe { std::mem::zeroed() };
+        copy.ai_flags = h.ai_flags;
+        copy.ai_family = h.ai_family;
+        copy.ai_socktype = h.ai_socktype;
+        copy.ai_protocol = h.ai_protocol;
+        Owned(copy)
+    });
+    let (r, list) = on_pool(move || {
+        let hints = hints.map(Owned::into_inner);
+        let mut list: *mut libc::addrinfo = std::ptr::null_mut();
+        let hints_ptr = hints.as_ref().map_or(std::ptr::null(), |h| h as *const libc::addrinfo);
+        // SAFETY: pointers to the job's own copies and its own output variable.
+        let r = unsafe { real(cstr_ptr(&node), cstr_ptr(&service), hints_ptr, &mut list) };
+        (r, Owned(AddrinfoList(list)))
+    });
+    if let Some(list) = list {
+        let list = list.into_inner();
+        if r == 0 {
+            // SAFETY: `res` is the caller's output pointer (getaddrinfo's contract); the list
+            // is now the caller's, to free with freeaddrinfo.
+            unsafe { *res = list.0 };
+            std::mem::forget(list);
+        }
+    }
+    r
 }
 
 /// `getnameinfo(3)`: on the `unblock` pool when called in a tasklet.
@@ -1409,10 +1472,41 @@ pub unsafe extern "C" fn getnameinfo(
         // SAFETY: the caller's arguments, forwarded.
         return unsafe { real(sa, salen, host, hostlen, serv, servlen, flags) };
     }
-    let args = SendPtrs((sa, host, serv));
-    on_pool(move || {
-        let (sa, host, serv) = args.into_inner();
-        // SAFETY: the caller's arguments, valid until the job ends (see `SendPtrs`).
-        unsafe { real(sa, salen, host, hostlen, serv, servlen, flags) }
-    })
+    // The job works on copies: a kill returns at once and the caller's buffers may be gone.
+    let mut storage = Owned(
+        // SAFETY: an all-zero `sockaddr_storage` is valid.
+        unsafe { std::mem::zeroed::<libc::sockaddr_storage>() },
+    );
+    let copied = (salen as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+    if !sa.is_null() {
+        // SAFETY: `sa` points to `salen` readable bytes (getnameinfo's contract); `storage`
+        // has room for `copied` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(sa.cast::<u8>(), (&mut storage.0 as *mut libc::sockaddr_storage).cast::<u8>(), copied) };
+    }
+    let sa_null = sa.is_null();
+    let host_len = if host.is_null() { 0 } else { hostlen as usize };
+    let serv_len = if serv.is_null() { 0 } else { servlen as usize };
+    let (r, out) = on_pool(move || {
+        let storage = storage.into_inner();
+        let mut host_buf = vec![0 as libc::c_char; host_len];
+        let mut serv_buf = vec![0 as libc::c_char; serv_len];
+        let sa = if sa_null { std::ptr::null() } else { (&storage as *const libc::sockaddr_storage).cast::<sockaddr>() };
+        let host = if host_len == 0 { std::ptr::null_mut() } else { host_buf.as_mut_ptr() };
+        let serv = if serv_len == 0 { std::ptr::null_mut() } else { serv_buf.as_mut_ptr() };
+        // SAFETY: pointers to the job's own copy and buffers of the caller's sizes.
+        let r = unsafe { real(sa, copied as socklen_t, host, host_len as socklen_t, serv, serv_len as socklen_t, flags) };
+        (r, (host_buf, serv_buf))
+    });
+    if let (0, Some((host_buf, serv_buf))) = (r, out) {
+        // SAFETY: the caller's output buffers of these sizes (getnameinfo's contract).
+        unsafe {
+            if host_len > 0 {
+                std::ptr::copy_nonoverlapping(host_buf.as_ptr(), host, host_len);
+            }
+            if serv_len > 0 {
+                std::ptr::copy_nonoverlapping(serv_buf.as_ptr(), serv, serv_len);
+            }
+        }
+    }
+    r
 }

@@ -79,3 +79,49 @@ fn getnameinfo_in_a_tasklet_resolves_loopback() {
     });
     assert_eq!(t.join().unwrap(), (0, "127.0.0.1".to_string()));
 }
+
+/// Killing a tasklet in a shimmed `getaddrinfo` used to block its thread until the lookup
+/// ended (the job borrowed the caller's buffers). The job now owns copies, so the hook returns
+/// at once (`EAI_SYSTEM`/`EINTR`), the kill is delivered, and the lookup finishes alone.
+#[test]
+fn kill_during_getaddrinfo_returns_at_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc, Barrier};
+    use std::time::Duration;
+    install();
+    // Occupy every pool thread so the lookup's job waits in the queue until released.
+    let barrier = Arc::new(Barrier::new(tasklets::MAX_THREADS + 1));
+    let blockers: Vec<_> = (0..tasklets::MAX_THREADS)
+        .map(|_| {
+            let b = barrier.clone();
+            tasklets::spawn(move || tasklets::unblock(move || b.wait().is_leader()))
+        })
+        .collect();
+    let (go, wait_go) = mpsc::channel::<()>();
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let releaser = {
+        let (barrier, timed_out) = (barrier.clone(), timed_out.clone());
+        std::thread::spawn(move || {
+            if wait_go.recv_timeout(Duration::from_secs(10)).is_err() {
+                timed_out.store(true, Ordering::SeqCst);
+            }
+            barrier.wait();
+        })
+    };
+    tasklets::schedule();
+    let lookup = tasklets::spawn(|| {
+        let r = ("localhost", 80).to_socket_addrs();
+        tasklets::schedule(); // the deferred kill is delivered here
+        r.is_ok()
+    });
+    tasklets::schedule();
+    assert!(lookup.is_blocked(), "the lookup waits for the pool");
+    lookup.kill();
+    assert!(!timed_out.load(Ordering::SeqCst), "kill() waited for the lookup's job");
+    go.send(()).unwrap();
+    assert!(lookup.join().unwrap_err().is_killed());
+    releaser.join().unwrap();
+    for b in blockers {
+        b.join().unwrap();
+    }
+}
