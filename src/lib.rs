@@ -177,6 +177,14 @@
 //!   [`io::with_kills_deferred`], use [`io::unblock_unless_killed`].
 //! - A kill that finds its target unwinding (a destructor on its stack blocked) fails the wait
 //!   instead of starting a second unwind; whether a tasklet unwinds is tracked per tasklet.
+//!
+//! ## `fork`
+//!
+//! A child process inherits its parent's epoll instances themselves (not copies), so it never
+//! touches them: in the child, the inherited schedulers keep running tasklets, channels and
+//! sleeps, their teardown leaves the parent's registrations alone, and a socket wait on them
+//! fails with an error that names `fork`. A thread started in the child gets a poller of its
+//! own, with working I/O. (`tests/fork.rs`; the design is in `src/poller.rs`.)
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
 

@@ -53,7 +53,8 @@ pub(crate) use linux::{Event, Events, PollMode, Poller};
 mod linux {
     use std::io;
     use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Once;
     use std::time::Duration;
 
     use crate::sys::syscall;
@@ -139,23 +140,51 @@ mod linux {
         }
     }
 
+    /// How many times this process's ancestry forked since the first poller was made: a
+    /// `pthread_atfork` child handler counts each fork in the child.
+    static FORKS: AtomicU64 = AtomicU64::new(0);
+
+    extern "C" fn count_fork_in_child() {
+        FORKS.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// An epoll instance and its notifier.
+    ///
+    /// # After `fork`
+    ///
+    /// A child inherits the epoll instance itself, not a copy: the parent's registrations, its
+    /// queued events and its notifier are shared. A child that waited on it would take the
+    /// parent's edges (its readers would never wake), and one whose teardown deleted the fds
+    /// would unregister the parent's sockets. So a poller remembers the fork generation it was
+    /// made in; in a child (a later generation) it never touches the instance again: deletes
+    /// are skipped (the parent still uses the fds), adds and modifies fail with an error that
+    /// says why, notifies are dropped, and a wait only sleeps for its timeout (timers and
+    /// channels keep working in the child; I/O waits need a scheduler made after the fork,
+    /// e.g. on a new thread). The check is one relaxed load, on paths that make a system call.
     #[derive(Debug)]
     pub(crate) struct Poller {
         epoll: OwnedFd,
         eventfd: OwnedFd,
         notified: AtomicBool,
+        generation: u64,
     }
 
     impl Poller {
         pub(crate) fn new() -> io::Result<Poller> {
+            static HANDLER: Once = Once::new();
+            HANDLER.call_once(|| {
+                // SAFETY: registers a handler that only bumps an atomic (async-signal-safe, as
+                // a child handler after a multithreaded fork must be).
+                unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
+            });
+            let generation = FORKS.load(Ordering::Relaxed);
             let epoll = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
             // SAFETY: a new fd that nothing else owns.
             let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
             let eventfd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
             // SAFETY: a new fd that nothing else owns.
             let eventfd = unsafe { OwnedFd::from_raw_fd(eventfd) };
-            let poller = Poller { epoll, eventfd, notified: AtomicBool::new(false) };
+            let poller = Poller { epoll, eventfd, notified: AtomicBool::new(false), generation };
             let mut event =
                 libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: NOTIFY_KEY };
             syscall!(epoll_ctl(
@@ -167,7 +196,21 @@ mod linux {
             Ok(poller)
         }
 
+        /// Whether this poller was inherited through `fork` (see the type's docs).
+        fn inherited(&self) -> bool {
+            FORKS.load(Ordering::Relaxed) != self.generation
+        }
+
         fn ctl(&self, op: i32, fd: RawFd, event: Option<(Event, PollMode)>) -> io::Result<()> {
+            if self.inherited() {
+                if op == libc::EPOLL_CTL_DEL {
+                    return Ok(()); // the parent's registration: not the child's to remove
+                }
+                return Err(io::Error::other(
+                    "this thread's poller was inherited through fork() and belongs to the parent \
+                     process; wait for I/O from a scheduler made after the fork (a new thread)",
+                ));
+            }
             let mut raw = match event {
                 Some((ev, mode)) => libc::epoll_event { events: ev.flags(mode), u64: ev.key as u64 },
                 None => libc::epoll_event { events: 0, u64: 0 },
@@ -209,6 +252,12 @@ mod linux {
                 None => -1,
                 Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
             };
+            if self.inherited() {
+                events.len = 0;
+                // SAFETY: no fds: poll only sleeps for `ms` (or until a signal).
+                syscall!(poll(std::ptr::null_mut(), 0, ms))?;
+                return Ok(0);
+            }
             let capacity = events.buf.len() as i32;
             // SAFETY: the buffer holds `capacity` events and outlives the call.
             let res = syscall!(epoll_wait(self.epoll.as_raw_fd(), events.buf.as_mut_ptr(), capacity, ms));
@@ -220,6 +269,9 @@ mod linux {
 
         /// Makes the current or next `wait` return at once. Async-signal-safe.
         pub(crate) fn notify(&self) -> io::Result<()> {
+            if self.inherited() {
+                return Ok(()); // the parent's notifier: a child never wakes the parent
+            }
             if self.notified.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_err() {
                 return Ok(()); // a write since the last wait returned is still pending
             }

@@ -43,7 +43,7 @@ pub fn ms(n: u64) -> Duration {
 
 /// The environment variable that tells a re-executed test binary which test to run as the
 /// child.
-const CHILD: &str = "TASKLET_TEST_CHILD";
+pub const CHILD: &str = "TASKLET_TEST_CHILD";
 
 /// Whether this process is the child running `test` (see [`run_child`]).
 pub fn in_child(test: &str) -> bool {
