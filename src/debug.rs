@@ -356,7 +356,8 @@ pub fn set_accounting(on: bool) {
 }
 
 /// Sets how long a tasklet may hold the calling thread's CPU without giving it up before the
-/// scheduler logs a warning naming it (`log::warn!`), or `None` for never. The default is
+/// scheduler logs a warning naming it (`log::warn!`; with no logger active, the first stall of
+/// the process goes to stderr instead), or `None` for never. The default is
 /// [`DEFAULT_STALL_THRESHOLD`](crate::DEFAULT_STALL_THRESHOLD) (100 ms). Needs accounting.
 pub fn set_stall_threshold(threshold: Option<Duration>) {
     scheduler().set_stall_threshold(threshold);

@@ -102,7 +102,7 @@
 //! [`snapshot`] and [`dump`] list every tasklet of the thread: state, what it waits on, when it
 //! last ran, its switches and CPU time. [`dump_on_signal`] prints that for every thread on
 //! `kill -QUIT`, as Go does. A tasklet that holds the thread longer than the stall threshold is
-//! named in a `log::warn!`; [`run_watchdog`] is Stackless's `run(timeout)`; deadlock errors
+//! named in a `log::warn!` (on stderr when no logger is active); [`run_watchdog`] is Stackless's `run(timeout)`; deadlock errors
 //! name the blocked tasklets. [`monitor`] lets another thread watch every scheduler of the
 //! process (shared counters, snapshots on request, stalls found while they happen); the
 //! companion crate `tasklets-console` (`console/` in the repository) shows all of it live in a
