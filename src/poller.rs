@@ -49,6 +49,24 @@ pub(crate) use polling::{Event, Events, PollMode, Poller};
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{Event, Events, PollMode, Poller};
 
+/// Whether `event` says that the fd's read side is closed, in error, or has urgent data (see
+/// `reactor`, "Short reads"). Only the Linux poller reports this; elsewhere a short read never
+/// lets a reader skip its next `recv` (see [`REPORTS_READ_CLOSED`]).
+#[inline]
+pub(crate) fn read_closed(event: &Event) -> bool {
+    #[cfg(target_os = "linux")]
+    return event.read_closed;
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = event;
+        true
+    }
+}
+
+/// Whether this platform's poller reports a closed read side ([`read_closed`]), which the
+/// skipped `recv` after a short read depends on.
+pub(crate) const REPORTS_READ_CLOSED: bool = cfg!(target_os = "linux");
+
 #[cfg(target_os = "linux")]
 mod linux {
     use std::io;
@@ -83,11 +101,15 @@ mod linux {
         pub(crate) readable: bool,
         /// Writable (or hung up, or an error).
         pub(crate) writable: bool,
+        /// The read side is closed (`EPOLLRDHUP`, `EPOLLHUP`), the socket has an error
+        /// (`EPOLLERR`), or urgent data came (`EPOLLPRI`): a short read no longer proves that
+        /// the next read would block (see `reactor`, "Short reads"). Reported only.
+        pub(crate) read_closed: bool,
     }
 
     impl Event {
         pub(crate) fn new(key: usize, readable: bool, writable: bool) -> Event {
-            Event { key, readable, writable }
+            Event { key, readable, writable, read_closed: false }
         }
 
         pub(crate) fn all(key: usize) -> Event {
@@ -133,9 +155,15 @@ mod linux {
             const READ: i32 =
                 libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR;
             const WRITE: i32 = libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR;
+            const CLOSED: i32 = libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLPRI;
             self.buf[..self.len].iter().filter(|e| e.u64 != NOTIFY_KEY).map(|e| {
                 let flags = e.events as i32;
-                Event::new(e.u64 as usize, flags & READ != 0, flags & WRITE != 0)
+                Event {
+                    key: e.u64 as usize,
+                    readable: flags & READ != 0,
+                    writable: flags & WRITE != 0,
+                    read_closed: flags & CLOSED != 0,
+                }
             })
         }
     }

@@ -23,6 +23,37 @@
 //!   direction; they retry in order, and those that find nothing park again. So two tasklets
 //!   may read one socket at once: each byte goes to exactly one of them, in the order the
 //!   kernel hands them out.
+//! - **Short reads** (issue 14). A TCP read that returns less than it asked for (and more than
+//!   nothing) emptied the receive queue, so the next read would fail with `EAGAIN`: the
+//!   reactor marks the fd's read side `Drained` and the next read parks *before* trying
+//!   (`Source::io_raw`), saving a `recv` per message of a request/response protocol (mio and
+//!   tokio do the same: a short read clears read readiness). Every read event the poller
+//!   delivers clears the mark (before the waiters run). Why no wake-up is lost, edge-triggered:
+//!   every byte that was not returned by the short `recv` was queued after that `recv` looked at
+//!   the queue, and queueing it makes a new edge in this thread's epoll instance, which only
+//!   this thread waits on; so that edge is harvested by a poll *after* the `recv`, on this
+//!   thread, and that poll either wakes the parked reader or, if it has not parked yet, clears
+//!   the mark (the reader then tries the `recv`). Edges harvested *before* the `recv` are the
+//!   only ones the mark throws away (with the `ready` flag of an edge that came while nobody
+//!   waited), and their bytes were read by it. Data arriving during the `recv` (TCP's backlog,
+//!   processed as the call returns) makes its edge during the call: also harvested after it.
+//!   Oneshot mode re-arms before parking, and re-arming reports a socket that is ready.
+//!
+//!   The catch is the end of stream: a FIN that came with the last data makes one edge for
+//!   both, and the read that takes the data is short; no edge is left for the FIN, so a reader
+//!   that parked then would sleep forever. Hence the read side's `Closed` state, sticky until
+//!   the entry is reset: set by any event with `EPOLLRDHUP`, `EPOLLHUP` or `EPOLLERR`, after
+//!   which reads always try first. If the FIN's edge is harvested before the short read, the
+//!   state is `Closed` and the next read returns 0; if after, that harvest wakes the reader
+//!   parked on `Drained`. `EPOLLPRI` counts as closed too: a read stops at TCP's urgent mark
+//!   with data queued behind it, so a short read there does not mean empty. Only TCP streams
+//!   skip (a Unix stream read can stop at a change of credentials or at passed fds with data
+//!   behind; a datagram is always "short"), never in non-blocking mode, never for an empty
+//!   buffer, and only on Linux, whose poller (`poller`) reports the read side closed; `polling`
+//!   cannot (it does not register `EPOLLRDHUP`), so elsewhere reads always try first.
+//!   Pinned by `tests/short_reads.rs` (the FIN in the same segment as the last data, a racing
+//!   `shutdown(Write)`, resets, urgent data, data racing the park); each fails (a reader parked
+//!   for good) without the `Closed` state.
 //! - **Stale events.** A registration's key is the fd number and the *epoch* of the fd's
 //!   record in `registrations`, which changes whenever the fd's last user leaves, so an event still
 //!   queued for a closed fd (whose number the kernel may already have reused) is recognised
@@ -132,7 +163,26 @@ struct FdEntry {
     epoch: u32,
     registered: bool,
     ready: [bool; 2],
+    /// What a reader may assume about the read side (see "Short reads" above).
+    read: ReadState,
     waiters: [Waiters; 2],
+}
+
+/// What the reactor knows of an fd's read side, for skipping the `recv` that would fail with
+/// `EAGAIN` after a short read (see "Short reads" in the module comment).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+enum ReadState {
+    /// Nothing known: a reader tries the `recv` first.
+    #[default]
+    Unknown,
+    /// The last `recv` of a stream returned less than asked for, and no read event came since:
+    /// the receive queue was empty then and every byte since has an event still to come, so a
+    /// reader parks without trying.
+    Drained,
+    /// Sticky until the entry is reset: the poller reported the read side closed, an error, or
+    /// urgent data. A reader always tries the `recv` first (a FIN that came with the last data
+    /// has no event of its own left).
+    Closed,
 }
 
 /// The tasklets parked on one fd in one direction, in arrival order: a single slot, and a
@@ -415,6 +465,7 @@ impl Reactor {
             }
             entry.registered = false;
             entry.ready = [false; 2];
+            entry.read = ReadState::Unknown;
             std::mem::take(&mut entry.waiters)
         };
         self.wake_all(waiters);
@@ -425,6 +476,33 @@ impl Reactor {
             while let Some(task) = list.pop() {
                 self.parked.set(self.parked.get() - 1);
                 scheduler().wake(task);
+            }
+        }
+    }
+
+    /// Whether a stream read of `fd` (registered here under `epoch`) would fail with `EAGAIN`
+    /// for sure: its last read was short and no read event came since (see "Short reads").
+    #[inline]
+    pub(crate) fn read_drained(&self, fd: RawFd, epoch: u32) -> bool {
+        self.fds
+            .borrow()
+            .get(fd)
+            .is_some_and(|e| e.read == ReadState::Drained && e.registered && e.epoch == epoch)
+    }
+
+    /// Records that a stream read of `fd` just returned less than it asked for (and more than
+    /// nothing): unless the read side was reported closed, the next read parks without trying.
+    /// An edge that came before this read is consumed with it (its data was read).
+    #[inline]
+    pub(crate) fn read_was_short(&self, fd: RawFd, epoch: u32) {
+        if !crate::poller::REPORTS_READ_CLOSED {
+            return;
+        }
+        let mut fds = self.fds.borrow_mut();
+        if let Some(entry) = fds.get_mut(fd) {
+            if entry.read == ReadState::Unknown && entry.registered && entry.epoch == epoch {
+                entry.read = ReadState::Drained;
+                entry.ready[Direction::Read as usize] = false;
             }
         }
     }
@@ -593,6 +671,14 @@ impl Reactor {
             let Some(entry) = fds.get_mut(fd as RawFd) else { continue };
             if !entry.registered || entry.epoch != epoch {
                 continue; // stale: the fd was deleted from this poller since
+            }
+            if event.readable {
+                // Before the waiters run: a woken reader must see the read side's news.
+                if crate::poller::read_closed(&event) {
+                    entry.read = ReadState::Closed;
+                } else if entry.read == ReadState::Drained {
+                    entry.read = ReadState::Unknown;
+                }
             }
             for (dir, ready) in [(0, event.readable), (1, event.writable)] {
                 if !ready {
@@ -854,23 +940,93 @@ impl Source {
         timeout: Option<Duration>,
         mut op: impl FnMut(&socket2::Socket) -> io::Result<R>,
     ) -> io::Result<R> {
-        let mut deadline = None;
+        let mut deadline = OpDeadline::new(timeout);
         loop {
             match op(&self.socket) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock && !nonblocking => {}
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 result => return result,
             }
-            if deadline.is_none() {
-                deadline = timeout.map(|t| Instant::now().checked_add(t));
-            }
-            self.wait(dir, deadline.flatten())?;
+            self.wait_for(dir, &mut deadline)?;
         }
+    }
+
+    /// [`Source::io`] for a raw system call that returns a count or -1 with `errno` set
+    /// (`recv`, `send`, ...): `WouldBlock` and `Interrupted` are told apart by `errno`, with no
+    /// `io::Error` built on the way (issue 14: one was built and dropped for every `EAGAIN`).
+    ///
+    /// With `stream_read = Some(len)` the call is a read of `len` bytes from a stream socket,
+    /// which may skip the call that would fail with `EAGAIN` after a short read (see "Short
+    /// reads" in the module comment): a read that returns less than `len` (and more than
+    /// nothing) tells the reactor so, and the next one, if nothing came since, parks before
+    /// trying.
+    #[inline]
+    pub(crate) fn io_raw(
+        &self,
+        dir: Direction,
+        nonblocking: bool,
+        timeout: Option<Duration>,
+        stream_read: Option<usize>,
+        mut op: impl FnMut(RawFd) -> isize,
+    ) -> io::Result<usize> {
+        let fd = self.socket.as_raw_fd();
+        let mut deadline = OpDeadline::new(timeout);
+        let short_reads = stream_read.is_some_and(|len| len > 0) && !nonblocking;
+        if short_reads && self.user.read_drained() {
+            self.wait_for(dir, &mut deadline)?;
+        }
+        loop {
+            let res = op(fd);
+            if res >= 0 {
+                let n = res as usize;
+                if short_reads && n > 0 && stream_read.is_some_and(|len| n < len) {
+                    self.user.read_was_short();
+                }
+                return Ok(n);
+            }
+            match crate::sys::errno() {
+                libc::EINTR => continue,
+                errno if crate::sys::would_block(errno) && !nonblocking => {}
+                errno => return Err(io::Error::from_raw_os_error(errno)),
+            }
+            self.wait_for(dir, &mut deadline)?;
+        }
+    }
+
+    /// One wait of an operation: its deadline is computed at its first wait, with the clock
+    /// read that also proves it has not passed (a timeout is never zero), and checked against
+    /// the clock again only at later waits: one clock read per timed park, not two.
+    #[inline]
+    fn wait_for(&self, dir: Direction, deadline: &mut OpDeadline) -> io::Result<()> {
+        let (at, check) = match deadline.at {
+            Some(at) => (at, true),
+            None => {
+                let at = deadline.timeout.and_then(|t| Instant::now().checked_add(t));
+                deadline.at = Some(at);
+                (at, false)
+            }
+        };
+        self.user.wait_checked(dir, at, check, None)
     }
 
     /// Parks until the socket is ready in `dir` (see [`FdUser::wait`]).
     pub(crate) fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
         self.user.wait(dir, deadline, None)
+    }
+}
+
+/// The timeout of one socket operation and, once it had to wait, its deadline.
+struct OpDeadline {
+    timeout: Option<Duration>,
+    /// `None` until the first wait; then the deadline (`None` inside: no timeout, or one too far
+    /// to represent).
+    at: Option<Option<Instant>>,
+}
+
+impl OpDeadline {
+    #[inline]
+    fn new(timeout: Option<Duration>) -> OpDeadline {
+        OpDeadline { timeout, at: None }
     }
 }
 

@@ -237,12 +237,26 @@ impl FdUser {
         deadline: Option<Instant>,
         interruptible: Option<u64>,
     ) -> io::Result<()> {
+        self.wait_checked(dir, deadline, true, interruptible)
+    }
+
+    /// [`FdUser::wait`]; with `check_deadline` false the caller vouches that `deadline` has not
+    /// passed (it just computed it from the clock and a non-zero timeout), which saves a clock
+    /// read.
+    #[inline]
+    pub(crate) fn wait_checked(
+        &self,
+        dir: Direction,
+        deadline: Option<Instant>,
+        check_deadline: bool,
+        interruptible: Option<u64>,
+    ) -> io::Result<()> {
         let sched = scheduler();
         let reactor = sched.reactor();
         self.registered(reactor)?;
         let me = sched.current_rc();
         let may_park = || {
-            if deadline.is_some_and(|d| d <= Instant::now()) {
+            if check_deadline && deadline.is_some_and(|d| d <= Instant::now()) {
                 return Err(timed_out());
             }
             if interruptible.is_some_and(|since| since != interrupts()) {
@@ -276,6 +290,22 @@ impl FdUser {
             return Err(interrupted());
         }
         Ok(())
+    }
+
+    /// Whether a stream read through this user would fail with `EAGAIN` for sure (see
+    /// `Reactor::read_drained`). False on a thread without a scheduler.
+    #[inline]
+    pub(crate) fn read_drained(&self) -> bool {
+        existing_scheduler().is_some_and(|sched| sched.reactor().read_drained(self.fd, self.epoch))
+    }
+
+    /// A stream read through this user returned less than it asked for (see
+    /// `Reactor::read_was_short`).
+    #[inline]
+    pub(crate) fn read_was_short(&self) {
+        if let Some(sched) = existing_scheduler() {
+            sched.reactor().read_was_short(self.fd, self.epoch);
+        }
     }
 
     /// Makes sure the fd is registered with this thread's poller (the first wait here adds it).

@@ -51,6 +51,27 @@ pub(crate) fn cvt<T: IsMinusOne>(res: T) -> io::Result<T> {
     }
 }
 
+/// The calling thread's `errno`, read without building an `io::Error` (for the `EAGAIN` path
+/// of socket calls, taken once per park).
+#[inline]
+pub(crate) fn errno() -> i32 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: `__errno_location` returns the calling thread's errno slot, always valid.
+    return unsafe { *libc::__errno_location() };
+    #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+    // SAFETY: `__error` returns the calling thread's errno slot, always valid.
+    return unsafe { *libc::__error() };
+    #[allow(unreachable_code)]
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Whether `errno` says that a non-blocking call would block (`EAGAIN`, or `EWOULDBLOCK` where
+/// it differs).
+#[inline]
+pub(crate) fn would_block(errno: i32) -> bool {
+    errno == libc::EAGAIN || errno == libc::EWOULDBLOCK
+}
+
 /// The system page size, read once.
 pub(crate) fn page_size() -> usize {
     use std::sync::atomic::{AtomicUsize, Ordering};

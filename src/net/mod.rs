@@ -285,7 +285,28 @@ impl NetSocket {
 
     /// `recv` into `buf` with `flags` (plus [`RECV_FLAGS`]), waiting as a read.
     pub(crate) fn recv(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
-        self.read(|socket| socket.recv_with_flags(as_uninit(buf), flags | RECV_FLAGS))
+        self.recv_raw(buf, flags, None)
+    }
+
+    /// A read of a TCP stream: `recv` into `buf`, waiting as a read; after a short read the
+    /// next one may park without trying (see "Short reads" in `reactor`). Only for TCP: a
+    /// short read of a Unix stream can stop at a change of sender credentials or at passed
+    /// fds with more data queued, and a datagram is always "short".
+    pub(crate) fn read_stream(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let len = buf.len();
+        self.recv_raw(buf, 0, Some(len))
+    }
+
+    #[inline]
+    fn recv_raw(&self, buf: &mut [u8], flags: libc::c_int, stream_read: Option<usize>) -> io::Result<usize> {
+        let nonblocking = self.options.nonblocking.load(Ordering::Relaxed);
+        let timeout = self.timeout(Direction::Read);
+        let (ptr, len) = (buf.as_mut_ptr(), buf.len());
+        self.source.io_raw(Direction::Read, nonblocking, timeout, stream_read, |fd| {
+            // SAFETY: `ptr` is valid for writes of `len` bytes (it is `buf`, borrowed for the
+            // whole call); `recv` writes at most `len` bytes there.
+            unsafe { libc::recv(fd, ptr.cast(), len, flags | RECV_FLAGS) }
+        })
     }
 
     /// `recvfrom` into `buf` with `flags` (plus [`RECV_FLAGS`]), waiting as a read.
@@ -312,7 +333,12 @@ impl NetSocket {
 
     /// `send` with [`SEND_FLAGS`], waiting as a write.
     pub(crate) fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        self.write(|socket| socket.send_with_flags(buf, SEND_FLAGS))
+        let nonblocking = self.options.nonblocking.load(Ordering::Relaxed);
+        let timeout = self.timeout(Direction::Write);
+        self.source.io_raw(Direction::Write, nonblocking, timeout, None, |fd| {
+            // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
+            unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), SEND_FLAGS) }
+        })
     }
 
     /// `sendmsg` gathering from `bufs` with [`SEND_FLAGS`], waiting as a write.

@@ -500,7 +500,7 @@ fn connect(addr: &SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream
 
 impl Read for &TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.recv(buf, 0)
+        self.inner.read_stream(buf)
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# User-space instructions per echoed message under callgrind, for `examples/echo_server` as
+# shipped (60 s idle timeout) and with `--idle-timeout 0`, side by side with tokio's
+# current-thread server and the two epoll floors of the compare bench, in the same run.
+#
+#   bench/echo-ir.sh [RUNS] [TRIPS_LOW] [TRIPS_HIGH] [CONNS]      # defaults: 3 200 1000 100
+#
+# Each server runs under `valgrind --tool=callgrind` twice, pinned to CPU 0, while the compare
+# bench's load generator (not under valgrind, CPU 1) makes CONNS connections × TRIPS round trips
+# of 64 B; per message = (total at TRIPS_HIGH - total at TRIPS_LOW) / (difference of the round
+# trips), which leaves out start-up, connection set-up and teardown. Prints one line per
+# server and run, then min / max per server and the ratios of the issue's goals (#14).
+# Needs: valgrind, and the release builds below (made by this script).
+set -euo pipefail
+RUNS=${1:-3}
+LOW=${2:-200}
+HIGH=${3:-1000}
+CONNS=${4:-100}
+cd "$(dirname "$0")/.."
+T=${CARGO_TARGET_DIR:-target}
+cargo build -q --release --example echo_server
+cargo bench -q -p tasklets-bench --bench compare --no-run 2>/dev/null
+B=$(find "$T"/release/deps -maxdepth 1 -type f -executable -name 'compare-*' -printf '%T@ %p\n' | sort -rn | head -1 | cut -d" " -f2)
+SERVER="$T/release/examples/echo_server"
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+
+port_free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# load PORT TRIPS -> round trips done
+load() {
+    "$B" --child echo-ir tasklet cpus=1 role=client port="$1" conns="$CONNS" size=64 \
+        warm_ms=0 window_ms=0 trips="$2" | tr ' ' '\n' | sed -n 's/^round_trips=//p'
+}
+
+# one NAME TRIPS -> "messages instructions"
+one() {
+    local name=$1 trips=$2 port msgs ir
+    local cg="$OUT/cg.$name.$trips" log="$OUT/log.$name.$trips"
+    case $name in
+        shipped | notimeout)
+            port=$(port_free)
+            local extra=()
+            [ "$name" = notimeout ] && extra=(--idle-timeout 0)
+            taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$cg" "$SERVER" \
+                "127.0.0.1:$port" "${extra[@]}" >"$log" 2>&1 &
+            local pid=$!
+            until grep -q listening "$log" 2>/dev/null; do sleep 0.1; done
+            msgs=$(load "$port" "$trips")
+            kill -TERM "$pid"
+            wait "$pid" 2>/dev/null || true
+            ir=$(sed -n 's/^totals: *//p' "$cg" | head -1)
+            ;;
+        *)
+            # The compare bench's servers: print PORT, exit when stdin closes.
+            coproc SRV { valgrind --tool=callgrind --callgrind-out-file="$cg" "$B" --child echo-ir "$name" \
+                cpus=0 role=server 2>"$log"; }
+            local pid=$SRV_PID
+            read -r line <&"${SRV[0]}"
+            port=${line#PORT }
+            msgs=$(load "$port" "$trips")
+            eval "exec ${SRV[1]}>&-"
+            wait "$pid" 2>/dev/null || true
+            ir=$(sed -n 's/^totals: *//p' "$cg" | head -1)
+            ;;
+    esac
+    echo "$msgs $ir"
+}
+
+SERVERS=(shipped notimeout tokio floor-epoll floor)
+declare -A ALL
+for run in $(seq 1 "$RUNS"); do
+    for s in "${SERVERS[@]}"; do
+        read -r m1 i1 < <(one "$s" "$LOW")
+        read -r m2 i2 < <(one "$s" "$HIGH")
+        per=$(( (i2 - i1) / (m2 - m1) ))
+        echo "run $run  $s  $per instructions/message  ($m1 msgs: $i1, $m2 msgs: $i2)"
+        ALL[$s]="${ALL[$s]:-} $per"
+    done
+done
+echo
+declare -A MIN MAX
+for s in "${SERVERS[@]}"; do
+    read -r -a v <<<"${ALL[$s]}"
+    lo=${v[0]} hi=${v[0]}
+    for x in "${v[@]}"; do ((x < lo)) && lo=$x; ((x > hi)) && hi=$x; done
+    MIN[$s]=$lo MAX[$s]=$hi
+    echo "$s: min $lo  max $hi  (all:${ALL[$s]})"
+done
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+echo
+echo "shipped / tokio:        $(ratio "${MIN[shipped]}" "${MAX[tokio]}") .. $(ratio "${MAX[shipped]}" "${MIN[tokio]}")   (goal <= 0.6)"
+echo "shipped / floor (epoll): $(ratio "${MIN[shipped]}" "${MAX[floor-epoll]}") .. $(ratio "${MAX[shipped]}" "${MIN[floor-epoll]}")   (goal <= 1.5)"
+echo "shipped / no timeout:   $(ratio "${MIN[shipped]}" "${MAX[notimeout]}") .. $(ratio "${MAX[shipped]}" "${MIN[notimeout]}")   (goal <= 1.10)"
