@@ -119,6 +119,16 @@ pub(crate) enum Direction {
     Write,
 }
 
+/// How [`Reactor::begin_wait`] went.
+pub(crate) enum Begin {
+    /// The tasklet is among the fd's waiters: park.
+    Parked,
+    /// An edge came while nobody waited: retry the operation.
+    Ready,
+    /// The fd is not registered with this thread's poller under the user's epoch.
+    Unregistered,
+}
+
 /// The part of a reactor other threads may hold: the poller and the queue of remote wake-ups.
 pub(crate) struct Shared {
     poller: Poller,
@@ -434,12 +444,6 @@ impl Reactor {
         self.parked.get() > 0
     }
 
-    /// Whether `fd` is registered with this thread's poller under its record's epoch `epoch`.
-    #[inline]
-    pub(crate) fn is_registered(&self, fd: RawFd, epoch: u32) -> bool {
-        self.fds.borrow().get(fd).is_some_and(|e| e.registered && e.epoch == epoch)
-    }
-
     /// Records that `fd` was just added to this thread's poller under `epoch`. Tasklets still
     /// parked on an earlier registration of the number (whose deletion has not reached this
     /// thread yet) are woken: their wait fails, its epoch being gone.
@@ -507,27 +511,32 @@ impl Reactor {
         }
     }
 
-    /// Starts a wait of `task` on `fd` (registered here) in `dir`, with one lookup: `Ok(false)`
-    /// if an edge arrived while nobody waited (consumed: retry the operation instead), the
-    /// error of `may_park` if it refuses (an expired deadline, an interrupt; it must not touch
-    /// the reactor), else `Ok(true)`: `task` is among the fd's waiters.
+    /// Starts a wait of the tasklet `task` makes a reference to on `fd` in `dir`, with one
+    /// lookup: [`Begin::Unregistered`] if `fd` is not registered here under `epoch` (register,
+    /// then begin again), [`Begin::Ready`] if an edge arrived while nobody waited (consumed:
+    /// retry the operation instead), the error of `may_park` if it refuses (an expired deadline,
+    /// an interrupt; it must not touch the reactor), else [`Begin::Parked`]: the tasklet is
+    /// among the fd's waiters.
     #[inline]
     pub(crate) fn begin_wait(
         &self,
         fd: RawFd,
+        epoch: u32,
         dir: Direction,
-        task: &Rc<Task>,
+        task: impl FnOnce() -> Rc<Task>,
         may_park: impl FnOnce() -> io::Result<()>,
-    ) -> io::Result<bool> {
+    ) -> io::Result<Begin> {
         let mut fds = self.fds.borrow_mut();
-        let entry = fds.entry(fd);
+        let Some(entry) = fds.get_mut(fd).filter(|e| e.registered && e.epoch == epoch) else {
+            return Ok(Begin::Unregistered);
+        };
         if std::mem::take(&mut entry.ready[dir as usize]) {
-            return Ok(false);
+            return Ok(Begin::Ready);
         }
         may_park()?;
-        entry.waiters[dir as usize].push(task.clone());
+        entry.waiters[dir as usize].push(task());
         self.parked.set(self.parked.get() + 1);
-        Ok(true)
+        Ok(Begin::Parked)
     }
 
     /// Ends a wait begun with [`Reactor::begin_wait`]: takes `task` out of the waiters of `fd`
@@ -661,7 +670,8 @@ impl Reactor {
         // Before waking anyone: the dump shows what the tasklets waited on when it was asked for.
         crate::debug::dump_if_requested(&self.dumps_seen);
         self.wake_interrupted();
-        scheduler().monitor().polled(self.polls.get());
+        let sched = scheduler();
+        sched.monitor().polled(self.polls.get());
         let mut fds = self.fds.borrow_mut();
         for event in events.iter() {
             if event.key == DUMP_KEY {
@@ -690,7 +700,7 @@ impl Reactor {
                 // Waking only touches the scheduler's run queue, never the fd table.
                 while let Some(task) = entry.waiters[dir].pop() {
                     self.parked.set(self.parked.get() - 1);
-                    scheduler().wake(task);
+                    sched.wake(task);
                 }
             }
         }

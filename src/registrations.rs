@@ -74,7 +74,9 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use crate::reactor::{interrupted, interrupts, key, timed_out, Direction, Interruptible, Reactor, Shared};
+use crate::reactor::{
+    interrupted, interrupts, key, timed_out, Begin, Direction, Interruptible, Reactor, Shared,
+};
 use crate::scheduler::{existing_scheduler, scheduler, BlockedOn, State, Task, Wake};
 use crate::timer::Alarm;
 
@@ -253,8 +255,9 @@ impl FdUser {
     ) -> io::Result<()> {
         let sched = scheduler();
         let reactor = sched.reactor();
-        self.registered(reactor)?;
-        let me = sched.current_rc();
+        if self.left.load(Ordering::Relaxed) {
+            return Err(closed());
+        }
         let may_park = || {
             if check_deadline && deadline.is_some_and(|d| d <= Instant::now()) {
                 return Err(timed_out());
@@ -264,14 +267,19 @@ impl FdUser {
             }
             Ok(())
         };
-        if !reactor.begin_wait(self.fd, dir, &me, may_park)? {
-            return Ok(()); // an edge came while nobody waited: retry
+        loop {
+            match reactor.begin_wait(self.fd, self.epoch, dir, || sched.current_rc(), may_park)? {
+                Begin::Parked => break,
+                Begin::Ready => return Ok(()), // an edge came while nobody waited: retry
+                Begin::Unregistered => self.register(reactor)?, // the first wait on this thread
+            }
         }
-        let waiting = IoWait { reactor, fd: self.fd, epoch: self.epoch, dir, task: &me };
+        let me = sched.current();
+        let waiting = IoWait { reactor, fd: self.fd, epoch: self.epoch, dir, task: me };
         reactor.rearm(self.fd, self.epoch)?;
         me.set_state(State::Blocked(BlockedOn::Io(self.fd, dir)));
-        let alarm = deadline.map(|d| Alarm::arm(&me, d));
-        let interrupts_slot = interruptible.map(|_| Interruptible::begin(reactor, &me));
+        let alarm = deadline.map(|d| Alarm::arm_current(sched, d));
+        let interrupts_slot = interruptible.map(|_| Interruptible::begin(reactor, &sched.current_rc()));
         let wake = sched.park();
         drop(interrupts_slot);
         let timed_out_now = alarm.as_ref().is_some_and(Alarm::fired);
@@ -308,15 +316,7 @@ impl FdUser {
         }
     }
 
-    /// Makes sure the fd is registered with this thread's poller (the first wait here adds it).
-    #[inline]
-    fn registered(&self, reactor: &Reactor) -> io::Result<()> {
-        if reactor.is_registered(self.fd, self.epoch) && !self.left.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        self.register(reactor)
-    }
-
+    /// Registers the fd with this thread's poller (the first wait here adds it).
     #[cold]
     fn register(&self, reactor: &Reactor) -> io::Result<()> {
         let shared = reactor.shared()?;

@@ -47,7 +47,7 @@ use std::collections::BinaryHeap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::scheduler::{scheduler, Task};
+use crate::scheduler::{scheduler, Scheduler, Task};
 
 /// Identifies an armed timer: its deadline, then the order in which it was armed.
 pub(crate) type TimerKey = (Instant, u64);
@@ -129,19 +129,29 @@ impl Timers {
     /// Arms a timer for `task` at `deadline`. Touches the queue only when the task has no
     /// entry there at or before `deadline`.
     pub(crate) fn arm(&mut self, task: &Rc<Task>, deadline: Instant) {
+        self.arm_with(task, deadline, || task.clone());
+    }
+
+    /// [`Timers::arm`] for a task borrowed as `&Task`: `rc` makes the queue's reference to it,
+    /// only when an entry is pushed (a re-armed timeout pushes none).
+    #[inline]
+    pub(crate) fn arm_with(&mut self, task: &Task, deadline: Instant, rc: impl FnOnce() -> Rc<Task>) {
         self.seq += 1;
         let key = (deadline, self.seq);
         let state = task.timer_state();
         debug_assert!(state.armed.get().is_none(), "a tasklet arms one timer at a time");
         state.armed.set(Some(key));
         self.armed += 1;
-        if state.queued.get().is_none_or(|queued| queued > key) {
+        // `queued > key` with the sequence numbers left out: an entry queued earlier has a
+        // smaller one, so it is after `key` exactly when its deadline is.
+        if state.queued.get().is_none_or(|queued| queued.0 > deadline) {
             state.queued.set(Some(key));
-            self.queue.push(Entry { key, task: task.clone() });
+            self.queue.push(Entry { key, task: rc() });
         }
     }
 
     /// Cancels `task`'s armed timer, if any; its queue entry stays (see the module comment).
+    #[inline]
     pub(crate) fn cancel(&mut self, task: &Task) {
         if task.timer_state().armed.take().is_some() {
             self.disarmed();
@@ -149,12 +159,18 @@ impl Timers {
     }
 
     /// One timer fewer is armed; when none is left, every entry is stale: drop them all.
+    #[inline]
     fn disarmed(&mut self) {
         self.armed -= 1;
         if self.armed == 0 && !self.queue.is_empty() {
-            for entry in self.queue.drain() {
-                entry.task.timer_state().queued.set(None);
-            }
+            self.drop_stale();
+        }
+    }
+
+    #[cold]
+    fn drop_stale(&mut self) {
+        for entry in self.queue.drain() {
+            entry.task.timer_state().queued.set(None);
         }
     }
 
@@ -224,13 +240,23 @@ impl Timers {
 /// A timer armed for the current tasklet, cancelled when dropped (unless it fired).
 pub(crate) struct Alarm<'a> {
     task: &'a Task,
+    sched: &'a Scheduler,
 }
 
 impl<'a> Alarm<'a> {
     /// Arms a timer that wakes `task` (the current tasklet) at `deadline`.
     pub(crate) fn arm(task: &'a Rc<Task>, deadline: Instant) -> Alarm<'a> {
-        scheduler().timers().arm(task, deadline);
-        Alarm { task }
+        let sched = scheduler();
+        sched.timers().arm(task, deadline);
+        Alarm { task, sched }
+    }
+
+    /// Arms a timer that wakes the current tasklet of `sched` at `deadline`.
+    #[inline]
+    pub(crate) fn arm_current(sched: &'a Scheduler, deadline: Instant) -> Alarm<'a> {
+        let task = sched.current();
+        sched.timers().arm_with(task, deadline, || sched.current_rc());
+        Alarm { task, sched }
     }
 
     /// Whether the deadline passed (the timer fired).
@@ -240,9 +266,10 @@ impl<'a> Alarm<'a> {
 }
 
 impl Drop for Alarm<'_> {
+    #[inline]
     fn drop(&mut self) {
         if self.task.timer_state().armed().is_some() {
-            scheduler().timers().cancel(self.task);
+            self.sched.timers().cancel(self.task);
         }
     }
 }
