@@ -111,6 +111,7 @@ use crossbeam_queue::SegQueue;
 use crate::poller::{Event, Events, PollMode, Poller};
 use crate::registrations::FdUser;
 use crate::scheduler::{scheduler, BlockedOn, State, Task, Wake};
+use crate::timer::Nanos;
 
 /// Which readiness a tasklet waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -941,13 +942,14 @@ impl Source {
 
     /// Runs `op` until it does not fail with `WouldBlock`, parking the current tasklet until
     /// the socket is ready in `dir` between attempts. With `nonblocking`, `WouldBlock` is
-    /// returned as is. With a `timeout`, an operation that stays blocked that long fails with
-    /// `WouldBlock` (what std returns when `SO_RCVTIMEO`/`SO_SNDTIMEO` expire).
+    /// returned as is. With a `timeout` (in nanoseconds; 0: none), an operation that stays
+    /// blocked that long fails with `WouldBlock` (what std returns when
+    /// `SO_RCVTIMEO`/`SO_SNDTIMEO` expire).
     pub(crate) fn io<R>(
         &self,
         dir: Direction,
         nonblocking: bool,
-        timeout: Option<Duration>,
+        timeout: u64,
         mut op: impl FnMut(&socket2::Socket) -> io::Result<R>,
     ) -> io::Result<R> {
         let mut deadline = OpDeadline::new(timeout);
@@ -975,7 +977,7 @@ impl Source {
         &self,
         dir: Direction,
         nonblocking: bool,
-        timeout: Option<Duration>,
+        timeout: u64,
         stream_read: Option<usize>,
         mut op: impl FnMut(RawFd) -> isize,
     ) -> io::Result<usize> {
@@ -1011,7 +1013,7 @@ impl Source {
         let (at, check) = match deadline.at {
             Some(at) => (at, true),
             None => {
-                let at = deadline.timeout.and_then(|t| Instant::now().checked_add(t));
+                let at = crate::timer::deadline_after(deadline.timeout);
                 deadline.at = Some(at);
                 (at, false)
             }
@@ -1027,15 +1029,16 @@ impl Source {
 
 /// The timeout of one socket operation and, once it had to wait, its deadline.
 struct OpDeadline {
-    timeout: Option<Duration>,
+    /// In nanoseconds; 0: none.
+    timeout: u64,
     /// `None` until the first wait; then the deadline (`None` inside: no timeout, or one too far
     /// to represent).
-    at: Option<Option<Instant>>,
+    at: Option<Option<Nanos>>,
 }
 
 impl OpDeadline {
     #[inline]
-    fn new(timeout: Option<Duration>) -> OpDeadline {
+    fn new(timeout: u64) -> OpDeadline {
         OpDeadline { timeout, at: None }
     }
 }

@@ -78,7 +78,7 @@ use crate::reactor::{
     interrupted, interrupts, key, timed_out, Begin, Direction, Interruptible, Reactor, Shared,
 };
 use crate::scheduler::{existing_scheduler, scheduler, BlockedOn, State, Task, Wake};
-use crate::timer::Alarm;
+use crate::timer::{now_nanos, Alarm, Nanos};
 
 /// What is known of one fd number's users and registrations.
 #[derive(Default)]
@@ -239,7 +239,7 @@ impl FdUser {
         deadline: Option<Instant>,
         interruptible: Option<u64>,
     ) -> io::Result<()> {
-        self.wait_checked(dir, deadline, true, interruptible)
+        self.wait_checked(dir, deadline.map(crate::timer::to_nanos), true, interruptible)
     }
 
     /// [`FdUser::wait`]; with `check_deadline` false the caller vouches that `deadline` has not
@@ -249,7 +249,7 @@ impl FdUser {
     pub(crate) fn wait_checked(
         &self,
         dir: Direction,
-        deadline: Option<Instant>,
+        deadline: Option<Nanos>,
         check_deadline: bool,
         interruptible: Option<u64>,
     ) -> io::Result<()> {
@@ -259,7 +259,7 @@ impl FdUser {
             return Err(closed());
         }
         let may_park = || {
-            if check_deadline && deadline.is_some_and(|d| d <= Instant::now()) {
+            if check_deadline && deadline.is_some_and(|d| d <= now_nanos()) {
                 return Err(timed_out());
             }
             if interruptible.is_some_and(|since| since != interrupts()) {

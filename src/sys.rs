@@ -72,6 +72,18 @@ pub(crate) fn would_block(errno: i32) -> bool {
     errno == libc::EAGAIN || errno == libc::EWOULDBLOCK
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds (the clock of `Instant` on Linux): one `clock_gettime`
+/// through the vDSO, without `Instant`'s checks (see `timer::Nanos`).
+#[cfg(target_os = "linux")]
+#[inline]
+pub(crate) fn monotonic_nanos() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux, so
+    // the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+}
+
 /// The system page size, read once.
 pub(crate) fn page_size() -> usize {
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -249,13 +249,13 @@ impl NetSocket {
     /// timeout, parking while it would block.
     pub(crate) fn read<R>(&self, op: impl FnMut(&socket2::Socket) -> io::Result<R>) -> io::Result<R> {
         let nonblocking = self.options.nonblocking.load(Ordering::Relaxed);
-        self.source.io(Direction::Read, nonblocking, self.timeout(Direction::Read), op)
+        self.source.io(Direction::Read, nonblocking, self.timeout_nanos(Direction::Read), op)
     }
 
     /// Runs a write-side operation with the user's mode and write timeout.
     pub(crate) fn write<R>(&self, op: impl FnMut(&socket2::Socket) -> io::Result<R>) -> io::Result<R> {
         let nonblocking = self.options.nonblocking.load(Ordering::Relaxed);
-        self.source.io(Direction::Write, nonblocking, self.timeout(Direction::Write), op)
+        self.source.io(Direction::Write, nonblocking, self.timeout_nanos(Direction::Write), op)
     }
 
     pub(crate) fn set_nonblocking(&self, nonblocking: bool) {
@@ -265,6 +265,12 @@ impl NetSocket {
     /// Whether the user asked for non-blocking mode.
     pub(crate) fn is_nonblocking(&self) -> bool {
         self.options.nonblocking.load(Ordering::Relaxed)
+    }
+
+    /// The timeout in nanoseconds; 0: none.
+    #[inline]
+    fn timeout_nanos(&self, dir: Direction) -> u64 {
+        self.options.timeouts[dir as usize].load(Ordering::Relaxed)
     }
 
     pub(crate) fn timeout(&self, dir: Direction) -> Option<Duration> {
@@ -300,7 +306,7 @@ impl NetSocket {
     #[inline]
     fn recv_raw(&self, buf: &mut [u8], flags: libc::c_int, stream_read: Option<usize>) -> io::Result<usize> {
         let nonblocking = self.options.nonblocking.load(Ordering::Relaxed);
-        let timeout = self.timeout(Direction::Read);
+        let timeout = self.timeout_nanos(Direction::Read);
         let (ptr, len) = (buf.as_mut_ptr(), buf.len());
         self.source.io_raw(Direction::Read, nonblocking, timeout, stream_read, |fd| {
             // SAFETY: `ptr` is valid for writes of `len` bytes (it is `buf`, borrowed for the
@@ -334,7 +340,7 @@ impl NetSocket {
     /// `send` with [`SEND_FLAGS`], waiting as a write.
     pub(crate) fn send(&self, buf: &[u8]) -> io::Result<usize> {
         let nonblocking = self.options.nonblocking.load(Ordering::Relaxed);
-        let timeout = self.timeout(Direction::Write);
+        let timeout = self.timeout_nanos(Direction::Write);
         self.source.io_raw(Direction::Write, nonblocking, timeout, None, |fd| {
             // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
             unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), SEND_FLAGS) }
