@@ -324,6 +324,7 @@ pub(crate) struct Reactor {
     /// Tasklets parked on fds or on other threads: while any is, the thread is not idle for good.
     parked: Cell<usize>,
     events: RefCell<Events>,
+    /// When the last poll returned: the scheduler pass's clock (see [`Reactor::polled_at`]).
     last_poll: Cell<Option<Instant>>,
     mode: PollMode,
     /// Calls to the poller since the reactor was created.
@@ -628,6 +629,19 @@ impl Reactor {
     /// Polls for I/O events, waiting at most `timeout` (`None`: until something happens), and
     /// wakes the tasklets they concern. Returns whether it could poll.
     pub(crate) fn poll(&self, timeout: Option<Duration>) -> bool {
+        self.poll_with(timeout, None)
+    }
+
+    /// The scheduler pass's clock: when the last poll returned (see [`Reactor::poll`]), or now
+    /// if there was none. The scheduler fires due timers against it instead of reading the
+    /// clock again.
+    pub(crate) fn polled_at(&self) -> Instant {
+        self.last_poll.get().unwrap_or_else(Instant::now)
+    }
+
+    /// [`Reactor::poll`]; a non-blocking poll takes `before` (read by the caller just before)
+    /// as the time it returned, instead of reading the clock again.
+    fn poll_with(&self, timeout: Option<Duration>, before: Option<Instant>) -> bool {
         let shared = match self.shared() {
             Ok(shared) => shared,
             Err(err) => {
@@ -635,7 +649,6 @@ impl Reactor {
                 return false;
             }
         };
-        self.last_poll.set(Some(Instant::now()));
         self.polls.set(self.polls.get() + 1);
         if !self.watches_dumps.get() {
             if let Some(fd) = crate::debug::dump_eventfd() {
@@ -662,6 +675,12 @@ impl Reactor {
         if blocks {
             shared.sleeping.store(false, Ordering::SeqCst);
         }
+        // The pass's one clock read (after the wait: what it returns to is "now" for the timers
+        // fired next; a non-blocking wait takes its caller's reading from just before).
+        self.last_poll.set(Some(match before {
+            Some(before) if !blocks => before,
+            _ => Instant::now(),
+        }));
         if let Err(err) = waited {
             if err.kind() != io::ErrorKind::Interrupted {
                 log::warn!("tasklet: polling failed: {err}");
@@ -776,19 +795,21 @@ impl Reactor {
         }
     }
 
-    /// Polls without blocking if tasklets wait on I/O and the last poll is old enough.
-    pub(crate) fn poll_while_busy(&self) {
+    /// Polls without blocking if tasklets wait on I/O and the last poll is old enough. Returns
+    /// the time it read (one clock read), for the scheduler's due timers.
+    pub(crate) fn poll_while_busy(&self) -> Instant {
         crate::debug::dump_if_requested(&self.dumps_seen);
         self.wake_interrupted();
         scheduler().monitor().answer_if_requested();
-        if self.parked.get() == 0 {
-            return;
-        }
         let now = Instant::now();
-        if self.last_poll.get().is_some_and(|last| now.duration_since(last) < BUSY_POLL_INTERVAL) {
-            return;
+        if self.parked.get() == 0 {
+            return now;
         }
-        self.poll(Some(Duration::ZERO));
+        if self.last_poll.get().is_some_and(|last| now.duration_since(last) < BUSY_POLL_INTERVAL) {
+            return now;
+        }
+        self.poll_with(Some(Duration::ZERO), Some(now));
+        now
     }
 }
 

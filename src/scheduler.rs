@@ -994,8 +994,8 @@ impl Scheduler {
         if self.timers.borrow().len() == 0 && !self.reactor.has_waiters() {
             return false;
         }
-        self.reactor.poll_while_busy();
-        self.fire_expired(Instant::now());
+        let now = self.reactor.poll_while_busy(); // one clock read for the poll and the timers
+        self.fire_expired(now);
         self.queued() > 0
     }
 
@@ -1444,8 +1444,8 @@ impl Scheduler {
             return;
         }
         self.since_busy_check.set(0);
-        self.reactor.poll_while_busy();
-        self.fire_expired(Instant::now());
+        let now = self.reactor.poll_while_busy(); // one clock read for the poll and the timers
+        self.fire_expired(now);
     }
 
     /// Wakes the tasklets whose deadline is not after `now`: they go first in the run queue,
@@ -1497,7 +1497,8 @@ impl Scheduler {
                 }
             }
             self.monitor.set_idle(false);
-            self.fire_expired(Instant::now());
+            // The reactor's clock read after its wait, not another one.
+            self.fire_expired(if polled { self.reactor.polled_at() } else { Instant::now() });
             if let Some(task) = self.pop_front() {
                 return Some(task);
             }
