@@ -106,13 +106,20 @@
 //! for it or the tasklet itself was marked. Rejected: a panic hook marking the panicking
 //! tasklet (it would replace or have to wrap the user's hook, and `resume_unwind` runs none).
 //!
-//! # Accounting and the watchdog
+//! # Accounting, stalls and the watchdog
 //!
-//! With accounting on, every switch reads the clock once and charges the slice to the context
-//! leaving the CPU; the time main spends idle is charged to nobody. A tasklet's slice longer
-//! than the stall threshold is logged. Under `run_watchdog`, a tasklet whose slice exceeds the
-//! budget when it yields is paused, recorded in `caught`, and the switch goes to main with
-//! `Resume::Stop`, which makes `run()` return.
+//! Per-tasklet CPU accounting is off by default: a switch then reads no clock. It bumps the
+//! shared switch counter and publishes the running tasklet's id (`monitor::Shared`), which is
+//! all the built-in sysmon needs to report a stall while it happens (see `monitor`). With
+//! accounting on (`set_accounting(true)`), every switch also reads the clock once and charges
+//! the slice to the context leaving the CPU; the time main spends idle is charged to nobody.
+//! Under `run_watchdog` (which turns accounting on for its duration), a tasklet whose slice
+//! exceeds the budget when it yields is paused, recorded in `caught`, and the switch goes to
+//! main with `Resume::Stop`, which makes `run()` return.
+//!
+//! Measured (`docs/benchmarks.md`, *Accounting on and off*): the clock read was a third of a
+//! switch on this VM and more than half in others, which is why it is not the default any
+//! more; the stall report, which needed it, moved to the sysmon.
 //!
 //! # Teardown
 //!
@@ -537,12 +544,10 @@ pub(crate) struct Scheduler {
     busy_fired: Cell<usize>,
     /// The readiness poller and the tasklets parked on fds or on other threads.
     reactor: Reactor,
-    /// Per-tasklet CPU accounting (one clock read per switch) is on.
+    /// Per-tasklet CPU accounting (one clock read per switch) is on; off by default.
     accounting: Cell<bool>,
     /// Clock tick of the last switch (when accounting).
     mark: Cell<u64>,
-    /// A slice longer than this many ticks is logged as a stall (`u64::MAX`: never).
-    stall: Cell<u64>,
     /// During `run_watchdog`: a slice longer than this many ticks pauses the tasklet.
     watchdog: Cell<u64>,
     /// How many switched-away tasks are marked `unwinding`: the thread's
@@ -742,9 +747,8 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         since_busy_check: Cell::new(0),
         busy_fired: Cell::new(0),
         reactor: Reactor::new(),
-        accounting: Cell::new(true),
-        mark: Cell::new(clock::now()),
-        stall: Cell::new(clock::to_ticks(DEFAULT_STALL_THRESHOLD)),
+        accounting: Cell::new(false),
+        mark: Cell::new(0),
         watchdog: Cell::new(u64::MAX),
         suspended_unwinding: Cell::new(0),
         caught: RefCell::new(None),
@@ -887,6 +891,9 @@ impl Scheduler {
         // memory of the stack we own; the stack stays mapped until the tasklet is reaped,
         // after its last switch. `entry::<F, T>` reads an F at `closure`, written above.
         unsafe { task.ctx.init(closure, entry::<F, T>, closure as *mut u8) };
+        if let Some(name) = task.name() {
+            self.monitor.add_name(task.id, name);
+        }
         self.tasks.borrow_mut().insert(&task);
         Ok(task)
     }
@@ -1076,25 +1083,21 @@ impl Scheduler {
         }
     }
 
-    /// Ends the current task's slice: charges it (when accounting), and for a tasklet other
-    /// than main counts the switch and reports a stall. Returns the slice's length in ticks (0
-    /// without accounting).
+    /// Ends the current task's slice: counts it, and charges it when accounting. Returns the
+    /// slice's length in ticks (0 without accounting). Stalls are the sysmon's business (see
+    /// `monitor`): nothing here reads a clock unless accounting is on.
     #[inline(always)]
     fn end_slice(&self, me: &Task) -> u64 {
-        let tasklet = !me.is_main();
-        let switches = self.monitor.count_switch(tasklet);
+        let switches = self.monitor.count_switch(!me.is_main());
         if switches.is_multiple_of(monitor::CHECK_EVERY) {
             // A thread that never polls still answers snapshot requests (see `monitor`).
             self.monitor.answer_if_requested();
         }
+        me.switches.set(me.switches.get() + 1);
         if !self.accounting.get() {
             return 0;
         }
-        let slice = self.charge(me);
-        if slice > self.stall.get() && tasklet {
-            self.stalled(me, slice);
-        }
-        slice
+        self.charge(me)
     }
 
     /// Moves the strong count `current` holds to where `requeue` says. `current` keeps pointing
@@ -1350,7 +1353,6 @@ impl Scheduler {
         let slice = now.wrapping_sub(self.mark.get());
         self.mark.set(now);
         task.cpu.set(task.cpu.get() + slice);
-        task.switches.set(task.switches.get() + 1);
         task.last_ran.set(now);
         slice
     }
@@ -1371,24 +1373,12 @@ impl Scheduler {
         self.monitor.record(monitor::EventKind::Deadlock, None, message);
     }
 
-    #[cold]
-    fn stalled(&self, task: &Task, slice: u64) {
-        let message = format!(
-            "tasklet {} held the thread for {:?} without giving up the CPU (stall threshold {:?})",
-            Describe(task.id, task.name()),
-            crate::debug::rounded(clock::to_duration(slice)),
-            crate::debug::rounded(clock::to_duration(self.stall.get())),
-        );
-        crate::debug::warn(crate::debug::Report::Stall, &message);
-        self.monitor.record(monitor::EventKind::Stall, Some(task.id), message);
-    }
-
     /// What other threads may see of this scheduler.
     pub(crate) fn monitor(&self) -> &Arc<monitor::Shared> {
         &self.monitor
     }
 
-    /// Turns per-tasklet CPU accounting on or off.
+    /// Turns per-tasklet CPU accounting on or off (off by default).
     pub(crate) fn set_accounting(&self, on: bool) {
         if on && !self.accounting.get() {
             self.mark.set(clock::now());
@@ -1401,7 +1391,7 @@ impl Scheduler {
     }
 
     pub(crate) fn set_stall_threshold(&self, threshold: Option<Duration>) {
-        self.stall.set(threshold.map_or(u64::MAX, clock::to_ticks));
+        self.monitor.set_stall_threshold(threshold);
     }
 
     /// `(switches, wakeups, polls)` since the scheduler was created.
@@ -1525,6 +1515,9 @@ impl Scheduler {
         self.pool.borrow_mut().release(stack);
         let registered = self.tasks.borrow_mut().remove(&task);
         drop(registered);
+        if task.name.is_some() {
+            self.monitor.remove_name(task.id);
+        }
         if Rc::strong_count(&task) == 1 && Rc::weak_count(&task) == 0 {
             task.discard_outcome();
             self.spare.borrow_mut().push(task);
