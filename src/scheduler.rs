@@ -81,7 +81,23 @@
 //! [`TaskletExit`] payload (`resume_unwind`, so no panic hook runs), which the tasklet's root
 //! catches. Destructors on its stack run, including the guards that take it out of wait lists.
 //! Then the caller continues. A tasklet that never started is not switched to at all: its
-//! closure, stored at the top of its stack, is dropped in place and the stack released.
+//! closure, stored in its `Task`, is dropped in place and its stack reservation released.
+//!
+//! # Lazy stacks
+//!
+//! A tasklet that has not started has no stack: `create` stores its closure in the `Task`
+//! (up to [`MAX_INLINE_CLOSURE`] bytes inline, larger ones boxed) and only *reserves* a slot
+//! in the stack pool (see "Reservations" in `stack`), so spawning fails where it always did but
+//! touches no stack page. The first switch to the tasklet (`hop_raw`, `exit`: a task whose
+//! `start` is still set has never run) takes the reserved slot, which is the one the last
+//! finished tasklet released, still warm, and builds the first frame there; the trampoline
+//! then calls `entry`, which moves the closure onto the new stack. Reaping releases the stack,
+//! or the reservation of a tasklet killed before it started. A burst of spawns that run to
+//! completion one after the other thus cycles through two warm stacks instead of touching a
+//! fresh stack per tasklet (`spawn_run_finish` in `docs/benchmarks.md`). Rejected: keeping the
+//! closure at the top of the stack (the previous design; it needs the stack at spawn) and
+//! boxing every closure (an allocation and a free per spawn, where the `Task` reused from
+//! `spare` already has room).
 //!
 //! ## Deferred kills
 //!
@@ -267,18 +283,32 @@ enum Resume {
     Stop,
 }
 
-/// A never-started tasklet's closure, stored at the top of its stack: its address and the
-/// function that drops it in place.
+/// A never-started tasklet's closure, stored in its `Task` (`closure`): the function that
+/// drops it in place and the root that runs it.
 #[derive(Clone, Copy)]
 struct Start {
-    closure: *mut u8,
     drop: unsafe fn(*mut u8),
+    entry: context::Entry,
 }
 
 /// Closures larger than this (or aligned to more than [`MAX_INLINE_ALIGN`]) are boxed instead
-/// of being stored at the top of the tasklet's stack.
-const MAX_INLINE_CLOSURE: usize = 1024;
-const MAX_INLINE_ALIGN: usize = 64;
+/// of being stored in the tasklet's `Task` until it starts.
+const MAX_INLINE_CLOSURE: usize = 64;
+const MAX_INLINE_ALIGN: usize = 16;
+
+/// Room for a never-started tasklet's closure (see "Lazy stacks").
+#[repr(C, align(16))]
+struct ClosureBuf(UnsafeCell<mem::MaybeUninit<[u8; MAX_INLINE_CLOSURE]>>);
+
+impl ClosureBuf {
+    const fn new() -> ClosureBuf {
+        ClosureBuf(UnsafeCell::new(mem::MaybeUninit::uninit()))
+    }
+
+    fn ptr(&self) -> *mut u8 {
+        self.0.get().cast()
+    }
+}
 
 /// One tasklet. Shared (`Rc`) by its handles, the scheduler's registry, the run queue and the
 /// wait list it is blocked in.
@@ -293,12 +323,17 @@ pub(crate) struct Task {
     /// Whether the tasklet was unwinding (a panic or a kill in flight on its stack) when it last
     /// switched away (see "Unwinding is per tasklet" in the module comment).
     unwinding: Cell<bool>,
-    /// The saved context while the tasklet is switched away.
+    /// The saved context while the tasklet is switched away; made at the first switch to it.
     ctx: Context,
-    /// The tasklet's stack; `None` for the main tasklet and once reaped.
+    /// The tasklet's stack; `None` for the main tasklet, until it first runs, and once reaped.
     stack: Cell<Option<Stack>>,
-    /// The closure until the tasklet starts; `None` for main and once started.
+    /// The usable size of its stack, reserved in the pool until it first runs (0 for main).
+    stack_size: Cell<usize>,
+    /// How to run and drop the closure until the tasklet starts; `None` for main and once
+    /// started (the first switch to a task whose `start` is set gives it its stack).
     start: Cell<Option<Start>>,
+    /// The closure until the tasklet starts.
+    closure: ClosureBuf,
     outcome: RefCell<Option<Outcome>>,
     /// Tasklets blocked in `join` on this one, in arrival order.
     joiners: RefCell<Vec<Rc<Task>>>,
@@ -306,8 +341,8 @@ pub(crate) struct Task {
     slot: Cell<usize>,
     /// The timer armed for the tasklet's current wait, if any (see `timer`).
     timer: TaskTimer,
-    /// For the stack overflow handler.
-    overflow: OverflowInfo,
+    /// For the stack overflow handler; the guard is set when the stack is taken.
+    overflow: Cell<OverflowInfo>,
     /// Accounting (see `Scheduler::charge`): times it ran, clock ticks spent running, and the
     /// tick at which it last stopped running (0: never ran).
     switches: Cell<u64>,
@@ -402,7 +437,14 @@ impl Task {
     /// Drops the outcome nobody can join any more, logging a panic that was never seen.
     /// Makes a finished, unshared task (kept for reuse by `reap`) a fresh paused one. Every
     /// field is named, so a new field cannot be forgotten here.
-    fn reset(&mut self, id: u64, name: Option<Box<str>>, stack: Stack, start: Start, overflow: OverflowInfo) {
+    fn reset(
+        &mut self,
+        id: u64,
+        name: Option<Box<str>>,
+        stack_size: usize,
+        start: Start,
+        overflow: OverflowInfo,
+    ) {
         let Task {
             id: old_id,
             name: old_name,
@@ -410,9 +452,11 @@ impl Task {
             kill_pending,
             defer_kills,
             unwinding,
-            ctx: _, // initialised by the caller
+            ctx: _, // made at the first switch to the tasklet
             stack: old_stack,
+            stack_size: old_stack_size,
             start: old_start,
+            closure: _, // written by the caller
             outcome,
             joiners,
             slot,
@@ -430,13 +474,14 @@ impl Task {
         kill_pending.set(false);
         unwinding.set(false);
         defer_kills.set(0);
-        old_stack.set(Some(stack));
+        debug_assert!(old_stack.get_mut().is_none(), "a reused task's stack was released");
+        old_stack_size.set(stack_size);
         old_start.set(Some(start));
         debug_assert!(outcome.get_mut().is_none(), "a reused task's outcome was discarded");
         joiners.get_mut().clear();
         slot.set(0);
         timer.reset();
-        *old_overflow = overflow;
+        old_overflow.set(overflow);
         switches.set(0);
         cpu.set(0);
         last_ran.set(0);
@@ -665,7 +710,9 @@ pub(crate) fn running_stack() -> Option<&'static OverflowInfo> {
     // live task (see `Scheduler::current`): a switch sets it to the next task before leaving
     // the previous one, which stays alive (registry, run queue, `main` or `zombie`).
     let task = unsafe { &*(*sched).current.get() };
-    Some(&task.overflow)
+    // SAFETY: a task's `overflow` is written only before its first switch (`give_stack`) and
+    // at creation, never while it is current, which is when the handler reads it.
+    Some(unsafe { &*task.overflow.as_ptr() })
 }
 
 /// The calling thread's scheduler if it has one (it never made a tasklet, channel wait or
@@ -720,12 +767,14 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         unwinding: Cell::new(false),
         ctx: Context::new(),
         stack: Cell::new(None),
+        stack_size: Cell::new(0),
         start: Cell::new(None),
+        closure: ClosureBuf::new(),
         outcome: RefCell::new(None),
         joiners: RefCell::new(Vec::new()),
         slot: Cell::new(MAIN_SLOT),
         timer: TaskTimer::default(),
-        overflow: OverflowInfo { guard: (0, 0), size: 0, id: first, name: (ptr::null(), 0) },
+        overflow: Cell::new(OverflowInfo { guard: (0, 0), size: 0, id: first, name: (ptr::null(), 0) }),
         switches: Cell::new(0),
         cpu: Cell::new(0),
         last_ran: Cell::new(0),
@@ -833,27 +882,25 @@ impl Scheduler {
         self.create_inline(f, name, stack_size)
     }
 
-    /// `create` for a closure small enough to live at the top of the tasklet's stack.
+    /// `create` for a closure small enough to live in the `Task` until the tasklet starts.
     fn create_inline<F, T>(&self, f: F, name: Option<String>, stack_size: usize) -> io::Result<Rc<Task>>
     where
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        let stack = self.pool.borrow_mut().take(stack_size)?;
+        // Constant per `F`: folded away (`create` boxes the closures that do not fit).
+        assert!(mem::size_of::<F>() <= MAX_INLINE_CLOSURE && mem::align_of::<F>() <= MAX_INLINE_ALIGN);
+        self.pool.borrow_mut().reserve(stack_size)?;
         let id = self.next_id();
         let name: Option<Box<str>> = name.map(String::into_boxed_str);
+        // The guard is known when the stack is taken, at the first switch (`give_stack`).
         let overflow = OverflowInfo {
-            guard: stack.guard(),
-            size: stack.size(),
+            guard: (0, 0),
+            size: stack_size,
             id,
             name: name.as_deref().map_or((ptr::null(), 0), |n| (n.as_ptr(), n.len())),
         };
-        // The closure goes at the top of the stack, the first frame right below it.
-        let closure = (stack.top() - mem::size_of::<F>()) & !(mem::align_of::<F>().max(16) - 1);
-        // SAFETY: `closure` lies in the top MAX_INLINE_CLOSURE + MAX_INLINE_ALIGN bytes of a
-        // stack of at least MIN_STACK_SIZE bytes that the pool just gave us, aligned for F.
-        unsafe { ptr::write(closure as *mut F, f) };
-        let start = Start { closure: closure as *mut u8, drop: drop_closure::<F> };
+        let start = Start { drop: drop_closure::<F>, entry: entry::<F, T> };
         self.created.set(self.created.get() + 1);
         let spare = self.spare.borrow_mut().pop();
         let task = match spare {
@@ -862,7 +909,7 @@ impl Scheduler {
                 // the whole struct, the largest single item of a spawn (callgrind).
                 Rc::get_mut(&mut task)
                     .expect("spare tasks are unshared")
-                    .reset(id, name, stack, start, overflow);
+                    .reset(id, name, stack_size, start, overflow);
                 task
             }
             None => Rc::new(Task {
@@ -873,13 +920,15 @@ impl Scheduler {
                 defer_kills: Cell::new(0),
                 unwinding: Cell::new(false),
                 ctx: Context::new(),
-                stack: Cell::new(Some(stack)),
+                stack: Cell::new(None),
+                stack_size: Cell::new(stack_size),
                 start: Cell::new(Some(start)),
+                closure: ClosureBuf::new(),
                 outcome: RefCell::new(None),
                 joiners: RefCell::new(Vec::new()),
                 slot: Cell::new(0),
                 timer: TaskTimer::default(),
-                overflow,
+                overflow: Cell::new(overflow),
                 switches: Cell::new(0),
                 cpu: Cell::new(0),
                 last_ran: Cell::new(0),
@@ -887,10 +936,10 @@ impl Scheduler {
                 spawned_at: Cell::new(None),
             }),
         };
-        // SAFETY: `closure` is 16-byte aligned and the INIT_FRAME bytes below it are unused
-        // memory of the stack we own; the stack stays mapped until the tasklet is reaped,
-        // after its last switch. `entry::<F, T>` reads an F at `closure`, written above.
-        unsafe { task.ctx.init(closure, entry::<F, T>, closure as *mut u8) };
+        // SAFETY: the buffer is MAX_INLINE_CLOSURE bytes aligned to MAX_INLINE_ALIGN, enough for
+        // an F (checked above); a fresh or reset task holds no closure there (`start` was
+        // `None`: it started, or was killed before, and gave up the previous one).
+        unsafe { ptr::write(task.closure.ptr().cast::<F>(), f) };
         if let Some(name) = task.name() {
             self.monitor.add_name(task.id, name);
         }
@@ -1143,6 +1192,9 @@ impl Scheduler {
     /// `hop` without looking at why it was resumed.
     #[inline(always)]
     fn hop_raw(&self, me: &Task, next: Rc<Task>) {
+        if next.start.get().is_some() {
+            self.give_stack(&next);
+        }
         self.monitor.set_running(next.id);
         let next = Rc::into_raw(next);
         self.current.set(next);
@@ -1153,6 +1205,24 @@ impl Scheduler {
         // written now and read when it is resumed. No `RefCell` borrow is held here.
         unsafe { context::switch(&me.ctx, &(*next).ctx) };
         self.resumed();
+    }
+
+    /// Gives a tasklet that has never run the stack it reserved, and its first frame there (see
+    /// "Lazy stacks"). Called right before the first switch to it.
+    #[inline(never)]
+    fn give_stack(&self, task: &Task) {
+        let start = task.start.get().expect("only a tasklet that never ran gets a stack");
+        let stack = self.pool.borrow_mut().take_reserved(task.stack_size.get());
+        let mut overflow = task.overflow.get();
+        overflow.guard = stack.guard();
+        overflow.size = stack.size();
+        task.overflow.set(overflow);
+        // SAFETY: the stack's top is page aligned and the INIT_FRAME bytes below it are unused
+        // memory of a stack the task now owns, mapped until it is reaped after its last switch;
+        // `start.entry` is `entry::<F, T>` for the F that `create_inline` wrote in `closure`,
+        // which stays there (in the task, alive while it runs) until `entry` moves it out.
+        unsafe { task.ctx.init(stack.top(), start.entry, task.closure.ptr()) };
+        task.stack.set(Some(stack));
     }
 
     /// Runs after every switch, on the stack switched to (and first thing in a fresh tasklet):
@@ -1255,6 +1325,9 @@ impl Scheduler {
             self.resume.set(Resume::Idle);
             self.main.clone()
         });
+        if next.start.get().is_some() {
+            self.give_stack(&next);
+        }
         self.monitor.set_running(next.id);
         let next = Rc::into_raw(next);
         self.current.set(next);
@@ -1511,8 +1584,11 @@ impl Scheduler {
     /// Runs after the tasklet's last switch (or for a tasklet that never started), never on
     /// its own stack.
     fn reap(&self, task: Rc<Task>) {
-        let stack = task.stack.take().expect("a finished tasklet had a stack");
-        self.pool.borrow_mut().release(stack);
+        match task.stack.take() {
+            Some(stack) => self.pool.borrow_mut().release(stack),
+            // Killed before it ever ran: it only reserved one.
+            None => self.pool.borrow_mut().unreserve(task.stack_size.get()),
+        }
         let registered = self.tasks.borrow_mut().remove(&task);
         drop(registered);
         if task.name.is_some() {
@@ -1643,12 +1719,13 @@ impl Scheduler {
             self.unqueue(task);
         }
         if let Some(start) = task.start.take() {
-            // Never ran: drop the closure in place (at the top of its stack), nothing to unwind.
-            // A destructor that panics must not leave a started-looking task behind (a later
+            // Never ran: drop the closure in place (in the task), nothing to unwind. A
+            // destructor that panics must not leave a started-looking task behind (a later
             // switch to it would run a dropped closure): finish it first, then re-raise.
             // SAFETY: `create` wrote the closure there with this drop function; with `start`
-            // now `None` nothing else will read or drop it, and the stack is still the task's.
-            let dropped = panic::catch_unwind(AssertUnwindSafe(|| unsafe { (start.drop)(start.closure) }));
+            // now `None` nothing else will read or drop it.
+            let dropped =
+                panic::catch_unwind(AssertUnwindSafe(|| unsafe { (start.drop)(task.closure.ptr()) }));
             self.finish(task, Outcome::Killed);
             self.reap(task.clone());
             if let Err(payload) = dropped {
@@ -1855,15 +1932,15 @@ pub fn set_default_stack_size(size: usize) -> io::Result<()> {
 }
 
 /// The root of every tasklet, called by the context trampoline on the tasklet's fresh stack
-/// with the address of its closure (see `create_inline`). Runs the closure and makes the
-/// tasklet's last switch.
+/// with the address of its closure in its `Task` (see `create_inline`, `give_stack`). Moves the
+/// closure onto the stack, runs it and makes the tasklet's last switch.
 ///
 /// `extern "C"`: an unwind cannot leave it (it would abort rather than cross the trampoline),
 /// and none does: the closure runs in `catch_unwind`.
 ///
 /// # Safety
-/// Only entered through a context made by `create_inline`, with `closure` pointing at an `F`
-/// it wrote, which nothing else reads or drops once the task's `start` is taken.
+/// Only entered through a context made by `give_stack`, with `closure` pointing at an `F` that
+/// `create_inline` wrote, which nothing else reads or drops once the task's `start` is taken.
 unsafe extern "C" fn entry<F, T>(closure: *mut u8) -> !
 where
     F: FnOnce() -> T + 'static,
