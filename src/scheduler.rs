@@ -621,6 +621,7 @@ struct Registry {
 }
 
 impl Registry {
+    #[inline]
     fn insert(&mut self, task: &Rc<Task>) {
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -636,6 +637,7 @@ impl Registry {
         self.live += 1;
     }
 
+    #[inline]
     fn remove(&mut self, task: &Task) -> Option<Rc<Task>> {
         let slot = task.slot.get();
         let removed = self.slots.get_mut(slot)?.take();
@@ -1168,7 +1170,7 @@ impl Scheduler {
     /// Checks timers and I/O first, once per pass over the run queue.
     #[inline(always)]
     fn next(&self, target: Option<Rc<Task>>) -> Option<Rc<Task>> {
-        if self.timers.borrow().len() > 0 || self.reactor.has_waiters() {
+        if self.watching() {
             self.check_while_busy();
         }
         match target {
@@ -1207,16 +1209,28 @@ impl Scheduler {
         self.resumed();
     }
 
+    /// Whether timers are armed or tasklets wait on I/O (then a switch may have to check them).
+    #[inline(always)]
+    fn watching(&self) -> bool {
+        // SAFETY: the length is read at once and no reference outlives this expression; the
+        // scheduler is confined to its thread, so no `borrow_mut` can be live during it except
+        // one on this thread's stack below us, which never calls a switch with timers borrowed
+        // (no `RefCell` borrow is held across a switch, see the module comment).
+        let armed = unsafe { self.timers.try_borrow_unguarded() }.map_or(true, |t| t.len() > 0);
+        armed || self.reactor.has_waiters()
+    }
+
     /// Gives a tasklet that has never run the stack it reserved, and its first frame there (see
     /// "Lazy stacks"). Called right before the first switch to it.
     #[inline(never)]
     fn give_stack(&self, task: &Task) {
         let start = task.start.get().expect("only a tasklet that never ran gets a stack");
         let stack = self.pool.borrow_mut().take_reserved(task.stack_size.get());
-        let mut overflow = task.overflow.get();
+        // SAFETY: nothing else refers to the task's overflow info now: the signal handler reads
+        // the current task's only, and this one is not current yet.
+        let overflow = unsafe { &mut *task.overflow.as_ptr() };
         overflow.guard = stack.guard();
         overflow.size = stack.size();
-        task.overflow.set(overflow);
         // SAFETY: the stack's top is page aligned and the INIT_FRAME bytes below it are unused
         // memory of a stack the task now owns, mapped until it is reaped after its last switch;
         // `start.entry` is `entry::<F, T>` for the F that `create_inline` wrote in `closure`,
@@ -1605,6 +1619,9 @@ impl Scheduler {
     fn finish(&self, task: &Task, outcome: Outcome) {
         *task.outcome.borrow_mut() = Some(outcome);
         task.state.set(State::Finished);
+        if task.joiners.borrow().is_empty() {
+            return;
+        }
         let joiners = std::mem::take(&mut *task.joiners.borrow_mut());
         for joiner in joiners {
             self.wake(joiner);

@@ -213,6 +213,15 @@ impl StackPool {
     /// The index of the class of `size`, made if there is none.
     #[inline]
     fn class_of(&mut self, size: usize) -> usize {
+        // Most threads use one size: the first class is checked before the search.
+        if self.classes.first().is_some_and(|c| c.size == size) {
+            return 0;
+        }
+        self.class_of_slow(size)
+    }
+
+    #[inline(never)]
+    fn class_of_slow(&mut self, size: usize) -> usize {
         match self.classes.iter().position(|c| c.size == size) {
             Some(idx) => idx,
             None => {
@@ -232,6 +241,7 @@ impl StackPool {
     /// Promises a stack of `size` usable bytes (already rounded by [`usable_size`]) to a
     /// tasklet that has not started (see "Reservations" in the module comment): carves a region
     /// when every free slot is promised already. Fails as carving does.
+    #[inline]
     pub(crate) fn reserve(&mut self, size: usize) -> io::Result<()> {
         let idx = self.class_of(size);
         if self.classes[idx].free.len() == self.classes[idx].reserved {
@@ -255,6 +265,7 @@ impl StackPool {
     }
 
     /// Drops a reservation of `size` whose tasklet ended without starting.
+    #[inline]
     pub(crate) fn unreserve(&mut self, size: usize) {
         let idx = self.class_of(size);
         let class = &mut self.classes[idx];
@@ -262,13 +273,11 @@ impl StackPool {
     }
 
     /// Returns a stack whose tasklet has finished.
+    #[inline]
     pub(crate) fn release(&mut self, stack: Stack) {
-        let class = self
-            .classes
-            .iter_mut()
-            .find(|c| c.size == stack.size)
-            .expect("a released stack belongs to a size class");
-        class.free.push(stack.limit());
+        let idx = self.class_of(stack.size);
+        let limit = stack.limit();
+        self.classes[idx].free.push(limit);
     }
 
     /// Ends an epoch: gives back the pages of the free stacks beyond what the epoch used (see
@@ -312,6 +321,7 @@ impl StackPool {
     }
 
     /// Carves a new region for size class `idx`, guards its slots and adds them to the free list.
+    #[cold]
     fn carve(&mut self, idx: usize) -> io::Result<()> {
         let page = page_size();
         let class = &mut self.classes[idx];
