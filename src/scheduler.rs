@@ -445,6 +445,7 @@ impl Task {
     /// Drops the outcome nobody can join any more, logging a panic that was never seen.
     /// Makes a finished, unshared task (kept for reuse by `reap`) a fresh paused one. Every
     /// field is named, so a new field cannot be forgotten here.
+    #[inline(always)]
     fn reset(&mut self, id: u64, name: Option<Box<str>>, stack_size: usize, start: Start) {
         let Task {
             id: old_id,
@@ -494,14 +495,21 @@ impl Task {
         spawned_at.set(None);
     }
 
+    #[inline]
     fn discard_outcome(&self) {
-        if let Some(Outcome::Panicked(payload)) = self.outcome.borrow_mut().take() {
-            log::error!(
-                "tasklet {} panicked and was never joined: {}",
-                Describe(self.id, self.name.as_deref()),
-                panic_message(&*payload)
-            );
+        let outcome = self.outcome.borrow_mut().take();
+        if let Some(Outcome::Panicked(payload)) = outcome {
+            self.unjoined_panic(payload);
         }
+    }
+
+    #[cold]
+    fn unjoined_panic(&self, payload: Box<dyn Any + Send>) {
+        log::error!(
+            "tasklet {} panicked and was never joined: {}",
+            Describe(self.id, self.name.as_deref()),
+            panic_message(&*payload)
+        );
     }
 }
 
@@ -626,7 +634,7 @@ struct Registry {
 }
 
 impl Registry {
-    #[inline]
+    #[inline(always)]
     fn insert(&mut self, task: &Rc<Task>) {
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -1218,9 +1226,16 @@ impl Scheduler {
     }
 
     /// Gives a tasklet that has never run the stack it reserved, and its first frame there (see
-    /// "Lazy stacks"). Called right before the first switch to it.
+    /// "Lazy stacks"). Called right before the first switch to it; out of line in the switch.
     #[inline(never)]
     fn give_stack(&self, task: &Task) {
+        self.give_stack_inline(task);
+    }
+
+    /// `give_stack`, inlined where a tasklet finishes (`exit`): in a burst of spawns, that is
+    /// where every tasklet but the first is started.
+    #[inline(always)]
+    fn give_stack_inline(&self, task: &Task) {
         let start = task.start.get().expect("only a tasklet that never ran gets a stack");
         let stack = self.pool.borrow_mut().take_reserved(task.stack_size.get());
         let name = task.name.as_deref().map_or((ptr::null(), 0), |n| (n.as_ptr(), n.len()));
@@ -1337,7 +1352,7 @@ impl Scheduler {
             self.main.clone()
         });
         if next.start.get().is_some() {
-            self.give_stack(&next);
+            self.give_stack_inline(&next);
         }
         self.monitor.set_running(next.id);
         let next = Rc::into_raw(next);

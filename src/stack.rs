@@ -157,9 +157,11 @@ impl Stack {
     }
 
     /// The guard page's address range.
+    #[inline]
     pub(crate) fn guard(&self) -> (usize, usize) {
-        let limit = self.limit();
-        (limit, limit + page_size())
+        let page = page_size();
+        let limit = self.top - self.size - page;
+        (limit, limit + page)
     }
 
     /// Usable bytes.
