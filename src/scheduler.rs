@@ -1609,7 +1609,15 @@ impl Scheduler {
     /// free per spawn (the allocator's slow paths dominated spawn+finish in profiles).
     /// Runs after the tasklet's last switch (or for a tasklet that never started), never on
     /// its own stack.
+    #[inline(never)]
     fn reap(&self, task: Rc<Task>) {
+        self.reap_inline(task);
+    }
+
+    /// `reap`, inlined where a fresh tasklet starts (`entry`): in a burst of spawns, each
+    /// tasklet reaps the one before it there.
+    #[inline(always)]
+    fn reap_inline(&self, task: Rc<Task>) {
         match task.stack.take() {
             Some(stack) => self.pool.borrow_mut().release(stack),
             // Killed before it ever ran: it only reserved one.
@@ -1628,12 +1636,17 @@ impl Scheduler {
 
     /// Records a finished tasklet's outcome and wakes its joiners. Runs on the tasklet's stack
     /// (or, for a tasklet killed before it started, on the killer's).
+    #[inline]
     fn finish(&self, task: &Task, outcome: Outcome) {
         *task.outcome.borrow_mut() = Some(outcome);
         task.state.set(State::Finished);
-        if task.joiners.borrow().is_empty() {
-            return;
+        if !task.joiners.borrow().is_empty() {
+            self.wake_joiners(task);
         }
+    }
+
+    #[cold]
+    fn wake_joiners(&self, task: &Task) {
         let joiners = std::mem::take(&mut *task.joiners.borrow_mut());
         for joiner in joiners {
             self.wake(joiner);
@@ -1976,7 +1989,10 @@ where
     T: 'static,
 {
     let sched = scheduler();
-    sched.resumed();
+    // As `resumed`, with the reaping inlined (see `reap_inline`).
+    if let Some(finished) = sched.zombie.take() {
+        sched.reap_inline(finished);
+    }
     {
         let me = sched.current();
         me.start.set(None);
