@@ -287,10 +287,15 @@ impl<T> Inner<T> {
         } else {
             BlockedOn::Receive(self.id)
         }));
-        self.waiters.borrow_mut().push_back(Waiter { task: me.clone(), node: NonNull::from(node) });
+        // The waiter takes the reference: a second count only for a timed wait's alarm.
+        let (task, timed) = match deadline {
+            Some(deadline) => (me.clone(), Some((me, deadline))),
+            None => (me, None),
+        };
+        let alarm = timed.as_ref().map(|(me, deadline)| Alarm::arm(me, *deadline));
+        self.waiters.borrow_mut().push_back(Waiter { task, node: NonNull::from(node) });
         self.balance.set(self.balance.get() + direction);
         let registration = Registration { inner: self, node, direction };
-        let alarm = deadline.map(|deadline| Alarm::arm(&me, deadline));
         let wake = sched.park();
         let timed_out = alarm.as_ref().is_some_and(Alarm::fired);
         drop(alarm);

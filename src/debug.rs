@@ -4,16 +4,20 @@
 //!
 //! # Accounting
 //!
-//! Each switch reads a cheap clock once (the TSC on x86_64, see `clock`) and charges the slice
-//! since the previous switch to the tasklet that just stopped running; time the thread spends
-//! waiting in the poller is charged to nobody. This costs one `rdtsc` per switch (measured in
-//! `docs/benchmarks.md`) and can be turned off per thread with [`set_accounting`]. The same
-//! slice feeds the stall report ([`set_stall_threshold`]) and the watchdog
-//! ([`run_watchdog`](crate::run_watchdog)).
+//! Per-tasklet CPU accounting is **off by default** and turned on per thread with
+//! [`set_accounting`]: then each switch reads a cheap clock once (the TSC on x86_64, see
+//! `clock`) and charges the slice since the previous switch to the tasklet that just stopped
+//! running; time the thread spends waiting in the poller is charged to nobody. The clock read
+//! was a third of the cost of a switch on the benchmark VM, more in others (measured in
+//! `docs/benchmarks.md`), hence the default. Snapshots show CPU times only with accounting on
+//! ([`Snapshot::accounting`] says which); switch counts are kept either way. The watchdog
+//! ([`run_watchdog`](crate::run_watchdog)) turns accounting on for its duration.
 //!
-//! Nothing can preempt native code: a tasklet that never gives up the CPU is only seen when it
-//! finally does. The stall report and the watchdog are therefore after the fact, like
-//! Stackless's `run(timeout)` checks between tasklets, and unlike its interpreter-level one.
+//! Stall reports ([`set_stall_threshold`]) need no accounting: the built-in sysmon thread (see
+//! [`crate::monitor`]) watches every scheduler's switch counter and reports a tasklet that
+//! holds its thread too long *while* it does. Nothing can preempt native code: the watchdog
+//! acts only when the tasklet finally gives up the CPU, like Stackless's `run(timeout)` checks
+//! between tasklets, and unlike its interpreter-level one.
 //!
 //! # Dumps on a signal
 //!
@@ -125,9 +129,10 @@ pub struct TaskletInfo {
     pub deadline: Option<Instant>,
     /// How long ago it last stopped running (`None`: never ran, or accounting is off).
     pub since_last_ran: Option<Duration>,
-    /// How many times it ran (was switched to).
+    /// How many times it gave up the CPU (counted with accounting on or off).
     pub switches: u64,
-    /// CPU time spent running (zero with accounting off).
+    /// CPU time spent running while accounting was on (zero when it never was; see
+    /// [`Snapshot::accounting`]).
     pub cpu_time: Duration,
     /// Where it was spawned or bound (the caller of `spawn`, `Builder::spawn` or
     /// `Builder::bind`); `None` for the main tasklet.
@@ -180,6 +185,9 @@ pub struct Snapshot {
     pub tasklets: Vec<TaskletInfo>,
     /// The scheduler's counters.
     pub stats: SchedulerStats,
+    /// Whether per-tasklet CPU accounting was on ([`set_accounting`]): without it,
+    /// [`TaskletInfo::cpu_time`] and [`TaskletInfo::since_last_ran`] say nothing.
+    pub accounting: bool,
 }
 
 /// Takes a [`Snapshot`] of the calling thread's tasklets.
@@ -235,7 +243,7 @@ pub fn snapshot() -> Snapshot {
         parked_on_io: sched.reactor().parked(),
         timers: sched.timers().len(),
     };
-    Snapshot { tasklets, stats }
+    Snapshot { tasklets, stats, accounting }
 }
 
 /// Prints a [`Snapshot`] of the calling thread to standard error.
@@ -348,17 +356,46 @@ pub(crate) fn dump_if_requested(seen: &Cell<u64>) {
     let _ = io::stderr().lock().write_all(report.as_bytes());
 }
 
-/// Turns per-tasklet CPU accounting on the calling thread on or off (on by default). Off, a
-/// switch reads no clock; CPU times and "since last ran" stop advancing, stalls are not
-/// reported, and [`run_watchdog`](crate::run_watchdog) turns it on for its duration.
+/// Turns per-tasklet CPU accounting on the calling thread on or off (**off by default**). On,
+/// each switch reads the clock once and snapshots show each tasklet's CPU time and how long
+/// ago it last ran; off, a switch reads no clock and those figures stop advancing.
+/// [`run_watchdog`](crate::run_watchdog) turns it on for its duration. Stall reports do not
+/// need it ([`set_stall_threshold`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// tasklets::set_accounting(true);
+/// let t = tasklets::Builder::new().name("worker").spawn(|| {
+///     let start = Instant::now();
+///     while start.elapsed() < Duration::from_millis(2) {}
+///     tasklets::schedule();
+/// })?;
+/// tasklets::schedule();
+/// let snap = tasklets::snapshot();
+/// assert!(snap.accounting);
+/// let worker = snap.tasklets.iter().find(|t| t.name.as_deref() == Some("worker")).unwrap();
+/// assert!(worker.cpu_time >= Duration::from_millis(1));
+/// tasklets::set_accounting(false);
+/// tasklets::run();
+/// assert!(!t.is_alive());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn set_accounting(on: bool) {
     scheduler().set_accounting(on);
 }
 
-/// Sets how long a tasklet may hold the calling thread's CPU without giving it up before the
-/// scheduler logs a warning naming it (`log::warn!`; with no logger active, the first stall of
-/// the process goes to stderr instead), or `None` for never. The default is
-/// [`DEFAULT_STALL_THRESHOLD`](crate::DEFAULT_STALL_THRESHOLD) (100 ms). Needs accounting.
+/// Sets how long a tasklet may hold the calling thread's CPU without giving it up before it is
+/// reported, or `None` for never. The default is
+/// [`DEFAULT_STALL_THRESHOLD`](crate::DEFAULT_STALL_THRESHOLD) (100 ms).
+///
+/// The report comes while the stall is happening, from the process's sysmon thread (see
+/// [`crate::monitor`]), within a fifth of the threshold after it passes (at least 1 ms, at
+/// most 20 ms): a warning naming the tasklet (`log::warn!`; with no logger active, the first
+/// stall of the process goes to stderr instead), kept as a
+/// [`monitor::EventKind::Stall`](crate::monitor::EventKind) event. It needs no accounting and
+/// costs nothing per switch. The main tasklet is never reported (it is the thread's own code).
 pub fn set_stall_threshold(threshold: Option<Duration>) {
     scheduler().set_stall_threshold(threshold);
 }
@@ -368,8 +405,15 @@ impl fmt::Display for Snapshot {
         let s = &self.stats;
         writeln!(
             f,
-            "{} tasklet(s): {} runnable, {} parked on I/O or unblock, {} timer(s); {} switches, {} wake-ups, {} polls",
-            s.alive, s.runnable, s.parked_on_io, s.timers, s.switches, s.wakeups, s.polls
+            "{} tasklet(s): {} runnable, {} parked on I/O or unblock, {} timer(s); {} switches, {} wake-ups, {} polls{}",
+            s.alive,
+            s.runnable,
+            s.parked_on_io,
+            s.timers,
+            s.switches,
+            s.wakeups,
+            s.polls,
+            if self.accounting { "" } else { "; CPU accounting off (tasklets::set_accounting)" }
         )?;
         let rows: Vec<[String; 6]> = self
             .tasklets
@@ -391,7 +435,7 @@ impl fmt::Display for Snapshot {
                     waiting,
                     t.since_last_ran.map_or_else(|| "-".to_owned(), |d| format!("{d:.1?}")),
                     t.switches.to_string(),
-                    format!("{:.1?}", t.cpu_time),
+                    if self.accounting { format!("{:.1?}", t.cpu_time) } else { "off".to_owned() },
                 ]
             })
             .collect();

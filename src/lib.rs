@@ -101,8 +101,10 @@
 //!
 //! [`snapshot`] and [`dump`] list every tasklet of the thread: state, what it waits on, when it
 //! last ran, its switches and CPU time. [`dump_on_signal`] prints that for every thread on
-//! `kill -QUIT`, as Go does. A tasklet that holds the thread longer than the stall threshold is
-//! named in a `log::warn!` (on stderr when no logger is active); [`run_watchdog`] is Stackless's `run(timeout)`; deadlock errors
+//! `kill -QUIT`, as Go does (CPU times need [`set_accounting`]`(true)`: off by default, it costs a
+//! clock read per switch). A tasklet that holds the thread longer than the stall threshold is
+//! named in a `log::warn!` (on stderr when no logger is active) while it holds it, by the
+//! process's sysmon thread; [`run_watchdog`] is Stackless's `run(timeout)`; deadlock errors
 //! name the blocked tasklets. [`monitor`] lets another thread watch every scheduler of the
 //! process (shared counters, snapshots on request, stalls found while they happen); the
 //! companion crate `tasklets-console` (`console/` in the repository) shows all of it live in a

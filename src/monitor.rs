@@ -31,19 +31,41 @@
 //! tasklet right now ([`Activity::Stalled`]). The time is measured from the first sample that
 //! saw the counter at its current value, so it is a lower bound, exact to one sampling period.
 //! The main tasklet holding the thread is reported apart ([`Activity::MainBusy`]): main is the
-//! thread's own code, which runs outside the scheduler between `run()` calls, as the stall
-//! report of the accounting never counts main either.
+//! thread's own code, which runs outside the scheduler between `run()` calls.
 //!
-//! Events that the owner already reports after the fact (stalls seen by the accounting,
-//! deadlocks of the main tasklet) are also kept, the last [`EVENTS_KEPT`] per scheduler, for
-//! [`SchedulerHandle::events`].
+//! # The built-in sysmon (stall reports by default)
+//!
+//! The stall report of [`set_stall_threshold`](crate::set_stall_threshold) comes from one
+//! process-wide thread, `tasklet-sysmon`, started with the first scheduler (and again in a
+//! forked child, which inherits no threads). It samples every scheduler's counters as above,
+//! against each scheduler's own threshold (an atomic in [`Shared`], `u64::MAX` for "never"),
+//! every fifth of the smallest threshold, between [`SYSMON_MIN_PERIOD`] and
+//! [`SYSMON_MAX_PERIOD`] (20 ms for the default 100 ms: 50 wake-ups a second, a few
+//! microseconds of CPU each). A tasklet other than main that holds its thread past the
+//! threshold is reported once per slice, **while it still holds the thread**: a warning
+//! through `log` (stderr when no logger would show it, see `debug::warn`) and an
+//! [`EventKind::Stall`] event. The report names the tasklet: the owner lists its *named*
+//! tasklets in a small table of the shared block when they are created and reaped (a lock
+//! per named spawn; unnamed spawns, the fast path, touch nothing), since the sysmon may never
+//! read a `Task`, which belongs to another thread and may be freed at any moment.
+//!
+//! This costs the owner nothing per switch: no clock read, no extra store (the counter and the
+//! running id were shared already). Per-tasklet CPU accounting (a clock read per switch) is
+//! therefore off by default and needed only for the CPU column of snapshots and for
+//! [`run_watchdog`](crate::run_watchdog).
+//!
+//! Events that the owner reports itself (deadlocks of the main tasklet) are also kept, the
+//! last [`EVENTS_KEPT`] per scheduler, for [`SchedulerHandle::events`].
 //!
 //! Rejected: asking each scheduler for its state at every refresh (a stalled one never
-//! answers, which is exactly when it matters); a clock read per switch to time slices from
-//! outside (issue 14: a TSC read can cost more than the switch in some VMs); a check of the
-//! request flag at every switch (an atomic load on the hot path for a feature used rarely);
-//! a monitor thread started by the library (the console, or a future built-in `sysmon`,
-//! decides when to sample: the library itself starts no thread for this).
+//! answers, which is exactly when it matters); a clock read per switch to time slices
+//! (issue 14: a TSC read can cost more than the switch in some VMs; this was the stall report
+//! before the sysmon, after the fact only, and doubled the cost of a switch in such VMs); a
+//! check of the request flag at every switch (an atomic load on the hot path for a feature used
+//! rarely); the sysmon reading the running tasklet's name through a pointer into its `Task`
+//! (a data race with the owner reusing the task for a new tasklet); a sysmon that backs off
+//! while every scheduler idles (a thread that wakes and stalls at once would be reported up to
+//! one long period late).
 //!
 //! Everything here uses std atomics and the poller's portable notification: nothing is
 //! specific to Linux except the optional OS thread id ([`SchedulerHandle::os_thread_id`]).
@@ -51,7 +73,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{Thread, ThreadId};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -62,6 +84,12 @@ pub const CHECK_EVERY: u64 = 256;
 
 /// How many events ([`SchedulerHandle::events`]) each scheduler keeps.
 pub const EVENTS_KEPT: usize = 64;
+
+/// The built-in sysmon samples at most this often (thresholds under 5 ms).
+pub const SYSMON_MIN_PERIOD: Duration = Duration::from_millis(1);
+
+/// The built-in sysmon samples at least this often (thresholds over 100 ms).
+pub const SYSMON_MAX_PERIOD: Duration = Duration::from_millis(20);
 
 /// What one scheduler shares with other threads (see the module comment).
 pub(crate) struct Shared {
@@ -77,6 +105,11 @@ pub(crate) struct Shared {
     alive: AtomicBool,
     requested: AtomicU64,
     answered: AtomicU64,
+    /// The stall threshold in nanoseconds (`u64::MAX`: never report), read by the sysmon.
+    stall_ns: AtomicU64,
+    /// Names of the scheduler's named tasklets that have not finished, for the sysmon's
+    /// reports (see "The built-in sysmon").
+    names: Mutex<HashMap<u64, Box<str>>>,
     /// The reactor's shared half, to wake the poller; set when the poller is made.
     notifier: Mutex<Option<Arc<crate::reactor::Shared>>>,
     published: Mutex<Option<Arc<PublishedSnapshot>>>,
@@ -104,12 +137,20 @@ pub(crate) fn register(main_id: u64) -> Arc<Shared> {
         alive: AtomicBool::new(true),
         requested: AtomicU64::new(0),
         answered: AtomicU64::new(0),
+        stall_ns: AtomicU64::new(nanos(crate::DEFAULT_STALL_THRESHOLD)),
+        names: Mutex::new(HashMap::new()),
         notifier: Mutex::new(None),
         published: Mutex::new(None),
         events: Mutex::new((0, VecDeque::new())),
     });
     lock(&REGISTRY).push(shared.clone());
+    sysmon::ensure_started();
     shared
+}
+
+/// `duration` in nanoseconds, saturating (`u64::MAX` means "never").
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -193,7 +234,32 @@ impl Shared {
         self.answered.store(ticket, Relaxed);
     }
 
-    /// Keeps an event (a stall seen after the fact, a deadlock report).
+    /// Sets the stall threshold the sysmon applies to this scheduler (`None`: never report).
+    pub(crate) fn set_stall_threshold(&self, threshold: Option<Duration>) {
+        self.stall_ns.store(threshold.map_or(u64::MAX, nanos), Relaxed);
+    }
+
+    /// The stall threshold (`None`: stalls are not reported).
+    fn stall_threshold(&self) -> Option<Duration> {
+        match self.stall_ns.load(Relaxed) {
+            u64::MAX => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// A named tasklet was created: the sysmon may name it in a report.
+    #[cold]
+    pub(crate) fn add_name(&self, id: u64, name: &str) {
+        lock(&self.names).insert(id, name.into());
+    }
+
+    /// A named tasklet finished.
+    #[cold]
+    pub(crate) fn remove_name(&self, id: u64) {
+        lock(&self.names).remove(&id);
+    }
+
+    /// Keeps an event (a stall, a deadlock report).
     #[cold]
     pub(crate) fn record(&self, kind: EventKind, tasklet: Option<u64>, message: String) {
         let mut events = lock(&self.events);
@@ -260,8 +326,8 @@ pub struct PublishedSnapshot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EventKind {
-    /// A tasklet held the thread longer than the stall threshold (seen when it gave up the
-    /// CPU; needs accounting, see [`set_stall_threshold`](crate::set_stall_threshold)).
+    /// A tasklet held the thread longer than the stall threshold, reported by the built-in
+    /// sysmon while it still held it (see [`set_stall_threshold`](crate::set_stall_threshold)).
     Stall,
     /// The main tasklet would have blocked for ever: its operation failed with a deadlock error.
     Deadlock,
@@ -476,5 +542,104 @@ impl Watcher {
     /// Forgets the schedulers not in `alive` (call with [`schedulers()`] now and then).
     pub fn retain(&mut self, alive: &[SchedulerHandle]) {
         self.seen.retain(|id, _| alive.iter().any(|s| s.id() == *id));
+    }
+}
+
+/// The built-in sysmon: one thread per process that reports stalls while they happen (see
+/// "The built-in sysmon" in the module comment).
+mod sysmon {
+    use super::*;
+
+    /// The process the sysmon thread runs in (0: none started); a forked child starts its own.
+    static STARTED_IN: Mutex<u32> = Mutex::new(0);
+    /// Wakes the sysmon when the first scheduler registers.
+    static REGISTERED: Condvar = Condvar::new();
+
+    /// Starts the sysmon thread unless this process has one.
+    pub(super) fn ensure_started() {
+        let pid = std::process::id();
+        let mut started = lock(&STARTED_IN);
+        if *started == pid {
+            REGISTERED.notify_one();
+            return;
+        }
+        let spawned = std::thread::Builder::new().name("tasklet-sysmon".into()).spawn(run);
+        match spawned {
+            Ok(_) => *started = pid,
+            Err(err) => {
+                log::warn!("tasklet: cannot start the sysmon thread, stalls will not be reported: {err}")
+            }
+        }
+    }
+
+    /// What the sysmon last saw of one scheduler.
+    struct Seen {
+        switches: u64,
+        running: u64,
+        since: Instant,
+        reported: bool,
+    }
+
+    fn run() {
+        let mut seen: HashMap<u64, Seen> = HashMap::new();
+        loop {
+            let schedulers: Vec<Arc<Shared>> = {
+                let mut registry = lock(&REGISTRY);
+                while registry.is_empty() {
+                    seen.clear();
+                    registry = REGISTERED.wait(registry).unwrap_or_else(|p| p.into_inner());
+                }
+                registry.clone()
+            };
+            let now = Instant::now();
+            let mut period = SYSMON_MAX_PERIOD;
+            seen.retain(|id, _| schedulers.iter().any(|s| s.id == *id));
+            for shared in &schedulers {
+                let Some(threshold) = shared.stall_threshold() else {
+                    seen.remove(&shared.id);
+                    continue;
+                };
+                period = period.min(threshold / 5);
+                sample(shared, threshold, now, &mut seen);
+            }
+            drop(schedulers);
+            std::thread::sleep(period.max(SYSMON_MIN_PERIOD));
+        }
+    }
+
+    /// Samples one scheduler; reports its stall once if one tasklet has held it past
+    /// `threshold`.
+    fn sample(shared: &Shared, threshold: Duration, now: Instant, seen: &mut HashMap<u64, Seen>) {
+        let idle = shared.idle.load(Relaxed);
+        let running = shared.running.load(Relaxed);
+        let switches = shared.switches.load(Relaxed);
+        if idle || !shared.alive.load(Relaxed) || running == shared.main_id {
+            seen.remove(&shared.id);
+            return;
+        }
+        let entry = seen.entry(shared.id).or_insert(Seen { switches, running, since: now, reported: false });
+        if entry.switches != switches || entry.running != running {
+            *entry = Seen { switches, running, since: now, reported: false };
+        }
+        let held = now.saturating_duration_since(entry.since);
+        if held >= threshold && !entry.reported {
+            entry.reported = true;
+            report(shared, running, held, threshold);
+        }
+    }
+
+    #[cold]
+    fn report(shared: &Shared, tasklet: u64, held: Duration, threshold: Duration) {
+        let name = lock(&shared.names).get(&tasklet).cloned();
+        let message = format!(
+            "tasklet {} held the thread for {:?} without giving up the CPU, and still holds it: thread \
+             '{}' is stalled (stall threshold {:?})",
+            crate::scheduler::Describe(tasklet, name.as_deref()),
+            Duration::from_millis(held.as_millis() as u64),
+            shared.thread.name().unwrap_or("<unnamed>"),
+            crate::debug::rounded(threshold),
+        );
+        crate::debug::warn(crate::debug::Report::Stall, &message);
+        shared.record(EventKind::Stall, Some(tasklet), message);
     }
 }

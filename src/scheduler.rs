@@ -81,7 +81,23 @@
 //! [`TaskletExit`] payload (`resume_unwind`, so no panic hook runs), which the tasklet's root
 //! catches. Destructors on its stack run, including the guards that take it out of wait lists.
 //! Then the caller continues. A tasklet that never started is not switched to at all: its
-//! closure, stored at the top of its stack, is dropped in place and the stack released.
+//! closure, stored in its `Task`, is dropped in place and its stack reservation released.
+//!
+//! # Lazy stacks
+//!
+//! A tasklet that has not started has no stack: `create` stores its closure in the `Task`
+//! (up to [`MAX_INLINE_CLOSURE`] bytes inline, larger ones boxed) and only *reserves* a slot
+//! in the stack pool (see "Reservations" in `stack`), so spawning fails where it always did but
+//! touches no stack page. The first switch to the tasklet (`hop_raw`, `exit`: a task whose
+//! `start` is still set has never run) takes the reserved slot, which is the one the last
+//! finished tasklet released, still warm, and builds the first frame there; the trampoline
+//! then calls `entry`, which moves the closure onto the new stack. Reaping releases the stack,
+//! or the reservation of a tasklet killed before it started. A burst of spawns that run to
+//! completion one after the other thus cycles through two warm stacks instead of touching a
+//! fresh stack per tasklet (`spawn_run_finish` in `docs/benchmarks.md`). Rejected: keeping the
+//! closure at the top of the stack (the previous design; it needs the stack at spawn) and
+//! boxing every closure (an allocation and a free per spawn, where the `Task` reused from
+//! `spare` already has room).
 //!
 //! ## Deferred kills
 //!
@@ -106,13 +122,20 @@
 //! for it or the tasklet itself was marked. Rejected: a panic hook marking the panicking
 //! tasklet (it would replace or have to wrap the user's hook, and `resume_unwind` runs none).
 //!
-//! # Accounting and the watchdog
+//! # Accounting, stalls and the watchdog
 //!
-//! With accounting on, every switch reads the clock once and charges the slice to the context
-//! leaving the CPU; the time main spends idle is charged to nobody. A tasklet's slice longer
-//! than the stall threshold is logged. Under `run_watchdog`, a tasklet whose slice exceeds the
-//! budget when it yields is paused, recorded in `caught`, and the switch goes to main with
-//! `Resume::Stop`, which makes `run()` return.
+//! Per-tasklet CPU accounting is off by default: a switch then reads no clock. It bumps the
+//! shared switch counter and publishes the running tasklet's id (`monitor::Shared`), which is
+//! all the built-in sysmon needs to report a stall while it happens (see `monitor`). With
+//! accounting on (`set_accounting(true)`), every switch also reads the clock once and charges
+//! the slice to the context leaving the CPU; the time main spends idle is charged to nobody.
+//! Under `run_watchdog` (which turns accounting on for its duration), a tasklet whose slice
+//! exceeds the budget when it yields is paused, recorded in `caught`, and the switch goes to
+//! main with `Resume::Stop`, which makes `run()` return.
+//!
+//! Measured (`docs/benchmarks.md`, *Accounting on and off*): the clock read was a third of a
+//! switch on this VM and more than half in others, which is why it is not the default any
+//! more; the stall report, which needed it, moved to the sysmon.
 //!
 //! # Teardown
 //!
@@ -260,56 +283,83 @@ enum Resume {
     Stop,
 }
 
-/// A never-started tasklet's closure, stored at the top of its stack: its address and the
-/// function that drops it in place.
+/// A never-started tasklet's closure, stored in its `Task` (`closure`): the function that
+/// drops it in place and the root that runs it.
 #[derive(Clone, Copy)]
 struct Start {
-    closure: *mut u8,
     drop: unsafe fn(*mut u8),
+    entry: context::Entry,
 }
 
 /// Closures larger than this (or aligned to more than [`MAX_INLINE_ALIGN`]) are boxed instead
-/// of being stored at the top of the tasklet's stack.
-const MAX_INLINE_CLOSURE: usize = 1024;
-const MAX_INLINE_ALIGN: usize = 64;
+/// of being stored in the tasklet's `Task` until it starts.
+const MAX_INLINE_CLOSURE: usize = 64;
+const MAX_INLINE_ALIGN: usize = 16;
+
+/// Room for a never-started tasklet's closure (see "Lazy stacks").
+#[repr(C, align(16))]
+struct ClosureBuf(UnsafeCell<mem::MaybeUninit<[u8; MAX_INLINE_CLOSURE]>>);
+
+impl ClosureBuf {
+    const fn new() -> ClosureBuf {
+        ClosureBuf(UnsafeCell::new(mem::MaybeUninit::uninit()))
+    }
+
+    fn ptr(&self) -> *mut u8 {
+        self.0.get().cast()
+    }
+}
 
 /// One tasklet. Shared (`Rc`) by its handles, the scheduler's registry, the run queue and the
 /// wait list it is blocked in.
+#[repr(C)]
 pub(crate) struct Task {
-    id: u64,
-    name: Option<Box<str>>,
+    // Hot: what every spawn, switch and finish touches, first, in two cache lines. A batch of
+    // 1,000 spawns touches each `Task` at the spawn and again when it runs, long after it
+    // left the L1 cache: every line that a spawn, a run or a finish touches is a cache miss
+    // (callgrind's cache simulation), so the rarely used fields come last (`repr(C)` keeps
+    // this order) and `reset` leaves them alone.
     state: Cell<State>,
     kill_pending: Cell<bool>,
-    /// Depth of `with_kills_deferred` scopes: while non-zero a kill never unwinds (see
-    /// "Deferred kills" in the module comment).
-    defer_kills: Cell<u32>,
     /// Whether the tasklet was unwinding (a panic or a kill in flight on its stack) when it last
     /// switched away (see "Unwinding is per tasklet" in the module comment).
     unwinding: Cell<bool>,
-    /// The saved context while the tasklet is switched away.
+    /// Its level in the run queue (see `runqueue`).
+    priority: Cell<Priority>,
+    /// Depth of `with_kills_deferred` scopes: while non-zero a kill never unwinds (see
+    /// "Deferred kills" in the module comment).
+    defer_kills: Cell<u32>,
+    id: u64,
+    /// The saved context while the tasklet is switched away; made at the first switch to it.
     ctx: Context,
-    /// The tasklet's stack; `None` for the main tasklet and once reaped.
-    stack: Cell<Option<Stack>>,
-    /// The closure until the tasklet starts; `None` for main and once started.
-    start: Cell<Option<Start>>,
-    outcome: RefCell<Option<Outcome>>,
-    /// Tasklets blocked in `join` on this one, in arrival order.
-    joiners: RefCell<Vec<Rc<Task>>>,
     /// Index in the scheduler's registry.
     slot: Cell<usize>,
-    /// The timer armed for the tasklet's current wait, if any (see `timer`).
-    timer: TaskTimer,
-    /// For the stack overflow handler.
-    overflow: OverflowInfo,
-    /// Accounting (see `Scheduler::charge`): times it ran, clock ticks spent running, and the
-    /// tick at which it last stopped running (0: never ran).
+    /// How to run and drop the closure until the tasklet starts; `None` for main and once
+    /// started (the first switch to a task whose `start` is set gives it its stack).
+    start: Cell<Option<Start>>,
+    /// The tasklet's stack; `None` for the main tasklet, until it first runs, and once reaped.
+    stack: Cell<Option<Stack>>,
+    /// The usable size of its stack, reserved in the pool until it first runs (0 for main).
+    stack_size: Cell<usize>,
+    /// Accounting (see `Scheduler::charge`): times it gave up the CPU, clock ticks spent
+    /// running, and the tick at which it last stopped running (0: never ran).
     switches: Cell<u64>,
     cpu: Cell<u64>,
     last_ran: Cell<u64>,
-    /// Its level in the run queue (see `runqueue`).
-    priority: Cell<Priority>,
     /// Where it was spawned (`None` for main).
     spawned_at: Cell<Option<&'static Location<'static>>>,
+    name: Option<Box<str>>,
+    outcome: RefCell<Option<Outcome>>,
+    /// Tasklets blocked in `join` on this one, in arrival order (empty once it finished).
+    joiners: RefCell<Vec<Rc<Task>>>,
+    /// The closure until the tasklet starts.
+    closure: ClosureBuf,
+    // Cold: only for timed waits and for the first switch.
+    /// The timer armed for the tasklet's current wait, if any (see `timer`); disarmed whenever
+    /// no wait of the tasklet is in progress (the wait's `Alarm` cancels it).
+    timer: TaskTimer,
+    /// For the stack overflow handler; written when the stack is taken (`give_stack`).
+    overflow: Cell<OverflowInfo>,
 }
 
 impl Task {
@@ -395,7 +445,8 @@ impl Task {
     /// Drops the outcome nobody can join any more, logging a panic that was never seen.
     /// Makes a finished, unshared task (kept for reuse by `reap`) a fresh paused one. Every
     /// field is named, so a new field cannot be forgotten here.
-    fn reset(&mut self, id: u64, name: Option<Box<str>>, stack: Stack, start: Start, overflow: OverflowInfo) {
+    #[inline(always)]
+    fn reset(&mut self, id: u64, name: Option<Box<str>>, stack_size: usize, start: Start) {
         let Task {
             id: old_id,
             name: old_name,
@@ -403,14 +454,16 @@ impl Task {
             kill_pending,
             defer_kills,
             unwinding,
-            ctx: _, // initialised by the caller
+            ctx: _, // made at the first switch to the tasklet
             stack: old_stack,
+            stack_size: old_stack_size,
             start: old_start,
+            closure: _, // written by the caller
             outcome,
             joiners,
             slot,
             timer,
-            overflow: old_overflow,
+            overflow: _, // written at the first switch to the tasklet
             switches,
             cpu,
             last_ran,
@@ -423,13 +476,18 @@ impl Task {
         kill_pending.set(false);
         unwinding.set(false);
         defer_kills.set(0);
-        old_stack.set(Some(stack));
+        debug_assert!(old_stack.get_mut().is_none(), "a reused task's stack was released");
+        old_stack_size.set(stack_size);
         old_start.set(Some(start));
         debug_assert!(outcome.get_mut().is_none(), "a reused task's outcome was discarded");
-        joiners.get_mut().clear();
+        // `finish` took the joiners, and the wait that armed a timer disarmed it: the cold
+        // lines stay untouched (see the struct).
+        debug_assert!(joiners.get_mut().is_empty(), "a finished task's joiners were woken");
+        debug_assert!(timer.armed().is_none(), "a finished task's timer was disarmed");
+        if cfg!(debug_assertions) {
+            timer.reset(); // checks that no queue entry refers to it
+        }
         slot.set(0);
-        timer.reset();
-        *old_overflow = overflow;
         switches.set(0);
         cpu.set(0);
         last_ran.set(0);
@@ -437,14 +495,21 @@ impl Task {
         spawned_at.set(None);
     }
 
+    #[inline]
     fn discard_outcome(&self) {
-        if let Some(Outcome::Panicked(payload)) = self.outcome.borrow_mut().take() {
-            log::error!(
-                "tasklet {} panicked and was never joined: {}",
-                Describe(self.id, self.name.as_deref()),
-                panic_message(&*payload)
-            );
+        let outcome = self.outcome.borrow_mut().take();
+        if let Some(Outcome::Panicked(payload)) = outcome {
+            self.unjoined_panic(payload);
         }
+    }
+
+    #[cold]
+    fn unjoined_panic(&self, payload: Box<dyn Any + Send>) {
+        log::error!(
+            "tasklet {} panicked and was never joined: {}",
+            Describe(self.id, self.name.as_deref()),
+            panic_message(&*payload)
+        );
     }
 }
 
@@ -537,12 +602,10 @@ pub(crate) struct Scheduler {
     busy_fired: Cell<usize>,
     /// The readiness poller and the tasklets parked on fds or on other threads.
     reactor: Reactor,
-    /// Per-tasklet CPU accounting (one clock read per switch) is on.
+    /// Per-tasklet CPU accounting (one clock read per switch) is on; off by default.
     accounting: Cell<bool>,
     /// Clock tick of the last switch (when accounting).
     mark: Cell<u64>,
-    /// A slice longer than this many ticks is logged as a stall (`u64::MAX`: never).
-    stall: Cell<u64>,
     /// During `run_watchdog`: a slice longer than this many ticks pauses the tasklet.
     watchdog: Cell<u64>,
     /// How many switched-away tasks are marked `unwinding`: the thread's
@@ -571,6 +634,7 @@ struct Registry {
 }
 
 impl Registry {
+    #[inline(always)]
     fn insert(&mut self, task: &Rc<Task>) {
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -586,6 +650,7 @@ impl Registry {
         self.live += 1;
     }
 
+    #[inline]
     fn remove(&mut self, task: &Task) -> Option<Rc<Task>> {
         let slot = task.slot.get();
         let removed = self.slots.get_mut(slot)?.take();
@@ -660,7 +725,9 @@ pub(crate) fn running_stack() -> Option<&'static OverflowInfo> {
     // live task (see `Scheduler::current`): a switch sets it to the next task before leaving
     // the previous one, which stays alive (registry, run queue, `main` or `zombie`).
     let task = unsafe { &*(*sched).current.get() };
-    Some(&task.overflow)
+    // SAFETY: a task's `overflow` is written only before its first switch (`give_stack`) and
+    // at creation, never while it is current, which is when the handler reads it.
+    Some(unsafe { &*task.overflow.as_ptr() })
 }
 
 /// The calling thread's scheduler if it has one (it never made a tasklet, channel wait or
@@ -715,12 +782,14 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         unwinding: Cell::new(false),
         ctx: Context::new(),
         stack: Cell::new(None),
+        stack_size: Cell::new(0),
         start: Cell::new(None),
+        closure: ClosureBuf::new(),
         outcome: RefCell::new(None),
         joiners: RefCell::new(Vec::new()),
         slot: Cell::new(MAIN_SLOT),
         timer: TaskTimer::default(),
-        overflow: OverflowInfo { guard: (0, 0), size: 0, id: first, name: (ptr::null(), 0) },
+        overflow: Cell::new(OverflowInfo { guard: (0, 0), size: 0, id: first, name: (ptr::null(), 0) }),
         switches: Cell::new(0),
         cpu: Cell::new(0),
         last_ran: Cell::new(0),
@@ -742,9 +811,8 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         since_busy_check: Cell::new(0),
         busy_fired: Cell::new(0),
         reactor: Reactor::new(),
-        accounting: Cell::new(true),
-        mark: Cell::new(clock::now()),
-        stall: Cell::new(clock::to_ticks(DEFAULT_STALL_THRESHOLD)),
+        accounting: Cell::new(false),
+        mark: Cell::new(0),
         watchdog: Cell::new(u64::MAX),
         suspended_unwinding: Cell::new(0),
         caught: RefCell::new(None),
@@ -829,36 +897,25 @@ impl Scheduler {
         self.create_inline(f, name, stack_size)
     }
 
-    /// `create` for a closure small enough to live at the top of the tasklet's stack.
+    /// `create` for a closure small enough to live in the `Task` until the tasklet starts.
     fn create_inline<F, T>(&self, f: F, name: Option<String>, stack_size: usize) -> io::Result<Rc<Task>>
     where
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        let stack = self.pool.borrow_mut().take(stack_size)?;
+        // Constant per `F`: folded away (`create` boxes the closures that do not fit).
+        assert!(mem::size_of::<F>() <= MAX_INLINE_CLOSURE && mem::align_of::<F>() <= MAX_INLINE_ALIGN);
+        self.pool.borrow_mut().reserve(stack_size)?;
         let id = self.next_id();
         let name: Option<Box<str>> = name.map(String::into_boxed_str);
-        let overflow = OverflowInfo {
-            guard: stack.guard(),
-            size: stack.size(),
-            id,
-            name: name.as_deref().map_or((ptr::null(), 0), |n| (n.as_ptr(), n.len())),
-        };
-        // The closure goes at the top of the stack, the first frame right below it.
-        let closure = (stack.top() - mem::size_of::<F>()) & !(mem::align_of::<F>().max(16) - 1);
-        // SAFETY: `closure` lies in the top MAX_INLINE_CLOSURE + MAX_INLINE_ALIGN bytes of a
-        // stack of at least MIN_STACK_SIZE bytes that the pool just gave us, aligned for F.
-        unsafe { ptr::write(closure as *mut F, f) };
-        let start = Start { closure: closure as *mut u8, drop: drop_closure::<F> };
+        let start = Start { drop: drop_closure::<F>, entry: entry::<F, T> };
         self.created.set(self.created.get() + 1);
         let spare = self.spare.borrow_mut().pop();
         let task = match spare {
             Some(mut task) => {
                 // Reset in place: building a fresh `Task` and moving it in cost a `memcpy` of
                 // the whole struct, the largest single item of a spawn (callgrind).
-                Rc::get_mut(&mut task)
-                    .expect("spare tasks are unshared")
-                    .reset(id, name, stack, start, overflow);
+                Rc::get_mut(&mut task).expect("spare tasks are unshared").reset(id, name, stack_size, start);
                 task
             }
             None => Rc::new(Task {
@@ -869,13 +926,16 @@ impl Scheduler {
                 defer_kills: Cell::new(0),
                 unwinding: Cell::new(false),
                 ctx: Context::new(),
-                stack: Cell::new(Some(stack)),
+                stack: Cell::new(None),
+                stack_size: Cell::new(stack_size),
                 start: Cell::new(Some(start)),
+                closure: ClosureBuf::new(),
                 outcome: RefCell::new(None),
                 joiners: RefCell::new(Vec::new()),
                 slot: Cell::new(0),
                 timer: TaskTimer::default(),
-                overflow,
+                // Written when the stack is taken, at the first switch (`give_stack`).
+                overflow: Cell::new(OverflowInfo { guard: (0, 0), size: 0, id, name: (ptr::null(), 0) }),
                 switches: Cell::new(0),
                 cpu: Cell::new(0),
                 last_ran: Cell::new(0),
@@ -883,10 +943,13 @@ impl Scheduler {
                 spawned_at: Cell::new(None),
             }),
         };
-        // SAFETY: `closure` is 16-byte aligned and the INIT_FRAME bytes below it are unused
-        // memory of the stack we own; the stack stays mapped until the tasklet is reaped,
-        // after its last switch. `entry::<F, T>` reads an F at `closure`, written above.
-        unsafe { task.ctx.init(closure, entry::<F, T>, closure as *mut u8) };
+        // SAFETY: the buffer is MAX_INLINE_CLOSURE bytes aligned to MAX_INLINE_ALIGN, enough for
+        // an F (checked above); a fresh or reset task holds no closure there (`start` was
+        // `None`: it started, or was killed before, and gave up the previous one).
+        unsafe { ptr::write(task.closure.ptr().cast::<F>(), f) };
+        if let Some(name) = task.name() {
+            self.monitor.add_name(task.id, name);
+        }
         self.tasks.borrow_mut().insert(&task);
         Ok(task)
     }
@@ -1076,25 +1139,21 @@ impl Scheduler {
         }
     }
 
-    /// Ends the current task's slice: charges it (when accounting), and for a tasklet other
-    /// than main counts the switch and reports a stall. Returns the slice's length in ticks (0
-    /// without accounting).
+    /// Ends the current task's slice: counts it, and charges it when accounting. Returns the
+    /// slice's length in ticks (0 without accounting). Stalls are the sysmon's business (see
+    /// `monitor`): nothing here reads a clock unless accounting is on.
     #[inline(always)]
     fn end_slice(&self, me: &Task) -> u64 {
-        let tasklet = !me.is_main();
-        let switches = self.monitor.count_switch(tasklet);
+        let switches = self.monitor.count_switch(!me.is_main());
         if switches.is_multiple_of(monitor::CHECK_EVERY) {
             // A thread that never polls still answers snapshot requests (see `monitor`).
             self.monitor.answer_if_requested();
         }
+        me.switches.set(me.switches.get() + 1);
         if !self.accounting.get() {
             return 0;
         }
-        let slice = self.charge(me);
-        if slice > self.stall.get() && tasklet {
-            self.stalled(me, slice);
-        }
-        slice
+        self.charge(me)
     }
 
     /// Moves the strong count `current` holds to where `requeue` says. `current` keeps pointing
@@ -1116,7 +1175,7 @@ impl Scheduler {
     /// Checks timers and I/O first, once per pass over the run queue.
     #[inline(always)]
     fn next(&self, target: Option<Rc<Task>>) -> Option<Rc<Task>> {
-        if self.timers.borrow().len() > 0 || self.reactor.has_waiters() {
+        if self.watching() {
             self.check_while_busy();
         }
         match target {
@@ -1140,6 +1199,9 @@ impl Scheduler {
     /// `hop` without looking at why it was resumed.
     #[inline(always)]
     fn hop_raw(&self, me: &Task, next: Rc<Task>) {
+        if next.start.get().is_some() {
+            self.give_stack(&next);
+        }
         self.monitor.set_running(next.id);
         let next = Rc::into_raw(next);
         self.current.set(next);
@@ -1150,6 +1212,43 @@ impl Scheduler {
         // written now and read when it is resumed. No `RefCell` borrow is held here.
         unsafe { context::switch(&me.ctx, &(*next).ctx) };
         self.resumed();
+    }
+
+    /// Whether timers are armed or tasklets wait on I/O (then a switch may have to check them).
+    #[inline(always)]
+    fn watching(&self) -> bool {
+        // SAFETY: the length is read at once and no reference outlives this expression; the
+        // scheduler is confined to its thread, so no `borrow_mut` can be live during it except
+        // one on this thread's stack below us, which never calls a switch with timers borrowed
+        // (no `RefCell` borrow is held across a switch, see the module comment).
+        let armed = unsafe { self.timers.try_borrow_unguarded() }.map_or(true, |t| t.len() > 0);
+        armed || self.reactor.has_waiters()
+    }
+
+    /// Gives a tasklet that has never run the stack it reserved, and its first frame there (see
+    /// "Lazy stacks"). Called right before the first switch to it; out of line in the switch.
+    #[inline(never)]
+    fn give_stack(&self, task: &Task) {
+        self.give_stack_inline(task);
+    }
+
+    /// `give_stack`, inlined where a tasklet finishes (`exit`): in a burst of spawns, that is
+    /// where every tasklet but the first is started.
+    #[inline(always)]
+    fn give_stack_inline(&self, task: &Task) {
+        let start = task.start.get().expect("only a tasklet that never ran gets a stack");
+        let stack = self.pool.borrow_mut().take_reserved(task.stack_size.get());
+        let name = task.name.as_deref().map_or((ptr::null(), 0), |n| (n.as_ptr(), n.len()));
+        let overflow = OverflowInfo { guard: stack.guard(), size: stack.size(), id: task.id, name };
+        // SAFETY: nothing else refers to the task's overflow info now: the signal handler reads
+        // the current task's only, and this one is not current yet.
+        unsafe { task.overflow.as_ptr().write(overflow) };
+        // SAFETY: the stack's top is page aligned and the INIT_FRAME bytes below it are unused
+        // memory of a stack the task now owns, mapped until it is reaped after its last switch;
+        // `start.entry` is `entry::<F, T>` for the F that `create_inline` wrote in `closure`,
+        // which stays there (in the task, alive while it runs) until `entry` moves it out.
+        unsafe { task.ctx.init(stack.top(), start.entry, task.closure.ptr()) };
+        task.stack.set(Some(stack));
     }
 
     /// Runs after every switch, on the stack switched to (and first thing in a fresh tasklet):
@@ -1252,6 +1351,9 @@ impl Scheduler {
             self.resume.set(Resume::Idle);
             self.main.clone()
         });
+        if next.start.get().is_some() {
+            self.give_stack_inline(&next);
+        }
         self.monitor.set_running(next.id);
         let next = Rc::into_raw(next);
         self.current.set(next);
@@ -1350,7 +1452,6 @@ impl Scheduler {
         let slice = now.wrapping_sub(self.mark.get());
         self.mark.set(now);
         task.cpu.set(task.cpu.get() + slice);
-        task.switches.set(task.switches.get() + 1);
         task.last_ran.set(now);
         slice
     }
@@ -1371,24 +1472,12 @@ impl Scheduler {
         self.monitor.record(monitor::EventKind::Deadlock, None, message);
     }
 
-    #[cold]
-    fn stalled(&self, task: &Task, slice: u64) {
-        let message = format!(
-            "tasklet {} held the thread for {:?} without giving up the CPU (stall threshold {:?})",
-            Describe(task.id, task.name()),
-            crate::debug::rounded(clock::to_duration(slice)),
-            crate::debug::rounded(clock::to_duration(self.stall.get())),
-        );
-        crate::debug::warn(crate::debug::Report::Stall, &message);
-        self.monitor.record(monitor::EventKind::Stall, Some(task.id), message);
-    }
-
     /// What other threads may see of this scheduler.
     pub(crate) fn monitor(&self) -> &Arc<monitor::Shared> {
         &self.monitor
     }
 
-    /// Turns per-tasklet CPU accounting on or off.
+    /// Turns per-tasklet CPU accounting on or off (off by default).
     pub(crate) fn set_accounting(&self, on: bool) {
         if on && !self.accounting.get() {
             self.mark.set(clock::now());
@@ -1401,7 +1490,7 @@ impl Scheduler {
     }
 
     pub(crate) fn set_stall_threshold(&self, threshold: Option<Duration>) {
-        self.stall.set(threshold.map_or(u64::MAX, clock::to_ticks));
+        self.monitor.set_stall_threshold(threshold);
     }
 
     /// `(switches, wakeups, polls)` since the scheduler was created.
@@ -1521,11 +1610,25 @@ impl Scheduler {
     /// free per spawn (the allocator's slow paths dominated spawn+finish in profiles).
     /// Runs after the tasklet's last switch (or for a tasklet that never started), never on
     /// its own stack.
+    #[inline(never)]
     fn reap(&self, task: Rc<Task>) {
-        let stack = task.stack.take().expect("a finished tasklet had a stack");
-        self.pool.borrow_mut().release(stack);
+        self.reap_inline(task);
+    }
+
+    /// `reap`, inlined where a fresh tasklet starts (`entry`): in a burst of spawns, each
+    /// tasklet reaps the one before it there.
+    #[inline(always)]
+    fn reap_inline(&self, task: Rc<Task>) {
+        match task.stack.take() {
+            Some(stack) => self.pool.borrow_mut().release(stack),
+            // Killed before it ever ran: it only reserved one.
+            None => self.pool.borrow_mut().unreserve(task.stack_size.get()),
+        }
         let registered = self.tasks.borrow_mut().remove(&task);
         drop(registered);
+        if task.name.is_some() {
+            self.monitor.remove_name(task.id);
+        }
         if Rc::strong_count(&task) == 1 && Rc::weak_count(&task) == 0 {
             task.discard_outcome();
             self.spare.borrow_mut().push(task);
@@ -1534,9 +1637,17 @@ impl Scheduler {
 
     /// Records a finished tasklet's outcome and wakes its joiners. Runs on the tasklet's stack
     /// (or, for a tasklet killed before it started, on the killer's).
+    #[inline]
     fn finish(&self, task: &Task, outcome: Outcome) {
         *task.outcome.borrow_mut() = Some(outcome);
         task.state.set(State::Finished);
+        if !task.joiners.borrow().is_empty() {
+            self.wake_joiners(task);
+        }
+    }
+
+    #[cold]
+    fn wake_joiners(&self, task: &Task) {
         let joiners = std::mem::take(&mut *task.joiners.borrow_mut());
         for joiner in joiners {
             self.wake(joiner);
@@ -1651,12 +1762,13 @@ impl Scheduler {
             self.unqueue(task);
         }
         if let Some(start) = task.start.take() {
-            // Never ran: drop the closure in place (at the top of its stack), nothing to unwind.
-            // A destructor that panics must not leave a started-looking task behind (a later
+            // Never ran: drop the closure in place (in the task), nothing to unwind. A
+            // destructor that panics must not leave a started-looking task behind (a later
             // switch to it would run a dropped closure): finish it first, then re-raise.
             // SAFETY: `create` wrote the closure there with this drop function; with `start`
-            // now `None` nothing else will read or drop it, and the stack is still the task's.
-            let dropped = panic::catch_unwind(AssertUnwindSafe(|| unsafe { (start.drop)(start.closure) }));
+            // now `None` nothing else will read or drop it.
+            let dropped =
+                panic::catch_unwind(AssertUnwindSafe(|| unsafe { (start.drop)(task.closure.ptr()) }));
             self.finish(task, Outcome::Killed);
             self.reap(task.clone());
             if let Err(payload) = dropped {
@@ -1863,22 +1975,25 @@ pub fn set_default_stack_size(size: usize) -> io::Result<()> {
 }
 
 /// The root of every tasklet, called by the context trampoline on the tasklet's fresh stack
-/// with the address of its closure (see `create_inline`). Runs the closure and makes the
-/// tasklet's last switch.
+/// with the address of its closure in its `Task` (see `create_inline`, `give_stack`). Moves the
+/// closure onto the stack, runs it and makes the tasklet's last switch.
 ///
 /// `extern "C"`: an unwind cannot leave it (it would abort rather than cross the trampoline),
 /// and none does: the closure runs in `catch_unwind`.
 ///
 /// # Safety
-/// Only entered through a context made by `create_inline`, with `closure` pointing at an `F`
-/// it wrote, which nothing else reads or drops once the task's `start` is taken.
+/// Only entered through a context made by `give_stack`, with `closure` pointing at an `F` that
+/// `create_inline` wrote, which nothing else reads or drops once the task's `start` is taken.
 unsafe extern "C" fn entry<F, T>(closure: *mut u8) -> !
 where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
     let sched = scheduler();
-    sched.resumed();
+    // As `resumed`, with the reaping inlined (see `reap_inline`).
+    if let Some(finished) = sched.zombie.take() {
+        sched.reap_inline(finished);
+    }
     {
         let me = sched.current();
         me.start.set(None);

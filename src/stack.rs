@@ -29,6 +29,17 @@
 //! state of spawn/finish touches no syscall: pop a slot, write the first frame, run, push the
 //! slot back. Regions grow geometrically (16 slots, then doubling up to 4096 per region).
 //!
+//! **Reservations (lazy stacks).** A tasklet that has not started needs no stack yet: spawning
+//! *reserves* a slot of its size class ([`StackPool::reserve`]: a counter, plus carving a region
+//! when the free slots are all reserved), and the scheduler *takes* one only when it first
+//! switches to the tasklet ([`StackPool::take_reserved`], which cannot fail). Since the list is
+//! LIFO, the slot taken then is the one the last finished tasklet released, still warm: a burst
+//! of 100,000 spawns that each run to completion touches a couple of stacks, not 100,000 fresh
+//! pages. Killing a tasklet that never started just drops its reservation. Reserving keeps every
+//! error where it was, at the spawn (address space, map count), and leaves the switch with no
+//! failure path. Rejected: taking the slot at the first switch without a reservation (a failure
+//! there has no caller to return an error to).
+//!
 //! **Giving memory back.** A pooled stack keeps the pages its tasklet touched. Trimming every
 //! released stack would cost a syscall per finish, so the pool trims by *epochs*, like Go's
 //! scavenger. The scheduler ends an epoch when `run()` returns (and, with the I/O bridge, when
@@ -146,9 +157,11 @@ impl Stack {
     }
 
     /// The guard page's address range.
+    #[inline]
     pub(crate) fn guard(&self) -> (usize, usize) {
-        let limit = self.limit();
-        (limit, limit + page_size())
+        let page = page_size();
+        let limit = self.top - self.size - page;
+        (limit, limit + page)
     }
 
     /// Usable bytes.
@@ -163,6 +176,8 @@ struct SizeClass {
     size: usize,
     /// LIFO of free slots, by their `limit` address.
     free: Vec<usize>,
+    /// Free slots promised to tasklets that have not started: `reserved <= free.len()`.
+    reserved: usize,
     /// `free[..clean]` are known to have no resident pages.
     clean: usize,
     /// Slots taken during the current epoch: how many warm stacks to keep at its end.
@@ -191,38 +206,80 @@ pub(crate) struct StackPool {
 
 impl StackPool {
     /// Takes a stack of `size` usable bytes (already rounded by [`usable_size`]).
+    #[cfg(test)]
     pub(crate) fn take(&mut self, size: usize) -> io::Result<Stack> {
-        let idx = match self.classes.iter().position(|c| c.size == size) {
+        self.reserve(size)?;
+        Ok(self.take_reserved(size))
+    }
+
+    /// The index of the class of `size`, made if there is none.
+    #[inline]
+    fn class_of(&mut self, size: usize) -> usize {
+        // Most threads use one size: the first class is checked before the search.
+        if self.classes.first().is_some_and(|c| c.size == size) {
+            return 0;
+        }
+        self.class_of_slow(size)
+    }
+
+    #[inline(never)]
+    fn class_of_slow(&mut self, size: usize) -> usize {
+        match self.classes.iter().position(|c| c.size == size) {
             Some(idx) => idx,
             None => {
                 self.classes.push(SizeClass {
                     size,
                     free: Vec::new(),
+                    reserved: 0,
                     clean: 0,
                     taken: 0,
                     next_region_slots: FIRST_REGION_SLOTS,
                 });
                 self.classes.len() - 1
             }
-        };
-        if self.classes[idx].free.is_empty() {
+        }
+    }
+
+    /// Promises a stack of `size` usable bytes (already rounded by [`usable_size`]) to a
+    /// tasklet that has not started (see "Reservations" in the module comment): carves a region
+    /// when every free slot is promised already. Fails as carving does.
+    #[inline]
+    pub(crate) fn reserve(&mut self, size: usize) -> io::Result<()> {
+        let idx = self.class_of(size);
+        if self.classes[idx].free.len() == self.classes[idx].reserved {
             self.carve(idx)?;
         }
+        self.classes[idx].reserved += 1;
+        Ok(())
+    }
+
+    /// Takes the stack a [`reserve`](Self::reserve) of `size` promised: the most recently
+    /// released slot of the class.
+    #[inline]
+    pub(crate) fn take_reserved(&mut self, size: usize) -> Stack {
+        let idx = self.class_of(size);
         let class = &mut self.classes[idx];
-        let limit = class.free.pop().expect("carve leaves free slots");
+        class.reserved = class.reserved.checked_sub(1).expect("a stack is taken only after its reservation");
+        let limit = class.free.pop().expect("a reservation leaves a free slot");
         class.clean = class.clean.min(class.free.len());
         class.taken += 1;
-        Ok(Stack::new(limit, size))
+        Stack::new(limit, size)
+    }
+
+    /// Drops a reservation of `size` whose tasklet ended without starting.
+    #[inline]
+    pub(crate) fn unreserve(&mut self, size: usize) {
+        let idx = self.class_of(size);
+        let class = &mut self.classes[idx];
+        class.reserved = class.reserved.checked_sub(1).expect("an unreserved stack was reserved");
     }
 
     /// Returns a stack whose tasklet has finished.
+    #[inline]
     pub(crate) fn release(&mut self, stack: Stack) {
-        let class = self
-            .classes
-            .iter_mut()
-            .find(|c| c.size == stack.size)
-            .expect("a released stack belongs to a size class");
-        class.free.push(stack.limit());
+        let idx = self.class_of(stack.size);
+        let limit = stack.limit();
+        self.classes[idx].free.push(limit);
     }
 
     /// Ends an epoch: gives back the pages of the free stacks beyond what the epoch used (see
@@ -266,6 +323,7 @@ impl StackPool {
     }
 
     /// Carves a new region for size class `idx`, guards its slots and adds them to the free list.
+    #[cold]
     fn carve(&mut self, idx: usize) -> io::Result<()> {
         let page = page_size();
         let class = &mut self.classes[idx];
@@ -666,6 +724,34 @@ mod tests {
         }
         assert_eq!(pool.trim(), 0);
         assert_eq!(pool.classes[0].free.len() - pool.classes[0].clean, 300);
+    }
+
+    /// Reservations promise free slots without taking them: a slot is taken at the first run,
+    /// the most recently released one (warm), and a reservation that is dropped frees its
+    /// promise.
+    #[test]
+    fn reservations_promise_slots_and_take_the_warm_one() {
+        let mut pool = StackPool::default();
+        let size = usable_size(64 * 1024).unwrap();
+        for _ in 0..1000 {
+            pool.reserve(size).unwrap();
+        }
+        assert!(pool.carved() >= 1000, "every reservation has a slot");
+        let carved = pool.carved();
+        let first = pool.take_reserved(size);
+        let warm = first.top();
+        pool.release(first);
+        for _ in 0..998 {
+            let s = pool.take_reserved(size);
+            assert_eq!(s.top(), warm, "the slot released last is taken next");
+            pool.release(s);
+        }
+        pool.unreserve(size);
+        assert_eq!(pool.classes[0].reserved, 0);
+        assert_eq!(pool.carved(), carved);
+        pool.reserve(size).unwrap();
+        assert_eq!(pool.carved(), carved, "free slots are promised again without carving");
+        assert_eq!(pool.take_reserved(size).top(), warm);
     }
 
     #[test]

@@ -515,10 +515,16 @@ impl Builder {
         T: 'static,
     {
         let sched = scheduler();
-        let size = stack::usable_size(self.stack_size.unwrap_or_else(|| sched.default_stack_size()))?;
+        // The default size was rounded when it was set.
+        let size = match self.stack_size {
+            Some(size) => stack::usable_size(size)?,
+            None => sched.default_stack_size(),
+        };
         let task = sched.create(f, self.name, size)?;
         task.set_spawned_at(std::panic::Location::caller());
-        sched.set_priority(&task, self.priority); // not queued yet: only records it
+        if self.priority != Priority::Normal {
+            sched.set_priority(&task, self.priority); // not queued yet: only records it
+        }
         Ok(Tasklet::from_task(task))
     }
 }

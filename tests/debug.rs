@@ -26,6 +26,7 @@ fn info_of(snap: &tasklets::Snapshot, name: &str) -> tasklets::TaskletInfo {
 
 #[test]
 fn snapshot_names_what_each_tasklet_waits_on() {
+    tasklets::set_accounting(true); // for "since last ran"
     let ch = Channel::<u8>::new();
     let (rx, tx) = (ch.clone(), Channel::<u8>::new());
     let tx2 = tx.clone();
@@ -86,6 +87,8 @@ fn channel_id<T>(ch: &Channel<T>) -> u64 {
 
 #[test]
 fn accounting_counts_switches_and_cpu_time_and_can_be_turned_off() {
+    assert!(!tasklets::snapshot().accounting, "off by default");
+    tasklets::set_accounting(true);
     let worker = tasklets::Builder::new()
         .name("worker")
         .spawn(|| {
@@ -113,14 +116,18 @@ fn accounting_counts_switches_and_cpu_time_and_can_be_turned_off() {
     assert!(info_of(&snap, "idler").cpu_time < w.cpu_time);
     assert!(snap.stats.switches >= 6);
 
+    assert!(snap.accounting);
     tasklets::set_accounting(false);
     tasklets::run();
-    tasklets::set_accounting(true);
     assert!(!worker.is_alive());
+    let snap = tasklets::snapshot();
+    assert!(!snap.accounting);
+    assert!(snap.to_string().contains("CPU accounting off"), "{snap}");
 }
 
 #[test]
 fn time_waiting_in_the_poller_is_charged_to_nobody() {
+    tasklets::set_accounting(true);
     let sleeper = tasklets::Builder::new().name("sleeper").spawn(|| tasklets::time::sleep(ms(30))).unwrap();
     let ch = Channel::<()>::new();
     let rx = ch.clone();
@@ -175,6 +182,46 @@ fn a_tasklet_holding_the_thread_too_long_is_reported_by_name() {
     tasklets::set_stall_threshold(Some(tasklets::DEFAULT_STALL_THRESHOLD));
     assert!(logged("'hog-for-the-stall-test' held the thread for"), "{:?}", LOGGED.lock().unwrap());
     assert!(!logged("polite-for-the-stall-test"));
+}
+
+/// Stall reports needed per-tasklet CPU accounting (a clock read per switch), which issue 14
+/// turned off by default: the built-in sysmon now reports a stall from the switch counter,
+/// with the defaults (accounting off, 100 ms threshold), while the tasklet still holds the
+/// thread.
+#[test]
+fn a_stall_is_reported_while_it_happens_with_accounting_off_by_default() {
+    capture_logs();
+    let (seen_while_holding, hog, events) = std::thread::spawn(|| {
+        assert!(!tasklets::snapshot().accounting, "accounting is off by default");
+        let hog = tasklets::Builder::new()
+            .name("hog-with-the-defaults")
+            .spawn(|| {
+                // Holds the thread until the report names it (10 s at most).
+                let start = Instant::now();
+                while !logged("'hog-with-the-defaults' held the thread for") {
+                    if start.elapsed() > Duration::from_secs(10) {
+                        return false;
+                    }
+                    std::hint::spin_loop();
+                }
+                true
+            })
+            .unwrap();
+        tasklets::run();
+        let events = tasklets::monitor::current().unwrap().events();
+        let id = hog.id();
+        (hog.join().unwrap(), id, events)
+    })
+    .join()
+    .unwrap();
+    assert!(
+        seen_while_holding,
+        "no stall report while the hog held the thread: {:?}",
+        LOGGED.lock().unwrap()
+    );
+    let event = events.iter().find(|e| e.tasklet == Some(hog)).expect("the stall is kept as an event");
+    assert_eq!(event.kind, tasklets::monitor::EventKind::Stall);
+    assert!(event.message.contains("(stall threshold 100ms)"), "{}", event.message);
 }
 
 #[test]

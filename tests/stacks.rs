@@ -216,6 +216,44 @@ fn burst_memory_is_given_back_when_run_returns() {
     print!("{stdout}");
 }
 
+/// Every spawn wrote its closure and first frame at the top of a fresh stack, so a burst of
+/// N spawns touched N stack pages before any ran (4 KiB or more per tasklet, and the cache
+/// misses with them). Issue 14: a tasklet that has not started has no stack; one that runs to
+/// completion hands its warm stack to the next.
+#[test]
+fn a_burst_of_spawns_touches_no_stack_page_per_tasklet() {
+    const NAME: &str = "a_burst_of_spawns_touches_no_stack_page_per_tasklet";
+    if in_child(NAME) {
+        const N: usize = 20_000;
+        tasklets::spawn(|| ());
+        tasklets::run();
+        let base = rss_kib();
+        let ran = std::rc::Rc::new(std::cell::Cell::new(0));
+        let tasklets: Vec<_> = (0..N)
+            .map(|_| {
+                let ran = ran.clone();
+                tasklets::spawn(move || ran.set(ran.get() + 1))
+            })
+            .collect();
+        let spawned = rss_kib();
+        let peak = std::rc::Rc::new(std::cell::Cell::new(0));
+        let p = peak.clone();
+        tasklets::spawn(move || p.set(rss_kib())); // runs last, before run() trims the pool
+        tasklets::run();
+        assert_eq!(ran.get(), N);
+        assert!(tasklets.iter().all(|t| !t.is_alive()));
+        println!("RSS: base {base} KiB, {N} spawned {spawned} KiB, all run {} KiB", peak.get());
+        // Each `Task` is a few hundred bytes; a stack page would be 4 KiB.
+        assert!(spawned - base < N * 2, "spawning touched stack pages: {} KiB", spawned - base);
+        assert!(peak.get() - base < N * 2, "running touched a stack per tasklet: {} KiB", peak.get() - base);
+        return;
+    }
+    let out = run_child(NAME, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    print!("{stdout}");
+}
+
 /// Bytes of address space this process maps now.
 fn mapped_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/maps")

@@ -19,9 +19,9 @@
 //!   boxing it for `join`.)
 //! - `channel_send_to_blocked_receiver/{receiver,neither,sender}`: a tasklet sends a stream of
 //!   values to a tasklet that receives them in a loop; time per message, by preference.
-//! - `accounting_off/*`: `switch/*` and `channel_round_trip/receiver` again with per-tasklet CPU
-//!   accounting off (`tasklets::set_accounting(false)`): every other benchmark runs with the
-//!   default, accounting on, which reads the TSC once per switch (~5 ns on this VM).
+//! - `accounting_on/*`: `switch/*` and `channel_round_trip/receiver` again with per-tasklet CPU
+//!   accounting on (`tasklets::set_accounting(true)`), which reads the TSC once per switch:
+//!   every other benchmark runs with the default, accounting off.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -115,22 +115,21 @@ fn channel_round_trip(c: &mut Criterion) {
     group.finish();
 }
 
-/// Without per-tasklet CPU accounting (the thread's setting is restored for every iteration).
-fn accounting_off(c: &mut Criterion) {
-    fn off<R>(f: impl FnOnce() -> R) -> R {
-        tasklets::set_accounting(false);
-        let r = f();
+/// With per-tasklet CPU accounting (the thread's default, off, is restored for every iteration).
+fn accounting_on(c: &mut Criterion) {
+    fn on<R>(f: impl FnOnce() -> R) -> R {
         tasklets::set_accounting(true);
+        let r = f();
+        tasklets::set_accounting(false);
         r
     }
-    let mut group = c.benchmark_group("accounting_off");
+    let mut group = c.benchmark_group("accounting_on");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("switch/two_tasklets", |b| b.iter_custom(|iters| off(|| two_tasklets(iters))));
-    group.bench_function("switch/main_and_tasklet", |b| {
-        b.iter_custom(|iters| off(|| main_and_tasklet(iters)))
-    });
+    group.bench_function("switch/two_tasklets", |b| b.iter_custom(|iters| on(|| two_tasklets(iters))));
+    group
+        .bench_function("switch/main_and_tasklet", |b| b.iter_custom(|iters| on(|| main_and_tasklet(iters))));
     group.bench_function("channel_round_trip/receiver", |b| {
-        b.iter_custom(|iters| off(|| round_trips(iters.max(1), Preference::Receiver)))
+        b.iter_custom(|iters| on(|| round_trips(iters.max(1), Preference::Receiver)))
     });
     group.finish();
 }
@@ -205,6 +204,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = switch, channel_round_trip, accounting_off, spawn_run_finish, channel_send_to_blocked_receiver
+    targets = switch, channel_round_trip, accounting_on, spawn_run_finish, channel_send_to_blocked_receiver
 }
 criterion_main!(benches);

@@ -54,7 +54,8 @@
 //!                   | { "kind": "sleep" } | { "kind": "join", "tasklet": 7 } | { "kind": "unblock" }
 //!                   | null,
 //!       "deadline_in_ms": 9990.0 | null, "last_ran_ms_ago": 0.6 | null,
-//!       "parked_ms": 120.0 | null, "switches": 78, "cpu_ms": 0.35 } ],
+//!       "parked_ms": 120.0 | null, "switches": 78,
+//!       "cpu_ms": 0.35 | null (per-tasklet CPU accounting off, the default) } ],
 //!     "channels": [ { "id": 1, "balance": -3, "waiters": [2, 3, 5] } ],
 //!     "cycles": [ [8, 9] ] } ],
 //!   "warnings": [ { "seq": 3, "unix_ms": 1733333332000, "thread": 1, "thread_name": "main",

@@ -608,7 +608,8 @@ fn tasklet_json(
     w.key("last_ran_ms_ago").opt_f64(last_ran.map(ms));
     w.key("parked_ms").opt_f64(parked.map(ms));
     w.key("switches").u64(t.switches);
-    w.key("cpu_ms").f64(ms(t.cpu_time));
+    // Without per-tasklet accounting there is no CPU figure to show (`null`: the page says so).
+    w.key("cpu_ms").opt_f64(published.snapshot.accounting.then(|| ms(t.cpu_time)));
     w.end_object();
 }
 
