@@ -24,6 +24,12 @@
 //! The poller (kqueue through `polling` off Linux) is `poller`'s business, the stack switch
 //! `context`'s.
 
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
+compile_error!(
+    "tasklets runs on Linux (tested), macOS and FreeBSD (compile-checked, not yet run); this \
+     operating system has no port: src/sys.rs holds what differs between systems"
+);
+
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
