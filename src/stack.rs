@@ -409,7 +409,7 @@ fn mprotect_guard_limit_reached() -> bool {
 
 /// Explains `ENOMEM` from mmap/mprotect by its real cause: the address-space limit
 /// (`RLIMIT_AS`) when the process is near it, the map count when the process's mappings
-/// (`/proc/self/maps`) are near `vm.max_map_count`, and exhausted memory otherwise.
+/// are near `vm.max_map_count` (Linux: `sys::mappings`), and exhausted memory otherwise.
 fn out_of_memory_hint() -> String {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit fills the struct it is given.
@@ -420,35 +420,27 @@ fn out_of_memory_hint() -> String {
     } else {
         None
     };
-    let maps = std::fs::read_to_string("/proc/self/maps").ok();
-    let mapped: u64 = maps
-        .iter()
-        .flat_map(|m| m.lines())
-        .filter_map(|line| {
-            let (range, _) = line.split_once(' ')?;
-            let (start, end) = range.split_once('-')?;
-            Some(u64::from_str_radix(end, 16).ok()? - u64::from_str_radix(start, 16).ok()?)
-        })
-        .sum();
-    let count = maps.as_ref().map(|m| m.lines().count());
-    let max: Option<usize> =
-        std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse().ok());
-    if let (Some(count), Some(max)) = (count, max) {
+    let mappings = sys::mappings();
+    let max = sys::max_map_count();
+    if let (Some((count, _)), Some(max)) = (mappings, max) {
         if count + 16 >= max {
             return out_of_mappings_hint(max);
         }
     }
+    let mapped = mappings.map_or("?".to_owned(), |(_, bytes)| bytes.to_string());
     if let Some(limit) = as_limit {
         return format!(
             " (the address-space limit RLIMIT_AS = {limit} bytes is reached: the process maps {mapped} bytes; \
              raise it with `ulimit -v`, or use smaller tasklet stacks)"
         );
     }
+    let counts = match (mappings, max) {
+        (Some((count, _)), Some(max)) => format!(" in {count} mappings, vm.max_map_count = {max}"),
+        _ => String::new(),
+    };
     format!(
-        " (out of memory or address space: the process maps {mapped} bytes in {} mappings, \
-         vm.max_map_count = {}; use smaller tasklet stacks or fewer tasklets)",
-        count.map_or("?".to_owned(), |c| c.to_string()),
-        max.map_or("?".to_owned(), |m| m.to_string())
+        " (out of memory or address space: the process maps {mapped} bytes{counts}; use smaller \
+         tasklet stacks or fewer tasklets)"
     )
 }
 

@@ -164,6 +164,34 @@ pub(crate) const FAULT_SIGNALS: [libc::c_int; 1] = [libc::SIGSEGV];
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub(crate) const FAULT_SIGNALS: [libc::c_int; 2] = [libc::SIGSEGV, libc::SIGBUS];
 
+/// This process's memory mappings as `(count, bytes)`, read from `/proc/self/maps` (Linux);
+/// `None` where it cannot be read, and always off Linux (macOS has no `/proc`, FreeBSD's
+/// `procfs` is seldom mounted and has no map-count limit to compare with).
+pub(crate) fn mappings() -> Option<(usize, u64)> {
+    if !cfg!(any(target_os = "linux", target_os = "android")) {
+        return None;
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let bytes = maps
+        .lines()
+        .filter_map(|line| {
+            let (range, _) = line.split_once(' ')?;
+            let (start, end) = range.split_once('-')?;
+            Some(u64::from_str_radix(end, 16).ok()? - u64::from_str_radix(start, 16).ok()?)
+        })
+        .sum();
+    Some((maps.lines().count(), bytes))
+}
+
+/// Linux's limit on a process's mappings (`vm.max_map_count`); `None` elsewhere (no such
+/// limit) or when it cannot be read.
+pub(crate) fn max_map_count() -> Option<usize> {
+    if !cfg!(any(target_os = "linux", target_os = "android")) {
+        return None;
+    }
+    std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?.trim().parse().ok()
+}
+
 /// `mprotect(2)` on a range this crate owns.
 ///
 /// # Safety
@@ -451,6 +479,23 @@ mod tests {
         let waker = SignalWaker::new().unwrap();
         assert_eq!(fd_flags(waker.fd()), (true, true));
         wakes_are_edges_and_keep_errno(waker);
+    }
+
+    /// Other tests of this process map and unmap meanwhile, so only what this test's own
+    /// mapping guarantees is asserted: it alone is three mappings (split by a guard) and `len`
+    /// bytes.
+    #[test]
+    fn mappings_include_a_live_split_mapping() {
+        let len = 16 * page_size();
+        let addr = map_anonymous(len).unwrap();
+        // SAFETY: the page lies inside the mapping just made, which holds no data.
+        unsafe { mprotect(addr.add(4 * page_size()), page_size(), libc::PROT_NONE) }.unwrap();
+        let (count, bytes) = mappings().expect("/proc/self/maps on Linux");
+        // SAFETY: the mapping made above, used by nothing.
+        unsafe { unmap(addr, len) }.unwrap();
+        assert!(count >= 3, "{count} mappings");
+        assert!(bytes >= len as u64, "{bytes} bytes mapped");
+        assert!(max_map_count().expect("vm.max_map_count on Linux") >= count);
     }
 
     #[test]
