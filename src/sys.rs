@@ -485,6 +485,7 @@ mod tests {
     /// mapping guarantees is asserted: it alone is three mappings (split by a guard) and `len`
     /// bytes.
     #[test]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn mappings_include_a_live_split_mapping() {
         let len = 16 * page_size();
         let addr = map_anonymous(len).unwrap();

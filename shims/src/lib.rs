@@ -182,16 +182,16 @@
 //! # Where it cannot work
 //!
 //! Interposition needs a dynamically linked glibc executable on Linux x86_64 (the configuration
-//! it was verified on). Other operating systems (macOS, FreeBSD) are a compile error. Static
-//! builds (`-C target-feature=+crt-static`), musl and other Linux targets compile without any
-//! hook, and [`install()`] returns an [`Unsupported`] error there
+//! it was verified on). Static builds (`-C target-feature=+crt-static`), musl and other
+//! targets compile without any hook, and [`install()`] returns an [`Unsupported`] error there
 //! instead of silently doing nothing.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
 
 // ELF symbol interposition of glibc's entry points: nothing of it carries over to Mach-O (macOS
-// binds symbols two-level, by library) or to FreeBSD's libc, so other systems are refused at
-// build time rather than given a crate that hooks nothing.
+// binds symbols two-level, by library) or to FreeBSD's libc, so other operating systems are
+// refused at build time rather than given a crate that hooks nothing (other Linux builds, static
+// or musl, compile without hooks: see "Where it cannot work" above).
 #[cfg(not(target_os = "linux"))]
 compile_error!(
     "tasklets-shims works on Linux only (it interposes glibc's symbols in ELF executables); on \
