@@ -45,8 +45,8 @@
 //! a monitor thread started by the library (the console, or a future built-in `sysmon`,
 //! decides when to sample: the library itself starts no thread for this).
 //!
-//! Everything here uses std atomics and the poller's portable notification: nothing is
-//! specific to Linux except the optional OS thread id ([`SchedulerHandle::os_thread_id`]).
+//! Everything here uses std atomics and the poller's portable notification; the OS thread id
+//! ([`SchedulerHandle::os_thread_id`]) comes from `sys::thread_id`, each system's own.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -95,7 +95,7 @@ pub(crate) fn register(main_id: u64) -> Arc<Shared> {
     let shared = Arc::new(Shared {
         id: NEXT_ID.fetch_add(1, Relaxed),
         thread: std::thread::current(),
-        os_tid: os_thread_id(),
+        os_tid: crate::sys::thread_id(),
         main_id,
         switches: AtomicU64::new(0),
         polls: AtomicU64::new(0),
@@ -110,17 +110,6 @@ pub(crate) fn register(main_id: u64) -> Arc<Shared> {
     });
     lock(&REGISTRY).push(shared.clone());
     shared
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn os_thread_id() -> Option<u64> {
-    // SAFETY: `gettid` has no preconditions and cannot fail.
-    Some(unsafe { libc::gettid() } as u64)
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn os_thread_id() -> Option<u64> {
-    None
 }
 
 /// The CPU time the calling thread has used.
@@ -299,8 +288,9 @@ impl SchedulerHandle {
         self.0.thread.id()
     }
 
-    /// The operating system's id of the thread (Linux: its TID, as in `/proc/self/task/TID`);
-    /// `None` on other systems.
+    /// The operating system's id of the thread: Linux's TID (as in `/proc/self/task/TID`),
+    /// macOS's `pthread_threadid_np`, FreeBSD's `pthread_getthreadid_np` (the ids `ps`, debuggers
+    /// and profilers show).
     pub fn os_thread_id(&self) -> Option<u64> {
         self.0.os_tid
     }

@@ -20,6 +20,8 @@
 //! | a signal handler wakes pollers ([`SignalWaker`]) | eventfd | drained self-pipe | drained self-pipe |
 //! | close-on-exec non-blocking accept ([`accept`]) | `accept4` | `accept`, then `fcntl`/`ioctl` | `accept4` |
 //! | no SIGPIPE on a closed peer ([`MSG_NOSIGNAL`], [`no_sigpipe`]) | `MSG_NOSIGNAL` | `SO_NOSIGPIPE` | `MSG_NOSIGNAL` |
+//! | the thread's OS id ([`thread_id`]) | `gettid` | `pthread_threadid_np` | `pthread_getthreadid_np` |
+//! | the process's mappings ([`mappings`], [`max_map_count`]) | `/proc` | none | none |
 //!
 //! The poller (kqueue through `polling` off Linux) is `poller`'s business, the stack switch
 //! `context`'s.
@@ -236,6 +238,24 @@ pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn pin_thread(_cpu: usize) -> io::Result<()> {
     allowed_cpus().map(drop)
+}
+
+/// The calling thread's id as the operating system knows it (what `ps`, debuggers and profilers
+/// show): Linux's TID, macOS's `pthread_threadid_np`, FreeBSD's `pthread_getthreadid_np`.
+pub(crate) fn thread_id() -> Option<u64> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: `gettid` has no preconditions and cannot fail.
+    return Some(unsafe { libc::gettid() } as u64);
+    #[cfg(target_vendor = "apple")]
+    {
+        let mut id = 0u64;
+        // SAFETY: a null thread means the calling thread; `id` is a live `u64` to write.
+        let res = unsafe { libc::pthread_threadid_np(0, &mut id) };
+        (res == 0).then_some(id)
+    }
+    #[cfg(target_os = "freebsd")]
+    // SAFETY: `pthread_getthreadid_np` has no preconditions and cannot fail.
+    return Some(unsafe { libc::pthread_getthreadid_np() } as u64);
 }
 
 /// Sets `O_NONBLOCK` and `FD_CLOEXEC` on `fd` (macOS has no `pipe2`).
@@ -497,6 +517,16 @@ mod tests {
         assert!(count >= 3, "{count} mappings");
         assert!(bytes >= len as u64, "{bytes} bytes mapped");
         assert!(max_map_count().expect("vm.max_map_count on Linux") >= count);
+    }
+
+    #[test]
+    fn thread_ids_differ_between_threads_and_stay_put_within_one() {
+        let here = thread_id().expect("an OS thread id");
+        assert_eq!(thread_id(), Some(here));
+        let there = std::thread::spawn(|| thread_id().unwrap()).join().unwrap();
+        assert_ne!(here, there);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        assert!(std::path::Path::new(&format!("/proc/self/task/{here}")).exists(), "a TID");
     }
 
     #[test]
