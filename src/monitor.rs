@@ -46,7 +46,7 @@
 //! decides when to sample: the library itself starts no thread for this).
 //!
 //! Everything here uses std atomics and the poller's portable notification; the OS thread id
-//! ([`SchedulerHandle::os_thread_id`]) comes from `sys::thread_id`, each system's own.
+//! ([`SchedulerHandle::os_thread_id`]) is each system's own (`sys::thread_id` off Linux).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -95,7 +95,7 @@ pub(crate) fn register(main_id: u64) -> Arc<Shared> {
     let shared = Arc::new(Shared {
         id: NEXT_ID.fetch_add(1, Relaxed),
         thread: std::thread::current(),
-        os_tid: crate::sys::thread_id(),
+        os_tid: os_thread_id(),
         main_id,
         switches: AtomicU64::new(0),
         polls: AtomicU64::new(0),
@@ -110,6 +110,17 @@ pub(crate) fn register(main_id: u64) -> Arc<Shared> {
     });
     lock(&REGISTRY).push(shared.clone());
     shared
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn os_thread_id() -> Option<u64> {
+    // SAFETY: `gettid` has no preconditions and cannot fail.
+    Some(unsafe { libc::gettid() } as u64)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn os_thread_id() -> Option<u64> {
+    crate::sys::thread_id()
 }
 
 /// The CPU time the calling thread has used.

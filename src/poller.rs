@@ -65,62 +65,6 @@ pub(crate) use portable::{Event, Events, PollMode, Poller};
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{Event, Events, PollMode, Poller};
 
-/// What both pollers share about `fork` (the rules are in the Linux `Poller`'s docs): a
-/// generation count that a `pthread_atfork` child handler bumps in each child.
-mod fork {
-    use std::io;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Once;
-    use std::time::Duration;
-
-    /// How many times this process's ancestry forked since the first poller was made.
-    static FORKS: AtomicU64 = AtomicU64::new(0);
-
-    extern "C" fn count_fork_in_child() {
-        FORKS.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The current fork generation, for a poller being made (installs the handler once).
-    pub(super) fn generation() -> u64 {
-        static HANDLER: Once = Once::new();
-        HANDLER.call_once(|| {
-            // SAFETY: registers a handler that only bumps an atomic (async-signal-safe, as a
-            // child handler after a multithreaded fork must be).
-            unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
-        });
-        FORKS.load(Ordering::Relaxed)
-    }
-
-    /// Whether a poller made in `generation` was inherited through `fork` (one relaxed load).
-    #[inline]
-    pub(super) fn inherited(generation: u64) -> bool {
-        FORKS.load(Ordering::Relaxed) != generation
-    }
-
-    /// The error of an add or modify on an inherited poller.
-    pub(super) fn refused() -> io::Error {
-        io::Error::other(
-            "this thread's poller was inherited through fork() and belongs to the parent \
-             process; wait for I/O from a scheduler made after the fork (a new thread)",
-        )
-    }
-
-    /// A wait's timeout in whole milliseconds, rounded up (a timer must never fire early);
-    /// -1 for none.
-    pub(super) fn timeout_ms(timeout: Option<Duration>) -> i32 {
-        match timeout {
-            None => -1,
-            Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
-        }
-    }
-
-    /// An inherited poller's wait: it only sleeps for `ms` (or until a signal).
-    pub(super) fn sleep(ms: i32) -> io::Result<()> {
-        // SAFETY: no fds: poll only sleeps.
-        crate::sys::syscall!(poll(std::ptr::null_mut(), 0, ms)).map(drop)
-    }
-}
-
 #[cfg(target_os = "linux")]
 mod linux {
     use std::io;
@@ -513,5 +457,61 @@ mod portable {
             // SAFETY: not used again; dropped exactly once, here.
             unsafe { ManuallyDrop::drop(&mut self.poller) };
         }
+    }
+}
+
+/// What both pollers share about `fork` (the rules are in the Linux `Poller`'s docs): a
+/// generation count that a `pthread_atfork` child handler bumps in each child.
+mod fork {
+    use std::io;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Once;
+    use std::time::Duration;
+
+    /// How many times this process's ancestry forked since the first poller was made.
+    static FORKS: AtomicU64 = AtomicU64::new(0);
+
+    extern "C" fn count_fork_in_child() {
+        FORKS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current fork generation, for a poller being made (installs the handler once).
+    pub(super) fn generation() -> u64 {
+        static HANDLER: Once = Once::new();
+        HANDLER.call_once(|| {
+            // SAFETY: registers a handler that only bumps an atomic (async-signal-safe, as a
+            // child handler after a multithreaded fork must be).
+            unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
+        });
+        FORKS.load(Ordering::Relaxed)
+    }
+
+    /// Whether a poller made in `generation` was inherited through `fork` (one relaxed load).
+    #[inline]
+    pub(super) fn inherited(generation: u64) -> bool {
+        FORKS.load(Ordering::Relaxed) != generation
+    }
+
+    /// The error of an add or modify on an inherited poller.
+    pub(super) fn refused() -> io::Error {
+        io::Error::other(
+            "this thread's poller was inherited through fork() and belongs to the parent \
+             process; wait for I/O from a scheduler made after the fork (a new thread)",
+        )
+    }
+
+    /// A wait's timeout in whole milliseconds, rounded up (a timer must never fire early);
+    /// -1 for none.
+    pub(super) fn timeout_ms(timeout: Option<Duration>) -> i32 {
+        match timeout {
+            None => -1,
+            Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+        }
+    }
+
+    /// An inherited poller's wait: it only sleeps for `ms` (or until a signal).
+    pub(super) fn sleep(ms: i32) -> io::Result<()> {
+        // SAFETY: no fds: poll only sleeps.
+        crate::sys::syscall!(poll(std::ptr::null_mut(), 0, ms)).map(drop)
     }
 }

@@ -18,13 +18,14 @@
 //! with `madvise(MADV_GUARD_INSTALL)`, which marks the page in the page tables and leaves the
 //! region one mapping; 1,000,000 guarded stacks then need a few hundred mappings. The kind of
 //! guard is chosen once per process: the first region tries `MADV_GUARD_INSTALL` and falls back
-//! to `mprotect` on `EINVAL` (older kernels; macOS and FreeBSD always use `mprotect`).
-//! `TASKLET_STACK_GUARD=mprotect` in the environment forces the fallback, so its behaviour can
-//! be tested on a new kernel. When the fallback runs
+//! to `mprotect` on `EINVAL` (older kernels). `TASKLET_STACK_GUARD=mprotect` in the environment
+//! forces the fallback, so its behaviour can be tested on a new kernel. When the fallback runs
 //! out of mappings the spawn fails with an `io::Error` that names the cause and the fix.
 //! `TASKLET_MAX_MPROTECT_GUARDS=N` (with the fallback) makes the N+1th mprotect guard of the
 //! process fail as running out of mappings would, so that path can be tested in bounded time on
 //! a machine whose `vm.max_map_count` is raised (1,048,576 on recent distributions).
+//! macOS and FreeBSD have no such advice: their guards are always `mprotect` guards
+//! (`sys::HAS_MADV_GUARD_INSTALL`).
 //!
 //! **The pool.** Freed stacks go back to a per-thread LIFO list per size class, so the steady
 //! state of spawn/finish touches no syscall: pop a slot, write the first frame, run, push the
