@@ -23,10 +23,10 @@
 //!
 //! [`dump_on_signal`] is Go's SIGQUIT goroutine dump. A signal handler may not allocate or
 //! touch a scheduler (it interrupts one mid-switch), so the handler does two async-signal-safe
-//! things only: it bumps a process-wide request counter and writes to an `eventfd`. Every
-//! scheduler's poller watches that eventfd (added, edge-triggered, the first time the scheduler
-//! polls after the handler was installed; never closed, so never deleted), so a thread asleep
-//! in `epoll_wait` wakes up. Each scheduler compares the counter with the last value it saw
+//! things only: it bumps a process-wide request counter and writes to an `eventfd` (a drained
+//! self-pipe off Linux: `sys::SignalWaker`). Every scheduler's poller watches it (added,
+//! edge-triggered, the first time the scheduler polls after the handler was installed; never
+//! closed, so never deleted), so a thread asleep in `epoll_wait` wakes up. Each scheduler compares the counter with the last value it saw
 //! whenever it polls, and dumps its own tasklets if the counter moved: after the wait in the
 //! idle path, and at the busy-path check that runs while tasklets wait on I/O or timers.
 //! Rejected: a dedicated dump tasklet per thread blocked on the eventfd (it would keep `run()`
@@ -39,15 +39,15 @@ use std::cell::Cell;
 use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::reactor::Direction;
 use crate::runqueue::Priority;
 use crate::scheduler::{scheduler, BlockedOn, Describe, State};
-use crate::sys::{raw, syscall};
+use crate::sys::{syscall, SignalWaker};
 
 /// What a tasklet is doing, as [`TaskletInfo::state`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,9 +256,10 @@ pub fn dump() {
 
 /// Dump requests received by the signal handler of [`dump_on_signal`] so far.
 static DUMP_REQUESTS: AtomicU64 = AtomicU64::new(0);
-/// The eventfd the handler writes to so that sleeping pollers wake up; -1 until installed.
-static DUMP_EVENTFD: AtomicI32 = AtomicI32::new(-1);
-/// Serialises installations (creating the eventfd once, `sigaction`).
+/// What the handler wakes sleeping pollers with (an eventfd on Linux, a self-pipe elsewhere:
+/// see `sys::SignalWaker`); set once, never dropped.
+static DUMP_WAKER: OnceLock<SignalWaker> = OnceLock::new();
+/// Serialises installations (creating the waker once, `sigaction`).
 static INSTALL: Mutex<()> = Mutex::new(());
 
 /// Makes `signal` print a [`Snapshot`] of every thread's tasklets to standard error, as Go
@@ -275,7 +276,7 @@ static INSTALL: Mutex<()> = Mutex::new(());
 /// # Errors
 /// `InvalidInput` for `SIGSEGV`, `SIGBUS`, `SIGILL` and `SIGFPE` (faults, and the stack
 /// overflow handler's), and for signals that cannot be caught or do not exist (`sigaction`'s
-/// `EINVAL`); the OS error if the eventfd cannot be created.
+/// `EINVAL`); the OS error if the eventfd (self-pipe off Linux) cannot be created.
 ///
 /// # Examples
 ///
@@ -292,9 +293,8 @@ pub fn dump_on_signal(signal: libc::c_int) -> io::Result<()> {
         ));
     }
     let _guard = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if DUMP_EVENTFD.load(Ordering::Acquire) < 0 {
-        let fd = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
-        DUMP_EVENTFD.store(fd, Ordering::Release);
+    if DUMP_WAKER.get().is_none() {
+        let _ = DUMP_WAKER.set(SignalWaker::new()?);
     }
     // SAFETY: a zeroed `sigaction` is a valid value (empty mask, no flags); the handler is an
     // `extern "C" fn(c_int)` that only touches atomics and calls `write`, both
@@ -312,24 +312,15 @@ pub fn dump_on_signal(signal: libc::c_int) -> io::Result<()> {
 /// The signal handler of [`dump_on_signal`]: async-signal-safe, preserves `errno`.
 extern "C" fn request_dump(_signal: libc::c_int) {
     DUMP_REQUESTS.fetch_add(1, Ordering::Relaxed);
-    let fd = DUMP_EVENTFD.load(Ordering::Acquire);
-    if fd >= 0 {
-        // SAFETY: `__errno_location` returns this thread's errno slot; `write` of 8 bytes from
-        // a live local to an eventfd that is never closed. A full counter (EAGAIN) is harmless.
-        unsafe {
-            let errno = raw::__errno_location();
-            let saved = *errno;
-            let one: u64 = 1;
-            raw::write(fd, (&one as *const u64).cast(), 8);
-            *errno = saved;
-        }
+    // `OnceLock::get` is one atomic load; the waker is never dropped.
+    if let Some(waker) = DUMP_WAKER.get() {
+        waker.wake();
     }
 }
 
-/// The eventfd pollers watch for dump requests, once [`dump_on_signal`] was called.
+/// The descriptor pollers watch for dump requests, once [`dump_on_signal`] was called.
 pub(crate) fn dump_eventfd() -> Option<RawFd> {
-    let fd = DUMP_EVENTFD.load(Ordering::Acquire);
-    (fd >= 0).then_some(fd)
+    DUMP_WAKER.get().map(SignalWaker::fd)
 }
 
 /// The dump requests so far; a scheduler starts from the value at its creation.

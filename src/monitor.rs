@@ -67,8 +67,8 @@
 //! while every scheduler idles (a thread that wakes and stalls at once would be reported up to
 //! one long period late).
 //!
-//! Everything here uses std atomics and the poller's portable notification: nothing is
-//! specific to Linux except the optional OS thread id ([`SchedulerHandle::os_thread_id`]).
+//! Everything here uses std atomics and the poller's portable notification; the OS thread id
+//! ([`SchedulerHandle::os_thread_id`]) is each system's own (`sys::thread_id` off Linux).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -161,7 +161,7 @@ fn os_thread_id() -> Option<u64> {
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn os_thread_id() -> Option<u64> {
-    None
+    crate::sys::thread_id()
 }
 
 /// The CPU time the calling thread has used.
@@ -365,8 +365,9 @@ impl SchedulerHandle {
         self.0.thread.id()
     }
 
-    /// The operating system's id of the thread (Linux: its TID, as in `/proc/self/task/TID`);
-    /// `None` on other systems.
+    /// The operating system's id of the thread: Linux's TID (as in `/proc/self/task/TID`),
+    /// macOS's `pthread_threadid_np`, FreeBSD's `pthread_getthreadid_np` (the ids `ps`, debuggers
+    /// and profilers show).
     pub fn os_thread_id(&self) -> Option<u64> {
         self.0.os_tid
     }

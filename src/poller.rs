@@ -42,9 +42,25 @@
 //!   next wait writes again, and its edge makes that wait return at once (never lost).
 //! - `notify` is async-signal-safe (an atomic compare-exchange and a `write`): `io::interrupt`
 //!   calls it from signal handlers.
+//!
+//! # Design (other systems: kqueue through `polling`)
+//!
+//! Compile-checked only (README, *Platforms*). `polling` does the registrations and the wait;
+//! two things of the Linux poller are kept around it rather than taken from it:
+//!
+//! - **The notifier** is a `sys::SignalWaker` (a self-pipe that the notifier drains before it
+//!   writes one byte, so each notify is an edge), registered edge-triggered under its own key
+//!   and filtered out of the events. `polling`'s own `notify` submits a kevent through a
+//!   freshly allocated `Vec`, which a signal handler must not do, and `io::interrupt` is
+//!   documented as async-signal-safe. At most one write per wait, as on Linux.
+//! - **After `fork`** the Linux rules hold (see `Poller`'s docs there), for another reason: a
+//!   kqueue is not inherited by a child at all, so in a child the poller's descriptor number is
+//!   closed, or names a file the child opened since. An inherited poller never touches it:
+//!   waits only sleep, deletes are skipped, adds and modifies fail, notifies are dropped, and
+//!   dropping it leaks the `polling` poller instead of closing that number.
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) use polling::{Event, Events, PollMode, Poller};
+pub(crate) use portable::{Event, Events, PollMode, Poller};
 
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{Event, Events, PollMode, Poller};
@@ -71,8 +87,7 @@ pub(crate) const REPORTS_READ_CLOSED: bool = cfg!(target_os = "linux");
 mod linux {
     use std::io;
     use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Once;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     use crate::sys::syscall;
@@ -168,14 +183,6 @@ mod linux {
         }
     }
 
-    /// How many times this process's ancestry forked since the first poller was made: a
-    /// `pthread_atfork` child handler counts each fork in the child.
-    static FORKS: AtomicU64 = AtomicU64::new(0);
-
-    extern "C" fn count_fork_in_child() {
-        FORKS.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// An epoll instance and its notifier.
     ///
     /// # After `fork`
@@ -199,13 +206,7 @@ mod linux {
 
     impl Poller {
         pub(crate) fn new() -> io::Result<Poller> {
-            static HANDLER: Once = Once::new();
-            HANDLER.call_once(|| {
-                // SAFETY: registers a handler that only bumps an atomic (async-signal-safe, as
-                // a child handler after a multithreaded fork must be).
-                unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
-            });
-            let generation = FORKS.load(Ordering::Relaxed);
+            let generation = super::fork::generation();
             let epoll = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
             // SAFETY: a new fd that nothing else owns.
             let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
@@ -226,7 +227,7 @@ mod linux {
 
         /// Whether this poller was inherited through `fork` (see the type's docs).
         fn inherited(&self) -> bool {
-            FORKS.load(Ordering::Relaxed) != self.generation
+            super::fork::inherited(self.generation)
         }
 
         fn ctl(&self, op: i32, fd: RawFd, event: Option<(Event, PollMode)>) -> io::Result<()> {
@@ -234,10 +235,7 @@ mod linux {
                 if op == libc::EPOLL_CTL_DEL {
                     return Ok(()); // the parent's registration: not the child's to remove
                 }
-                return Err(io::Error::other(
-                    "this thread's poller was inherited through fork() and belongs to the parent \
-                     process; wait for I/O from a scheduler made after the fork (a new thread)",
-                ));
+                return Err(super::fork::refused());
             }
             let mut raw = match event {
                 Some((ev, mode)) => libc::epoll_event { events: ev.flags(mode), u64: ev.key as u64 },
@@ -276,14 +274,10 @@ mod linux {
         /// one comes or `notify` is called) in one `epoll_wait`; returns how many fd events and
         /// notifications came.
         pub(crate) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
-            let ms = match timeout {
-                None => -1,
-                Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
-            };
+            let ms = super::fork::timeout_ms(timeout);
             if self.inherited() {
                 events.len = 0;
-                // SAFETY: no fds: poll only sleeps for `ms` (or until a signal).
-                syscall!(poll(std::ptr::null_mut(), 0, ms))?;
+                super::fork::sleep(ms)?;
                 return Ok(0);
             }
             let capacity = events.buf.len() as i32;
@@ -352,5 +346,200 @@ mod linux {
             assert_eq!(poller.wait(&mut events, Some(Duration::from_secs(20))).unwrap(), 1);
             waker.join().unwrap();
         }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod portable {
+    use std::io;
+    use std::mem::ManuallyDrop;
+    use std::os::fd::{BorrowedFd, RawFd};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    pub(crate) use polling::{Event, PollMode};
+
+    use crate::sys::SignalWaker;
+
+    /// The notifier's key: `polling` reserves `usize::MAX`, the reactor `usize::MAX - 1`; no fd
+    /// registration has this one (it would need fd number 2^32 - 3).
+    const NOTIFY_KEY: usize = usize::MAX - 2;
+
+    /// The events one wait returned.
+    pub(crate) struct Events(polling::Events);
+
+    impl Events {
+        pub(crate) fn new() -> Events {
+            Events(polling::Events::new())
+        }
+
+        pub(crate) fn clear(&mut self) {
+            self.0.clear();
+        }
+
+        /// The fd events (the notifier's are left out).
+        pub(crate) fn iter(&self) -> impl Iterator<Item = Event> + '_ {
+            self.0.iter().filter(|event| event.key != NOTIFY_KEY)
+        }
+    }
+
+    /// A `polling` poller (kqueue) and its notifier; see the module comment.
+    #[derive(Debug)]
+    pub(crate) struct Poller {
+        poller: ManuallyDrop<polling::Poller>,
+        notifier: SignalWaker,
+        notified: AtomicBool,
+        generation: u64,
+    }
+
+    impl Poller {
+        pub(crate) fn new() -> io::Result<Poller> {
+            let generation = super::fork::generation();
+            let poller = polling::Poller::new()?;
+            let notifier = SignalWaker::new()?;
+            // SAFETY: the notifier is owned by this poller, and deleted before it is closed
+            // (`drop` below).
+            unsafe { poller.add_with_mode(notifier.fd(), Event::readable(NOTIFY_KEY), PollMode::Edge)? };
+            Ok(Poller {
+                poller: ManuallyDrop::new(poller),
+                notifier,
+                notified: AtomicBool::new(false),
+                generation,
+            })
+        }
+
+        /// Whether this poller was inherited through `fork`.
+        fn inherited(&self) -> bool {
+            super::fork::inherited(self.generation)
+        }
+
+        /// Adds `fd` under `event`'s key and interest.
+        ///
+        /// # Safety
+        ///
+        /// `fd` must be open and be deleted from this poller before it is closed.
+        pub(crate) unsafe fn add_with_mode(&self, fd: RawFd, event: Event, mode: PollMode) -> io::Result<()> {
+            if self.inherited() {
+                return Err(super::fork::refused());
+            }
+            // SAFETY: this function's contract.
+            unsafe { self.poller.add_with_mode(fd, event, mode) }
+        }
+
+        /// Changes the key and interest of an fd in this poller (and re-arms a oneshot one).
+        pub(crate) fn modify_with_mode(
+            &self,
+            fd: BorrowedFd<'_>,
+            event: Event,
+            mode: PollMode,
+        ) -> io::Result<()> {
+            if self.inherited() {
+                return Err(super::fork::refused());
+            }
+            self.poller.modify_with_mode(fd, event, mode)
+        }
+
+        /// Deletes an fd from this poller.
+        pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+            if self.inherited() {
+                return Ok(()); // the parent's registration: not the child's to remove
+            }
+            self.poller.delete(fd)
+        }
+
+        /// Waits for events (at most `timeout`; `None`: until one comes or `notify` is
+        /// called); returns how many fd events and notifications came.
+        pub(crate) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+            if self.inherited() {
+                events.clear();
+                super::fork::sleep(super::fork::timeout_ms(timeout))?;
+                return Ok(0);
+            }
+            let res = self.poller.wait(&mut events.0, timeout);
+            // Any notify from now on must write again: the waiter is past the edge it made.
+            self.notified.store(false, Ordering::SeqCst);
+            res
+        }
+
+        /// Makes the current or next `wait` return at once. Async-signal-safe.
+        pub(crate) fn notify(&self) -> io::Result<()> {
+            if self.inherited() {
+                return Ok(()); // the parent's notifier: a child never wakes the parent
+            }
+            if self.notified.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                self.notifier.wake();
+            }
+            Ok(())
+        }
+    }
+
+    impl Drop for Poller {
+        fn drop(&mut self) {
+            if self.inherited() {
+                return; // leak it: its kqueue number is not ours in this process
+            }
+            // SAFETY: the notifier is still open (dropped after this); `fd` borrows it only
+            // for the call.
+            let notifier = unsafe { BorrowedFd::borrow_raw(self.notifier.fd()) };
+            let _ = self.poller.delete(notifier);
+            // SAFETY: not used again; dropped exactly once, here.
+            unsafe { ManuallyDrop::drop(&mut self.poller) };
+        }
+    }
+}
+
+/// What both pollers share about `fork` (the rules are in the Linux `Poller`'s docs): a
+/// generation count that a `pthread_atfork` child handler bumps in each child.
+mod fork {
+    use std::io;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Once;
+    use std::time::Duration;
+
+    /// How many times this process's ancestry forked since the first poller was made.
+    static FORKS: AtomicU64 = AtomicU64::new(0);
+
+    extern "C" fn count_fork_in_child() {
+        FORKS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current fork generation, for a poller being made (installs the handler once).
+    pub(super) fn generation() -> u64 {
+        static HANDLER: Once = Once::new();
+        HANDLER.call_once(|| {
+            // SAFETY: registers a handler that only bumps an atomic (async-signal-safe, as a
+            // child handler after a multithreaded fork must be).
+            unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
+        });
+        FORKS.load(Ordering::Relaxed)
+    }
+
+    /// Whether a poller made in `generation` was inherited through `fork` (one relaxed load).
+    #[inline]
+    pub(super) fn inherited(generation: u64) -> bool {
+        FORKS.load(Ordering::Relaxed) != generation
+    }
+
+    /// The error of an add or modify on an inherited poller.
+    pub(super) fn refused() -> io::Error {
+        io::Error::other(
+            "this thread's poller was inherited through fork() and belongs to the parent \
+             process; wait for I/O from a scheduler made after the fork (a new thread)",
+        )
+    }
+
+    /// A wait's timeout in whole milliseconds, rounded up (a timer must never fire early);
+    /// -1 for none.
+    pub(super) fn timeout_ms(timeout: Option<Duration>) -> i32 {
+        match timeout {
+            None => -1,
+            Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+        }
+    }
+
+    /// An inherited poller's wait: it only sleeps for `ms` (or until a signal).
+    pub(super) fn sleep(ms: i32) -> io::Result<()> {
+        // SAFETY: no fds: poll only sleeps.
+        crate::sys::syscall!(poll(std::ptr::null_mut(), 0, ms)).map(drop)
     }
 }

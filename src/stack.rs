@@ -24,6 +24,8 @@
 //! `TASKLET_MAX_MPROTECT_GUARDS=N` (with the fallback) makes the N+1th mprotect guard of the
 //! process fail as running out of mappings would, so that path can be tested in bounded time on
 //! a machine whose `vm.max_map_count` is raised (1,048,576 on recent distributions).
+//! macOS and FreeBSD have no such advice: their guards are always `mprotect` guards
+//! (`sys::HAS_MADV_GUARD_INSTALL`).
 //!
 //! **The pool.** Freed stacks go back to a per-thread LIFO list per size class, so the steady
 //! state of spawn/finish touches no syscall: pop a slot, write the first frame, run, push the
@@ -52,7 +54,8 @@
 //!
 //! **Overflow.** A fault in the guard page of the running tasklet's stack prints which tasklet
 //! overflowed its stack, and of how many KiB, then aborts, as Rust does for threads. The
-//! SIGSEGV handler runs on the thread's alternate signal stack (std installs one on threads it
+//! SIGSEGV handler (SIGSEGV and SIGBUS off Linux: macOS reports guard-page faults as SIGBUS)
+//! runs on the thread's alternate signal stack (std installs one on threads it
 //! starts; the scheduler adds one to threads that have none) and chains to the previous handler
 //! for every other fault, so std's own main-thread overflow message and debuggers keep working.
 //!
@@ -108,7 +111,8 @@ fn guard_kind() -> GuardKind {
         1 => GuardKind::Madvise,
         2 => GuardKind::Mprotect,
         _ => {
-            let forced = std::env::var_os("TASKLET_STACK_GUARD").is_some_and(|v| v == "mprotect");
+            let forced = !sys::HAS_MADV_GUARD_INSTALL
+                || std::env::var_os("TASKLET_STACK_GUARD").is_some_and(|v| v == "mprotect");
             if forced {
                 GUARD_KIND.store(GuardKind::Mprotect as u8, Ordering::Relaxed);
                 GuardKind::Mprotect
@@ -309,7 +313,7 @@ impl StackPool {
                     // SAFETY: every slot in the run is free (in the pool), so no tasklet uses
                     // its pages; the range lies inside a region we own. MADV_DONTNEED keeps the
                     // mapping and the guards.
-                    let res = unsafe { sys::madvise(start as *mut u8, end - start, libc::MADV_DONTNEED) };
+                    let res = unsafe { sys::madvise(start as *mut u8, end - start, sys::MADV_TRIM) };
                     if let Err(err) = res {
                         log::debug!("tasklet: trimming pooled stacks failed: {err}");
                     }
@@ -464,7 +468,7 @@ fn mprotect_guard_limit_reached() -> bool {
 
 /// Explains `ENOMEM` from mmap/mprotect by its real cause: the address-space limit
 /// (`RLIMIT_AS`) when the process is near it, the map count when the process's mappings
-/// (`/proc/self/maps`) are near `vm.max_map_count`, and exhausted memory otherwise.
+/// are near `vm.max_map_count` (Linux: `sys::mappings`), and exhausted memory otherwise.
 fn out_of_memory_hint() -> String {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit fills the struct it is given.
@@ -475,35 +479,27 @@ fn out_of_memory_hint() -> String {
     } else {
         None
     };
-    let maps = std::fs::read_to_string("/proc/self/maps").ok();
-    let mapped: u64 = maps
-        .iter()
-        .flat_map(|m| m.lines())
-        .filter_map(|line| {
-            let (range, _) = line.split_once(' ')?;
-            let (start, end) = range.split_once('-')?;
-            Some(u64::from_str_radix(end, 16).ok()? - u64::from_str_radix(start, 16).ok()?)
-        })
-        .sum();
-    let count = maps.as_ref().map(|m| m.lines().count());
-    let max: Option<usize> =
-        std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse().ok());
-    if let (Some(count), Some(max)) = (count, max) {
+    let mappings = sys::mappings();
+    let max = sys::max_map_count();
+    if let (Some((count, _)), Some(max)) = (mappings, max) {
         if count + 16 >= max {
             return out_of_mappings_hint(max);
         }
     }
+    let mapped = mappings.map_or("?".to_owned(), |(_, bytes)| bytes.to_string());
     if let Some(limit) = as_limit {
         return format!(
             " (the address-space limit RLIMIT_AS = {limit} bytes is reached: the process maps {mapped} bytes; \
              raise it with `ulimit -v`, or use smaller tasklet stacks)"
         );
     }
+    let counts = match (mappings, max) {
+        (Some((count, _)), Some(max)) => format!(" in {count} mappings, vm.max_map_count = {max}"),
+        _ => String::new(),
+    };
     format!(
-        " (out of memory or address space: the process maps {mapped} bytes in {} mappings, \
-         vm.max_map_count = {}; use smaller tasklet stacks or fewer tasklets)",
-        count.map_or("?".to_owned(), |c| c.to_string()),
-        max.map_or("?".to_owned(), |m| m.to_string())
+        " (out of memory or address space: the process maps {mapped} bytes{counts}; use smaller \
+         tasklet stacks or fewer tasklets)"
     )
 }
 
@@ -534,33 +530,40 @@ pub(crate) struct OverflowInfo {
     pub(crate) name: (*const u8, usize),
 }
 
-/// The handler that was installed before ours, to chain to.
-struct PrevAction(std::cell::UnsafeCell<libc::sigaction>);
+/// The handlers that were installed before ours, one per signal of `sys::FAULT_SIGNALS`, to
+/// chain to.
+struct PrevActions([std::cell::UnsafeCell<libc::sigaction>; sys::FAULT_SIGNALS.len()]);
 // SAFETY: written once inside `INSTALL.call_once`, before our handler can run, and only read
 // afterwards.
-unsafe impl Sync for PrevAction {}
+unsafe impl Sync for PrevActions {}
 
-// SAFETY: an all-zero sigaction is SIG_DFL with an empty mask, a valid value.
-static PREV_SEGV: PrevAction = PrevAction(std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() }));
+#[allow(clippy::declare_interior_mutable_const)] // only used to initialise `PREV_ACTIONS`
+                                                 // SAFETY: an all-zero sigaction is SIG_DFL with an empty mask, a valid value.
+const SIG_DFL_ACTION: std::cell::UnsafeCell<libc::sigaction> =
+    std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() });
+static PREV_ACTIONS: PrevActions = PrevActions([SIG_DFL_ACTION; sys::FAULT_SIGNALS.len()]);
 static INSTALL: std::sync::Once = std::sync::Once::new();
 
-/// Installs the process-wide SIGSEGV handler (once) and makes sure the calling thread has an
-/// alternate signal stack. Returns the alternate stack it had to create, if any, which the
-/// caller frees with [`free_altstack`] when the thread's scheduler goes away.
+/// Installs the process-wide fault handler (once, for each of `sys::FAULT_SIGNALS`: SIGSEGV,
+/// and SIGBUS off Linux) and makes sure the calling thread has an alternate signal stack.
+/// Returns the alternate stack it had to create, if any, which the caller frees with
+/// [`free_altstack`] when the thread's scheduler goes away.
 pub(crate) fn install_overflow_handler() -> Option<(*mut u8, usize)> {
     INSTALL.call_once(|| {
-        // SAFETY: plain sigaction calls with valid pointers; PREV_SEGV is written before our
-        // handler is installed, so the handler never reads it uninitialised.
-        unsafe {
-            if libc::sigaction(libc::SIGSEGV, ptr::null(), PREV_SEGV.0.get()) != 0 {
-                return;
-            }
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = segv_handler as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            libc::sigemptyset(&mut action.sa_mask);
-            if libc::sigaction(libc::SIGSEGV, &action, ptr::null_mut()) != 0 {
-                log::warn!("tasklet: cannot install the stack overflow handler");
+        for (signal, prev) in sys::FAULT_SIGNALS.into_iter().zip(&PREV_ACTIONS.0) {
+            // SAFETY: plain sigaction calls with valid pointers; the previous action is stored
+            // before our handler is installed, so the handler never reads it uninitialised.
+            unsafe {
+                if libc::sigaction(signal, ptr::null(), prev.get()) != 0 {
+                    continue;
+                }
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = segv_handler as *const () as usize;
+                action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+                libc::sigemptyset(&mut action.sa_mask);
+                if libc::sigaction(signal, &action, ptr::null_mut()) != 0 {
+                    log::warn!("tasklet: cannot install the stack overflow handler");
+                }
             }
         }
     });
@@ -608,7 +611,8 @@ pub(crate) fn free_altstack((base, len): (*mut u8, usize)) {
     }
 }
 
-/// SIGSEGV handler: reports an overflow of the running tasklet's stack, else chains.
+/// Fault handler (SIGSEGV, and SIGBUS off Linux): reports an overflow of the running tasklet's
+/// stack, else chains.
 extern "C" fn segv_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
@@ -618,8 +622,10 @@ extern "C" fn segv_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *m
         }
     }
     // Not ours: hand the fault to whoever was there before.
-    // SAFETY: PREV_SEGV was written before this handler was installed and is never written again.
-    let prev = unsafe { &*PREV_SEGV.0.get() };
+    let Some(slot) = sys::FAULT_SIGNALS.iter().position(|&s| s == sig) else { return };
+    // SAFETY: the previous action was written before this handler was installed for `sig` and
+    // is never written again.
+    let prev = unsafe { &*PREV_ACTIONS.0[slot].get() };
     let handler = prev.sa_sigaction;
     if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
         // Restore the default action and return: the faulting instruction runs again and the

@@ -188,6 +188,17 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+// ELF symbol interposition of glibc's entry points: nothing of it carries over to Mach-O (macOS
+// binds symbols two-level, by library) or to FreeBSD's libc, so other operating systems are
+// refused at build time rather than given a crate that hooks nothing (other Linux builds, static
+// or musl, compile without hooks: see "Where it cannot work" above).
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "tasklets-shims works on Linux only (it interposes glibc's symbols in ELF executables); on \
+     other systems call tasklets::net and tasklets::time directly, and list tasklets-shims under \
+     [target.'cfg(target_os = \"linux\")'.dependencies] in a crate that builds for several systems"
+);
+
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -55,7 +55,8 @@
 //!   [`WouldBlock`](std::io::ErrorKind::WouldBlock) instead of waiting; read and write
 //!   timeouts fail with `WouldBlock` too (what std reports on Linux when `SO_RCVTIMEO` expires);
 //!   handles made by `try_clone` share these options, as std's clones share the socket's.
-//! - **No `SIGPIPE`.** Writes use `MSG_NOSIGNAL`: a write to a closed connection fails with
+//! - **No `SIGPIPE`.** Writes use `MSG_NOSIGNAL` (macOS: the sockets carry `SO_NOSIGPIPE`,
+//!   set on sockets taken over from elsewhere too): a write to a closed connection fails with
 //!   [`BrokenPipe`](std::io::ErrorKind::BrokenPipe), even in a program that did not ignore the
 //!   signal (a C host, say).
 //! - **Name resolution never blocks the thread.** A host name (`"example.com:80"`) is resolved
@@ -170,7 +171,8 @@ pub use udp::UdpSocket;
 const RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
 
 /// Flags of every send: non-blocking as [`RECV_FLAGS`], and no `SIGPIPE` on a closed peer.
-const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+/// (`sys::MSG_NOSIGNAL` is 0 on macOS, whose sockets carry `SO_NOSIGPIPE` instead.)
+const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | crate::sys::MSG_NOSIGNAL;
 
 /// Most buffers passed to one vectored call (Linux's `UIO_MAXIOV`); std caps the same way.
 const MAX_IOV: usize = 1024;
@@ -206,6 +208,9 @@ impl NetSocket {
             [(Direction::Read, socket.read_timeout()), (Direction::Write, socket.write_timeout())]
         {
             options.timeouts[dir as usize].store(nanos(timeout.ok().flatten()), Ordering::Relaxed);
+        }
+        if let Err(err) = crate::sys::no_sigpipe(&socket) {
+            log::warn!("tasklets::net: cannot set SO_NOSIGPIPE on a socket taken over: {err}");
         }
         // `ioctl(FIONBIO)` on an open socket cannot fail; an fd that is not open at all breaks
         // the contract of `FromRawFd`/`OwnedFd`.

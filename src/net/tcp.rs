@@ -164,8 +164,7 @@ impl TcpListener {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
-        let (socket, addr) = self.inner.read(|socket| socket.accept4(flags))?;
+        let (socket, addr) = self.inner.read(crate::sys::accept)?;
         let addr = inet(&addr)?;
         Ok((TcpStream { inner: NetSocket::new(socket)? }, addr))
     }

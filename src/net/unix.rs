@@ -60,7 +60,6 @@
 //! - `peek`, `peek_from`, `peer_cred`, `set_mark` and the ancillary-data methods are missing:
 //!   they are unstable in std.
 
-use std::ffi::OsStr;
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::marker::PhantomData;
@@ -68,7 +67,6 @@ use std::mem::ManuallyDrop;
 use std::net::Shutdown;
 use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net as std_net;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -100,12 +98,12 @@ const RETRY_MAX: Duration = Duration::from_millis(10);
 
 /// A new close-on-exec, non-blocking socket of type `ty`.
 fn socket(ty: Type) -> io::Result<socket2::Socket> {
-    socket2::Socket::new(Domain::UNIX, ty.nonblocking(), None)
+    socket2::Socket::new(Domain::UNIX, crate::sys::nonblocking(ty), None)
 }
 
 /// A connected pair of close-on-exec, non-blocking sockets of type `ty`.
 fn pair(ty: Type) -> io::Result<(NetSocket, NetSocket)> {
-    let (a, b) = socket2::Socket::pair(Domain::UNIX, ty.nonblocking(), None)?;
+    let (a, b) = socket2::Socket::pair(Domain::UNIX, crate::sys::nonblocking(ty), None)?;
     Ok((NetSocket::new(a)?, NetSocket::new(b)?))
 }
 
@@ -146,7 +144,9 @@ fn sock_addr(addr: &SocketAddr) -> io::Result<SockAddr> {
     }
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
+        use std::ffi::OsStr;
         use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::ffi::OsStrExt;
         if let Some(name) = addr.as_abstract_name() {
             // socket2 reads a leading NUL as the abstract namespace.
             let mut bytes = Vec::with_capacity(name.len() + 1);
@@ -442,8 +442,7 @@ impl UnixListener {
     /// The stream starts in blocking mode without timeouts, whatever the listener's settings,
     /// as with std.
     pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
-        let (socket, addr) = self.inner.read(|socket| socket.accept4(flags))?;
+        let (socket, addr) = self.inner.read(crate::sys::accept)?;
         Ok((UnixStream { inner: NetSocket::new(socket)? }, std_addr(&addr)))
     }
 
