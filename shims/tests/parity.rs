@@ -356,6 +356,11 @@ fn bad_descriptors_and_pointers() -> Vec<Outcome> {
     }
     let mut server = std::fs::File::from(_server);
     server.write_all(b"data").unwrap();
+    if !common::process_vm_readv_works() {
+        println!("no process_vm_readv here (qemu-user?): the bad-pointer calls are left out");
+        drop(server);
+        return seen;
+    }
     // The kernel reports bad pointers as EFAULT; the shims must not fault on them.
     // SAFETY: bad pointers on purpose: the kernel checks them.
     seen.push(outcome(|| unsafe { libc::recv(fd, bad, 4, 0) } as i64));
