@@ -18,7 +18,9 @@
 //! with `madvise(MADV_GUARD_INSTALL)`, which marks the page in the page tables and leaves the
 //! region one mapping; 1,000,000 guarded stacks then need a few hundred mappings. The kind of
 //! guard is chosen once per process: the first region tries `MADV_GUARD_INSTALL` and falls back
-//! to `mprotect` on `EINVAL` (older kernels). `TASKLET_STACK_GUARD=mprotect` in the environment
+//! to `mprotect` on `EINVAL` (older kernels), or when the first guard does not guard: a kernel
+//! read of it must fail with `EFAULT` (`guard_holds`), and under qemu-user, which answers the
+//! advice with 0 and installs nothing, it does not. `TASKLET_STACK_GUARD=mprotect` in the environment
 //! forces the fallback, so its behaviour can be tested on a new kernel. When the fallback runs
 //! out of mappings the spawn fails with an `io::Error` that names the cause and the fix.
 //! `TASKLET_MAX_MPROTECT_GUARDS=N` (with the fallback) makes the N+1th mprotect guard of the
@@ -421,9 +423,16 @@ fn install_guard(addr: *mut u8, page: usize) -> io::Result<()> {
     if kind != GuardKind::Mprotect {
         // SAFETY: `addr` is the first page of a slot in a region we own; no data lives there.
         match unsafe { sys::madvise(addr, page, MADV_GUARD_INSTALL) } {
-            Ok(()) => {
+            Ok(()) if kind == GuardKind::Madvise => return Ok(()),
+            Ok(()) if guard_holds(addr)? => {
                 GUARD_KIND.store(GuardKind::Madvise as u8, Ordering::Relaxed);
                 return Ok(());
+            }
+            Ok(()) => {
+                log::debug!(
+                    "tasklet: MADV_GUARD_INSTALL succeeded but did not guard, using mprotect guard pages"
+                );
+                GUARD_KIND.store(GuardKind::Mprotect as u8, Ordering::Relaxed);
             }
             Err(err) if kind == GuardKind::Unknown && err.raw_os_error() == Some(libc::EINVAL) => {
                 log::debug!("tasklet: MADV_GUARD_INSTALL unsupported, using mprotect guard pages");
@@ -453,6 +462,30 @@ fn install_guard(addr: *mut u8, page: usize) -> io::Result<()> {
             err
         }
     })
+}
+
+/// Whether the guard page at `addr` really guards: a kernel access to it must fail with
+/// `EFAULT` (checked by `write(2)`-ing its first byte into a fresh pipe). The first
+/// `MADV_GUARD_INSTALL` guard of the process is checked with it, because an emulator may
+/// answer the advice with 0 and install nothing (qemu-user 7.2 does); overflow would then
+/// corrupt the neighbouring slot silently instead of being reported.
+fn guard_holds(addr: *const u8) -> io::Result<bool> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    sys::syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))?;
+    // SAFETY: write(2) reads `addr` through the kernel, which checks it: a guard page is
+    // reported as EFAULT, not a fault in this process.
+    let res = unsafe { libc::write(fds[1], addr.cast(), 1) };
+    let err = io::Error::last_os_error();
+    for fd in fds {
+        // SAFETY: both descriptors were opened above and are closed once.
+        unsafe { libc::close(fd) };
+    }
+    match res {
+        -1 if err.raw_os_error() == Some(libc::EFAULT) => Ok(true),
+        -1 => Err(err),
+        _ => Ok(false),
+    }
 }
 
 /// Whether `TASKLET_MAX_MPROTECT_GUARDS` (see the module comment) is set and this process has
@@ -758,6 +791,19 @@ mod tests {
         pool.reserve(size).unwrap();
         assert_eq!(pool.carved(), carved, "free slots are promised again without carving");
         assert_eq!(pool.take_reserved(size).top(), warm);
+    }
+
+    /// Under qemu-user `MADV_GUARD_INSTALL` returned 0 and installed nothing: stacks had no
+    /// guard at all and an overflow ran into the next slot. Whichever mechanism this process
+    /// ends up with, a stack's guard page refuses kernel access, and the check itself tells a
+    /// guard from an ordinary page.
+    #[test]
+    fn guard_pages_refuse_kernel_access_even_where_madv_guard_install_is_a_no_op() {
+        let mut pool = StackPool::default();
+        let stack = pool.take(usable_size(MIN_STACK_SIZE).unwrap()).unwrap();
+        assert!(guard_holds(stack.guard().0 as *const u8).unwrap(), "the guard page can be read");
+        assert!(!guard_holds((stack.top() - page_size()) as *const u8).unwrap(), "the stack cannot be read");
+        pool.release(stack);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Output, Stdio};
 use std::time::Duration;
 
 #[path = "../examples/shared/boss_worker.rs"]
@@ -36,7 +36,7 @@ impl Background {
     /// Starts example `name` with `args` and reads the address it serves from the first line
     /// of its stdout (`... on ADDR ...`).
     fn start(name: &str, args: &[&str]) -> Background {
-        let mut child = Command::new(common::example_binary(name))
+        let mut child = common::target_command(common::example_binary(name))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

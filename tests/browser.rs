@@ -3,7 +3,7 @@
 //! The binaries are looked up as in `tests/examples.rs` (plain `cargo test` builds them).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 #[path = "../console/tests/common/browser.rs"]
 mod browser;
@@ -22,7 +22,7 @@ impl Drop for Running {
 /// Starts example `name` and returns it with the first `http://` URL it prints (on stdout or
 /// stderr, as `from_stderr` says).
 fn start(name: &str, args: &[&str], from_stderr: bool) -> (Running, String) {
-    let mut child = Command::new(common::example_binary(name))
+    let mut child = common::target_command(common::example_binary(name))
         .args(args)
         .stdin(Stdio::null())
         .stdout(if from_stderr { Stdio::null() } else { Stdio::piped() })

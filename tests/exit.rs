@@ -12,10 +12,11 @@
 //! stderr.
 
 use std::io::Read;
-use std::process::Command;
 use std::time::Duration;
 
 use tasklets::Channel;
+
+mod common;
 
 const SCENARIO: &str = "TASKLETS_EXIT_SCENARIO";
 
@@ -109,7 +110,8 @@ fn main() {
     ];
     let mut failed = 0;
     for (name, code) in cases {
-        let out = Command::new(std::env::current_exe().unwrap()).env(SCENARIO, name).output().unwrap();
+        let out =
+            common::target_command(std::env::current_exe().unwrap()).env(SCENARIO, name).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let ok = out.status.code() == Some(code) && !stderr.contains("fatal runtime error");
         println!("test exit_from_{name}_exits_with_the_given_code ... {}", if ok { "ok" } else { "FAILED" });

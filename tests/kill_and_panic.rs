@@ -5,7 +5,6 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::panic::{self, AssertUnwindSafe};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -986,7 +985,7 @@ fn stack_overflow_in_a_tasklet_aborts_naming_the_tasklet() {
     // the mprotect fallback.
     for guard in [None, Some("mprotect")] {
         let exe = std::env::current_exe().expect("the test binary");
-        let mut cmd = Command::new(exe);
+        let mut cmd = common::target_command(exe);
         cmd.args(["--exact", "stack_overflow_in_a_tasklet_aborts_naming_the_tasklet", "--nocapture"])
             .args(["--test-threads", "1"])
             .env(OVERFLOW_CHILD_ENV, "1");

@@ -5,10 +5,11 @@
 //! child process of this test binary, so the other tests running in parallel threads of this
 //! process cannot disturb its numbers.
 
-use std::process::Command;
 use std::time::Instant;
 
 use tasklets::{Channel, Tasklet};
+
+mod common;
 
 const TOTAL: usize = 100_000;
 const BATCHES: usize = 10;
@@ -68,7 +69,7 @@ fn hundred_thousand_tasklets_in_batches_reuse_stacks() {
     // Measure in a child process that runs only this test, so that the tests running in parallel
     // here do not move the numbers.
     let exe = std::env::current_exe().expect("the test binary");
-    let output = Command::new(exe)
+    let output = common::target_command(exe)
         .args(["--exact", "hundred_thousand_tasklets_in_batches_reuse_stacks", "--nocapture"])
         .args(["--test-threads", "1"])
         .env(CHILD_ENV, "1")

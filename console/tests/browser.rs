@@ -57,9 +57,13 @@ fn the_page_shows_tasklets_and_a_stalled_thread_and_escapes_names() {
             tasklets::run();
         })
         .unwrap();
+    // All six tasklets, with the waiters already parked on the channel: a snapshot taken before
+    // they first ran (seen under qemu-user) would otherwise be the one the stalled thread
+    // leaves behind.
     common::wait_for(addr, "a snapshot of the tasklets", |s| {
-        let tasklets = common::thread(s, "browser-app")?["tasklets"].as_array()?.len();
-        (tasklets >= 6).then_some(())
+        let tasklets = common::thread(s, "browser-app")?["tasklets"].as_array()?;
+        let blocked = tasklets.iter().filter(|t| t["state"] == "blocked").count();
+        (tasklets.len() >= 6 && blocked >= 4).then_some(())
     });
     stall.store(true, Ordering::Release);
     common::wait_for(addr, "the stall", |s| {

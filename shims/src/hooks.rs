@@ -396,7 +396,8 @@ static NOWAIT_ON_SOCKETS: AtomicU8 = AtomicU8::new(0);
 /// (`preadv2`/`pwritev2` at the current position): it fails with `EAGAIN` instead of
 /// blocking and otherwise behaves as `readv`/`writev` in every respect (an empty read leaves a
 /// datagram queued, `SOCK_SEQPACKET` writes end a record). Kernels that do not take the flag
-/// on sockets say `EOPNOTSUPP` (detected once); then `recvmsg`/`sendmsg` with
+/// on sockets say `EOPNOTSUPP`, and kernels or emulators without `preadv2` say `ENOSYS`
+/// (either detected once); then `recvmsg`/`sendmsg` with
 /// `MSG_DONTWAIT` stand in, after `process_vm_readv` has read the iovec's total length
 /// safely: an empty read goes to the real `readv`.
 ///
@@ -435,6 +436,12 @@ unsafe fn vectored(fd: c_int, iov: *const libc::iovec, iovcnt: c_int, interest: 
                 });
             }
             (_, libc::EOPNOTSUPP) if sys::fstat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK) => {
+                NOWAIT_ON_SOCKETS.store(2, Ordering::Relaxed);
+                sys::set_errno(saved);
+            }
+            // No preadv2/pwritev2 at all (kernels before 4.6, qemu-user 7.2): the same
+            // fallback.
+            (_, libc::ENOSYS) => {
                 NOWAIT_ON_SOCKETS.store(2, Ordering::Relaxed);
                 sys::set_errno(saved);
             }
@@ -718,7 +725,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, addrlen: sock
 pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
     let real = |timeout: c_int| {
         // SAFETY: the caller's arguments, forwarded.
-        unsafe { raw!(libc::SYS_poll, fds, nfds, timeout) as c_int }
+        unsafe { sys::poll(fds, nfds, timeout) as c_int }
     };
     if timeout == 0 || !coop::thread_is_cooperative() {
         return real(timeout);
@@ -820,7 +827,7 @@ pub unsafe extern "C" fn select(
 ) -> c_int {
     let real = |timeout: *mut timeval| {
         // SAFETY: the caller's arguments, forwarded.
-        unsafe { raw!(libc::SYS_select, nfds, readfds, writefds, exceptfds, timeout) as c_int }
+        unsafe { sys::select(nfds, readfds, writefds, exceptfds, timeout) as c_int }
     };
     // The caller's pointers are read through the kernel: a bad one goes to the real call,
     // which reports EFAULT, instead of faulting here.
@@ -1205,8 +1212,7 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     if old != new && sys::getfl(old) >= 0 {
         fdtable::closing(new);
     }
-    // SAFETY: the caller's arguments, forwarded.
-    let r = unsafe { raw!(libc::SYS_dup2, old, new) as c_int };
+    let r = sys::dup2(old, new) as c_int;
     if r >= 0 && old != new {
         fdtable::duplicated(old, new);
     }
@@ -1231,8 +1237,9 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     r
 }
 
-/// `fcntl(2)`, declared with one fixed word for the variadic argument (ABI-compatible on x86_64
-/// SysV, where variadic integer and pointer arguments travel in the same registers). Only
+/// `fcntl(2)`, declared with one fixed word for the variadic argument (ABI-compatible on the
+/// supported targets: x86_64 SysV, AAPCS64 on Linux and the riscv64 psABI pass variadic integer
+/// and pointer arguments in the same registers as fixed ones). Only
 /// `F_DUPFD`/`F_DUPFD_CLOEXEC` concern the shims; everything else, including `F_SETFL` and
 /// `F_GETFL`, goes to the kernel as is: the shims never change a file's flags, so `F_GETFL`
 /// shows exactly what the user set.

@@ -142,7 +142,8 @@
 //!   short by a kill yields once before returning, so a loop of nothing but sleeps cannot keep
 //!   the thread (it still ends only by its own exit condition: see `docs/shims.md`).
 //! - *The runtime's own calls never reach the hooks:* `polling` drives epoll through rustix,
-//!   whose `linux_raw` backend (the default on x86_64 Linux) makes raw system calls.
+//!   whose `linux_raw` backend (the default on Linux x86_64, aarch64 and riscv64) makes raw
+//!   system calls.
 //!
 //! **Multiplexing.** `poll`/`select` with a non-zero timeout in a tasklet run once with
 //! timeout 0; if nothing is ready, a single socket waiting in one direction parks on its own
@@ -181,8 +182,11 @@
 //!
 //! # Where it cannot work
 //!
-//! Interposition needs a dynamically linked glibc executable on Linux x86_64 (the configuration
-//! it was verified on). Static builds (`-C target-feature=+crt-static`), musl and other
+//! Interposition needs a dynamically linked glibc executable on Linux x86_64, aarch64 or
+//! riscv64 (the configurations its tests run on: x86_64 natively, the other two under
+//! qemu-user, `.ci/cross`). Where those kernels lack a system call glibc's wrapper does not
+//! use (`poll`, `select`, `dup2` on aarch64 and riscv64), the forward makes the call glibc
+//! makes there instead (`ppoll`, `pselect6`, `dup3`: see `sys`). Static builds (`-C target-feature=+crt-static`), musl and other
 //! targets compile without any hook, and [`install()`] returns an [`Unsupported`] error there
 //! instead of silently doing nothing.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -202,18 +206,27 @@ compile_error!(
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Whether this build can interpose libc: dynamically linked glibc on Linux x86_64.
+/// Whether this build can interpose libc: dynamically linked glibc on Linux x86_64, aarch64 or
+/// riscv64 (the architectures the test suite runs on: natively and under qemu-user).
 macro_rules! if_supported {
     ($($item:item)*) => {$(
         #[cfg(all(
             target_os = "linux",
-            target_arch = "x86_64",
+            any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"),
             target_env = "gnu",
             not(target_feature = "crt-static")
         ))]
         $item
     )*};
 }
+
+/// [`if_supported!`]'s condition as a value.
+const SUPPORTED: bool = cfg!(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"),
+    target_env = "gnu",
+    not(target_feature = "crt-static")
+));
 
 if_supported! {
     mod coop;
@@ -237,14 +250,9 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// # Errors
 ///
 /// [`Unsupported`] on builds where interposition cannot work: static (`+crt-static`), musl,
-/// or targets other than Linux x86_64 with glibc.
+/// or targets other than Linux x86_64, aarch64 and riscv64 with glibc.
 pub fn install() -> Result<(), Unsupported> {
-    if cfg!(all(
-        target_os = "linux",
-        target_arch = "x86_64",
-        target_env = "gnu",
-        not(target_feature = "crt-static")
-    )) {
+    if SUPPORTED {
         INSTALLED.store(true, Ordering::SeqCst);
         Ok(())
     } else {
@@ -281,7 +289,7 @@ impl fmt::Display for Unsupported {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(
             "tasklets-shims cannot interpose libc in this build: it needs a dynamically linked \
-             glibc executable on Linux x86_64 (static `+crt-static` and musl builds are not \
+             glibc executable on Linux x86_64, aarch64 or riscv64 (static `+crt-static` and musl builds are not \
              supported)",
         )
     }
@@ -293,12 +301,7 @@ impl std::error::Error for Unsupported {}
 mod tests {
     #[test]
     fn install_succeeds_exactly_on_supported_builds_and_uninstall_undoes_it() {
-        let supported = cfg!(all(
-            target_os = "linux",
-            target_arch = "x86_64",
-            target_env = "gnu",
-            not(target_feature = "crt-static")
-        ));
+        let supported = super::SUPPORTED;
         assert_eq!(super::install().is_ok(), supported);
         assert_eq!(super::is_installed(), supported);
         super::uninstall();

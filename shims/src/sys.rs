@@ -65,6 +65,100 @@ pub(crate) fn fail(err: c_int) -> c_long {
     -1
 }
 
+/// `poll(2)` as glibc makes it: the `poll` system call on x86_64; elsewhere (aarch64,
+/// riscv64: their kernels have no `poll`, only `ppoll`) `ppoll` with the timeout in
+/// milliseconds turned into a `timespec` (none for a negative timeout) and no signal mask.
+///
+/// # Safety
+///
+/// As `poll(2)`: `fds` points to `nfds` valid `pollfd`s (or the kernel reports `EFAULT`).
+pub(crate) unsafe fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_long {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: forwarded to the caller's contract.
+        unsafe { raw!(libc::SYS_poll, fds, nfds, timeout) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let ts = libc::timespec { tv_sec: (timeout / 1000).into(), tv_nsec: ((timeout % 1000) * 1_000_000).into() };
+        let tsp = if timeout >= 0 { &ts as *const libc::timespec } else { std::ptr::null() };
+        // SAFETY: forwarded to the caller's contract; `tsp` is null or points to `ts`, which
+        // outlives the call; a null signal mask leaves the mask alone.
+        unsafe { raw!(libc::SYS_ppoll, fds, nfds, tsp, 0, 0) }
+    }
+}
+
+/// `select(2)` as glibc makes it: the `select` system call on x86_64; elsewhere (no `select`
+/// in those kernels) `pselect6` with the `timeval` normalised into a `timespec` (negative
+/// fields are `EINVAL`, an overflowing one saturates) and no signal mask, and the time not
+/// slept written back into `*timeout` as `select` does on Linux.
+///
+/// # Safety
+///
+/// As `select(2)`: the sets are null or valid for `nfds` bits; `timeout` is null or a
+/// caller's pointer (read and written safely: a bad one is `EFAULT`).
+pub(crate) unsafe fn select(
+    nfds: c_int,
+    readfds: *mut libc::fd_set,
+    writefds: *mut libc::fd_set,
+    exceptfds: *mut libc::fd_set,
+    timeout: *mut libc::timeval,
+) -> c_long {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: forwarded to the caller's contract.
+        unsafe { raw!(libc::SYS_select, nfds, readfds, writefds, exceptfds, timeout) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        if !timeout.is_null() {
+            let tv = match read_user(timeout) {
+                Ok(tv) => tv,
+                Err(err) => return fail(err),
+            };
+            if tv.tv_sec < 0 || tv.tv_usec < 0 {
+                return fail(libc::EINVAL);
+            }
+            let (carry, usec) = (tv.tv_usec / 1_000_000, tv.tv_usec % 1_000_000);
+            ts = match tv.tv_sec.checked_add(carry) {
+                Some(sec) => libc::timespec { tv_sec: sec, tv_nsec: usec * 1000 },
+                None => libc::timespec { tv_sec: libc::time_t::MAX, tv_nsec: 999_999_999 },
+            };
+        }
+        let tsp = if timeout.is_null() { std::ptr::null_mut() } else { &mut ts as *mut libc::timespec };
+        // SAFETY: forwarded to the caller's contract; `tsp` is null or points to `ts`, which
+        // outlives the call; a null sixth argument means no signal mask.
+        let r = unsafe { raw!(libc::SYS_pselect6, nfds, readfds, writefds, exceptfds, tsp, 0) };
+        if !timeout.is_null() {
+            let saved = errno();
+            let left = libc::timeval { tv_sec: ts.tv_sec, tv_usec: ts.tv_nsec / 1000 };
+            let _ = write_user(timeout, left);
+            set_errno(saved);
+        }
+        r
+    }
+}
+
+/// `dup2(2)` as glibc makes it: the `dup2` system call on x86_64; elsewhere (no `dup2` in
+/// those kernels) `dup3(old, new, 0)`, except that `dup2(fd, fd)` returns `fd` if it is open
+/// and fails with `EBADF` if not (`dup3` would reject equal fds with `EINVAL`).
+pub(crate) fn dup2(old: c_int, new: c_int) -> c_long {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: dup2 takes two integers and touches no memory.
+        unsafe { raw!(libc::SYS_dup2, old, new) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        if old == new {
+            return if getfl(old) < 0 { -1 } else { old.into() };
+        }
+        // SAFETY: dup3 takes three integers and touches no memory.
+        unsafe { raw!(libc::SYS_dup3, old, new, 0) }
+    }
+}
+
 /// `fstat` of `fd`, or `None` (with `errno` set) if it fails.
 pub(crate) fn fstat(fd: c_int) -> Option<libc::stat> {
     // SAFETY: `libc::stat` is plain data; all zeroes is a valid value.
@@ -91,7 +185,7 @@ pub(crate) fn setfl(fd: c_int, flags: c_long) -> c_long {
 pub(crate) fn poll_now(fd: c_int, events: libc::c_short) -> Option<libc::c_short> {
     let mut pfd = libc::pollfd { fd, events, revents: 0 };
     // SAFETY: `pfd` is one valid pollfd.
-    let r = unsafe { raw!(libc::SYS_poll, &mut pfd as *mut libc::pollfd, 1, 0) };
+    let r = unsafe { poll(&mut pfd, 1, 0) };
     (r >= 0).then_some(pfd.revents)
 }
 

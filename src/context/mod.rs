@@ -1,8 +1,10 @@
 //! The stack switch: the shared contract of the only assembly of the crate. Each supported
-//! architecture has one small file beside this one (`x86_64.rs`, System V ABI), in the manner of
-//! ruby's `coroutine/{amd64,arm64,riscv64}`; this file holds what they all agree on: the
-//! [`Context`] (a saved stack pointer), the safe-to-reason-about wrappers [`switch`] and
-//! [`exit_to`], the entry contract and the target selection.
+//! architecture has one small file beside this one, in the manner of ruby's
+//! `coroutine/{amd64,arm64,riscv64}`: `x86_64.rs` (System V ABI), `aarch64.rs` (AAPCS64, also
+//! assembles for Mach-O) and `riscv64.rs` (LP64D). Each file's top comment draws its frame. This
+//! file holds what they all agree on: the [`Context`] (a saved stack pointer), the
+//! safe-to-reason-about wrappers [`switch`] and [`exit_to`], the entry contract and the target
+//! selection.
 //!
 //! # The contract every architecture file implements
 //!
@@ -11,96 +13,109 @@
 //!   pointer in `*from`, loads `to` as the stack pointer, restores the same registers from
 //!   there and returns into the code that suspended that stack.
 //! - `exit_raw(to: usize) -> !`: the second half of `switch_raw` alone (nothing is saved).
-//! - `init_frame(top, entry, arg) -> sp`: writes at most [`INIT_FRAME`] bytes below the
-//!   16-byte-aligned `top`, shaped like a suspended frame whose return address is the
-//!   trampoline, with the entry function and argument in two callee-saved registers and the
-//!   frame pointer zero.
+//! - `init_frame(top, entry, arg) -> sp`: writes `INIT_FRAME_WORDS` words (at most
+//!   [`INIT_FRAME`] bytes) below the 16-byte-aligned `top`, shaped like a suspended frame whose
+//!   return address is the trampoline, with the entry function and argument in two
+//!   callee-saved registers and the frame pointer zero.
 //! - `trampoline`: the outermost frame of every tasklet; its CFI marks the return address
 //!   undefined so that DWARF unwinders and debuggers stop there; it calls `entry(arg)` with
-//!   the ABI's stack alignment and traps if `entry` ever returns.
+//!   the ABI's stack alignment and traps if `entry` ever returns. The fresh frame's return
+//!   address points one instruction into it (past a `nop`), so that an unwinder looking up
+//!   `return address - 1`, as unwinders do for callers, finds the trampoline's CFI.
 //! - CFI policy: `switch_raw` and `exit_raw` describe every save and restore, so a debugger
 //!   stopped inside a switch unwinds correctly on either stack (both hold the same frame).
-//!
-//! The x86_64 specifics follow (the frame of its architecture file).
+//! - Test helpers (`cfg(test)`): `CALLEE_SAVED` (the names of the callee-saved registers other
+//!   than the stack pointer and return address), `plant_and_switch` and `clobber_and_switch`,
+//!   behind `switches_preserve_every_callee_saved_register`.
 //!
 //! # Design
 //!
 //! A suspended tasklet is nothing but its saved stack pointer, a [`Context`]. Everything else
-//! it needs to resume is on its own stack: [`switch`] pushes the six callee-saved registers of
-//! the SysV ABI (rbp, rbx, r12–r15) on the current stack, stores rsp in `from`, loads `to`'s
-//! rsp, pops the same six registers from there and returns, into the code that called
-//! `switch` on that stack long ago. The caller-saved registers need no saving: the compiler
-//! assumes every call clobbers them. A switch is symmetric: any context switches straight to
-//! any other, so the scheduler hops from one tasklet to the next in one switch, without going
-//! through a dispatcher.
-//!
-//! Frame of a suspended context (lowest address first; the [`Context`] holds its address):
-//!
-//! ```text
-//!   sp -> r15 r14 r13 r12 rbx rbp return-address
-//! ```
+//! it needs to resume is on its own stack: [`switch`] stores the callee-saved registers of
+//! the ABI on the current stack, stores the stack pointer in `from`, loads `to`'s, reloads
+//! the same registers from there and returns, into the code that called `switch` on that
+//! stack long ago. The caller-saved registers need no saving: the compiler assumes every call
+//! clobbers them. A switch is symmetric: any context switches straight to any other, so the
+//! scheduler hops from one tasklet to the next in one switch, without going through a
+//! dispatcher.
 //!
 //! A fresh context ([`Context::init`]) is the same frame at the top of a new stack, with the
-//! return address pointing into [`trampoline`] (past a `nop`, so that a debugger looking up
-//! `return address - 1` finds the trampoline's CFI), rbx = the entry function, r12 = its
-//! argument and rbp = 0, laid out so that rsp is 16-byte aligned when the trampoline starts
-//! (its own `call` then pushes the return address, as the ABI expects). The trampoline calls
-//! `entry(arg)`, which must never return: a tasklet's last act is [`exit_to`], a switch that
-//! saves nothing, since its stack is never resumed.
+//! return address pointing into the trampoline, which calls `entry(arg)`. `entry` must never
+//! return: a tasklet's last act is [`exit_to`], a switch that saves nothing, since its stack
+//! is never resumed.
 //!
 //! **Unwinding never crosses a switch.** `switch` is `extern "C"` and has no unwind tables
 //! beyond its CFI; every tasklet body runs inside `catch_unwind` at its root (see
 //! `scheduler::entry`), and the root itself is `extern "C"`, so a panic that escaped it would
 //! abort rather than unwind into the trampoline.
 //!
-//! **Debuggers and backtraces.** `switch` carries CFI for its pushes and pops, so a debugger
-//! stopped inside it unwinds correctly on either stack (both hold the same frame). The
-//! trampoline marks itself as the outermost frame with `.cfi_undefined rip` (as glibc's
-//! `clone` and `_start` do) and the fresh frame's rbp is 0: DWARF unwinders (gdb, and the
+//! **Debuggers and backtraces.** The switches carry CFI for their saves and restores, so a
+//! debugger stopped inside one unwinds correctly on either stack. The trampoline marks itself
+//! as the outermost frame by making the return-address register undefined (as glibc's `clone`
+//! and `_start` do) and the fresh frame's frame pointer is 0: DWARF unwinders (gdb, and the
 //! libgcc unwinder behind std's `Backtrace` and panic backtraces) and frame-pointer walks stop
-//! cleanly there instead of wandering into whatever lies above the stack top.
+//! cleanly there instead of wandering into whatever lies above the stack top
+//! (`scheduler::tests` pins that a tasklet's backtrace ends in the trampoline).
+//!
+//! **Testing.** `switches_preserve_every_callee_saved_register` plants a distinct pattern in
+//! every callee-saved integer and floating-point register, switches to a context that
+//! overwrites them all, and back, 10,000 times, comparing each register; deleting any one
+//! restore from an architecture file fails it. aarch64 and riscv64 run it (and the whole
+//! suite) under qemu-user, `.ci/cross`.
 //!
 //! # Decisions and rejected alternatives
 //!
 //! - **Our own switch instead of corosensei.** Corosensei's coroutines are asymmetric (resume /
 //!   suspend back to the resumer), so a tasklet-to-tasklet hop had to suspend to a dispatcher
 //!   on the main stack and be resumed from there: two switches plus dispatcher bookkeeping.
-//!   Measured here (criterion, `bench/benches/core.rs`): 36 ns per tasklet-to-tasklet switch, where a
-//!   bare symmetric switch costs ~9 ns; corosensei's suspend from a non-inlined function, as
-//!   in real use, alone cost 28 ns per hop. Keeping corosensei and its dispatcher was rejected
-//!   for that reason; what it gave besides (a portable switch) we do not use, since the crate
-//!   is Linux-only and x86_64-only in practice.
-//! - **MXCSR and the x87 control word are not saved.** The SysV ABI makes their control bits
-//!   callee-saved, and boost.context saves them; here that costs 2 ns per bare switch (10.6
-//!   against 8.5 ns: `stmxcsr`/`ldmxcsr` and `fnstcw`/`fldcw` serialise), and up to ~6 ns in
-//!   earlier measurements. Corosensei does not save them either, and Rust code does
-//!   not change rounding modes or exception masks: a tasklet that does (through `asm!` or C)
-//!   must restore them before it gives up the CPU. So a switch inherits the floating-point
-//!   environment of the tasklet that switched, exactly as before.
+//!   Measured here (criterion, `bench/benches/core.rs`, x86_64): 36 ns per tasklet-to-tasklet
+//!   switch, where a bare symmetric switch costs ~9 ns; corosensei's suspend from a non-inlined
+//!   function, as in real use, alone cost 28 ns per hop. Keeping corosensei and its dispatcher
+//!   was rejected for that reason; what it gave besides (a switch for every architecture) costs
+//!   one small file per architecture here.
 //! - **Other architectures.** Each is one small file here (ruby's `coroutine/` layout), added
 //!   only together with a test that runs it: untested code that swaps stacks is worse than
-//!   none, so any architecture without a file is a compile error naming the supported ones,
+//!   none, so any architecture without a file is one compile error naming the supported ones,
 //!   rather than a silent fallback.
-//! - **No CET shadow stacks.** A switch returns on another stack than it was called on, which a
-//!   hardware shadow stack would reject; Rust does not enable them by default, and supporting
-//!   them would need a shadow stack per tasklet.
-//! - **`ret` rather than `pop; jmp`.** The CPU predicts a `ret` from its return-stack buffer,
-//!   which holds the address after the `call` that entered `switch` on the *old* stack. The
-//!   scheduler makes every ordinary hop from one call site, so that is also the right address
-//!   on the new stack and the switch's own `ret` is predicted (the first return into code that
-//!   differs between the two tasklets is not). `pop rcx; jmp rcx` would use the indirect
-//!   predictor instead and leave the return-stack buffer unbalanced; the prototype measured no
-//!   difference for a bare switch, and `ret` keeps the CFI simple.
+//! - **No CET shadow stacks, no pointer authentication of the saved return address.** A switch
+//!   returns on another stack than it was called on, which a hardware shadow stack would
+//!   reject; Rust does not enable them by default, and supporting them would need a shadow
+//!   stack per tasklet. Likewise the aarch64 switch stores x30 as it is (Rust does not sign
+//!   return addresses by default; a signed one would still be restored bit for bit).
+//! - **`ret` rather than an indirect jump.** Every file returns through the return address
+//!   register or slot, so the CPU predicts the switch's return from its return-stack buffer
+//!   (see `x86_64.rs` for why that is the right address on the new stack).
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
 compile_error!(
-    "tasklets' stack switch supports only x86_64 (System V ABI): src/context/ holds one file \
-     per supported architecture, and this target has none"
+    "tasklets' stack switch supports x86_64, aarch64 and riscv64 only (src/context/ holds one \
+     file per supported architecture: x86_64.rs, aarch64.rs, riscv64.rs), and this target's \
+     architecture has none"
 );
 
 /// The architecture file of this target (one per supported architecture).
 #[cfg_attr(target_arch = "x86_64", path = "x86_64.rs")]
+#[cfg_attr(target_arch = "aarch64", path = "aarch64.rs")]
+#[cfg_attr(target_arch = "riscv64", path = "riscv64.rs")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 mod arch;
+
+/// No architecture file: the `compile_error!` above is the one error of the build; these
+/// signatures only keep the rest of the crate from burying it under follow-on errors (the
+/// crate never links on such a target).
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
+mod arch {
+    pub(super) const INIT_FRAME_WORDS: usize = 0;
+    pub(super) unsafe fn init_frame(_: usize, _: super::Entry, _: *mut u8) -> usize {
+        unreachable!("no stack switch for this architecture")
+    }
+    pub(super) unsafe extern "C" fn switch_raw(_: *mut usize, _: usize) {
+        unreachable!("no stack switch for this architecture")
+    }
+    pub(super) unsafe extern "C" fn exit_raw(_: usize) -> ! {
+        unreachable!("no stack switch for this architecture")
+    }
+}
 use arch::{exit_raw, init_frame, switch_raw, INIT_FRAME_WORDS};
 
 use std::cell::Cell;
@@ -130,7 +145,8 @@ impl Context {
     }
 
     /// Prepares a fresh context on the stack whose top is `top`: the first [`switch`] to it
-    /// enters the trampoline, which calls `entry(arg)` with rsp 16-byte aligned below `top`.
+    /// enters the trampoline, which calls `entry(arg)` with the stack pointer 16-byte aligned
+    /// below `top`.
     ///
     /// # Safety
     /// `top` is 16-byte aligned and the [`INIT_FRAME`] bytes below it are writable memory of a

@@ -41,6 +41,26 @@ pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// The environment variable naming the command that runs binaries built for the target, for
+/// cross-testing without binfmt_misc (`.ci/cross` sets it to its qemu-user command: the kernel
+/// cannot execute a foreign binary by itself, so a re-executed test binary or an example
+/// must be started through the emulator, exactly as cargo's runner starts the test binary).
+pub const RUNNER: &str = "TASKLETS_TEST_RUNNER";
+
+/// A `Command` for `program`, a binary built for the target: run through [`RUNNER`] when it
+/// is set, directly otherwise.
+pub fn target_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match std::env::var(RUNNER) {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut cmd = Command::new(words.next().expect("a non-empty runner"));
+            cmd.args(words).arg(program);
+            cmd
+        }
+        _ => Command::new(program),
+    }
+}
+
 /// The environment variable that tells a re-executed test binary which test to run as the
 /// child.
 pub const CHILD: &str = "TASKLET_TEST_CHILD";
@@ -54,7 +74,7 @@ pub fn in_child(test: &str) -> bool {
 /// that measure the process (RSS, open fds, mappings) or that must crash run their body there,
 /// so the other tests of the binary, running in parallel threads, cannot disturb them.
 pub fn run_child(test: &str, envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    let mut cmd = target_command(std::env::current_exe().unwrap());
     cmd.args(["--exact", test, "--nocapture", "--test-threads=1", "--include-ignored"]).env(CHILD, test);
     for (k, v) in envs {
         cmd.env(k, v);
@@ -130,7 +150,7 @@ fn dep_info_sources(text: &str) -> Vec<String> {
 
 /// Runs example `name` with `args`, killing it if it exceeds `time_limit`.
 pub fn run_example(name: &str, args: &[&str], time_limit: Duration) -> Output {
-    let mut child = Command::new(example_binary(name))
+    let mut child = target_command(example_binary(name))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

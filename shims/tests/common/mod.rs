@@ -10,7 +10,8 @@ pub fn ms(n: u64) -> Duration {
 
 /// Turns the shims on (every test of a binary does; it is process-wide and idempotent).
 pub fn install() {
-    tasklets_shims::install().expect("the tests run on dynamically linked glibc x86_64");
+    tasklets_shims::install()
+        .expect("the tests run on dynamically linked glibc (x86_64, aarch64 or riscv64)");
 }
 
 /// Open file descriptors of this process.
@@ -27,6 +28,26 @@ pub fn in_child(test: &str) -> bool {
     std::env::var(CHILD).as_deref() == Ok(test)
 }
 
+/// The environment variable naming the command that runs binaries built for the target, for
+/// cross-testing without binfmt_misc (`.ci/cross` sets it to its qemu-user command: the kernel
+/// cannot execute a foreign binary by itself, so a re-executed test binary or an example
+/// must be started through the emulator, exactly as cargo's runner starts the test binary).
+pub const RUNNER: &str = "TASKLETS_TEST_RUNNER";
+
+/// A `Command` for `program`, a binary built for the target: run through [`RUNNER`] when it
+/// is set, directly otherwise.
+pub fn target_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match std::env::var(RUNNER) {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut cmd = Command::new(words.next().expect("a non-empty runner"));
+            cmd.args(words).arg(program);
+            cmd
+        }
+        _ => Command::new(program),
+    }
+}
+
 /// Runs `test` (this binary's test of that name) alone in a child process and asserts that it
 /// passed. For tests that count the process's fds or that must not share the process-wide
 /// install flag with tests running in parallel.
@@ -36,7 +57,7 @@ pub fn run_in_child(test: &str) {
 
 /// [`run_in_child`], with these environment variables set in the child.
 pub fn run_in_child_with(test: &str, env: &[(&str, &str)]) {
-    let out: Output = Command::new(std::env::current_exe().unwrap())
+    let out: Output = target_command(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(CHILD, test)
         .envs(env.iter().copied())
@@ -147,4 +168,18 @@ pub fn set_option<T>(fd: libc::c_int, opt: libc::c_int, value: T) {
 /// `timeout` as a `timeval` (for `SO_RCVTIMEO`/`SO_SNDTIMEO`).
 pub fn timeval(timeout: Duration) -> libc::timeval {
     libc::timeval { tv_sec: timeout.as_secs() as _, tv_usec: timeout.subsec_micros() as _ }
+}
+
+/// Whether this kernel (or emulator) has `process_vm_readv`, through which the shims read and
+/// write their callers' memory safely. Without it (qemu-user 7.2 answers `ENOSYS`) the shims
+/// copy directly, as documented, so a bad pointer faults in the hook as it would in most C
+/// libraries, and a test that passes bad pointers on purpose must leave those calls out.
+pub fn process_vm_readv_works() -> bool {
+    let source = 7u64;
+    let mut copy = 0u64;
+    let local = libc::iovec { iov_base: (&mut copy as *mut u64).cast(), iov_len: 8 };
+    let remote = libc::iovec { iov_base: (&source as *const u64).cast_mut().cast(), iov_len: 8 };
+    // SAFETY: both iovecs describe 8 valid bytes of this process.
+    let r = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    r == 8 && copy == 7
 }
