@@ -763,6 +763,11 @@ pub(crate) struct RemoteWaker {
 }
 
 impl RemoteWaker {
+    /// Whether the tasklet this wakes belongs to the calling thread (its wake needs no poller).
+    pub(crate) fn is_local(&self) -> bool {
+        crate::scheduler::existing_scheduler().is_some_and(|sched| sched.reactor().owns(&self.shared))
+    }
+
     /// Wakes the tasklet (from any thread). Waking a tasklet that stopped waiting is harmless.
     /// On the tasklet's own thread the wake is made at once, without the queue and the poller.
     pub(crate) fn wake(&self) {
