@@ -763,9 +763,9 @@ pub(crate) struct RemoteWaker {
 }
 
 impl RemoteWaker {
-    /// Whether the tasklet this wakes belongs to the calling thread (its wake needs no poller).
-    pub(crate) fn is_local(&self) -> bool {
-        crate::scheduler::existing_scheduler().is_some_and(|sched| sched.reactor().owns(&self.shared))
+    /// Whether the tasklet this wakes belongs to `reactor`'s thread.
+    pub(crate) fn is_for(&self, reactor: &Reactor) -> bool {
+        reactor.owns(&self.shared)
     }
 
     /// Wakes the tasklet (from any thread). Waking a tasklet that stopped waiting is harmless.

@@ -40,9 +40,10 @@
 //!   Waiting ──────────────────────────────────────────────────────────────────────┐
 //!     │  partner on thread A, under the lock:        the waiter on thread B wakes  │
 //!     │  dequeue, move the value, status = Done;     (its waker, its timer, a kill)│
-//!     │  unlock; then wake the waiter                and locks:                    │
-//!     ▼                                                status Done/Closed → done   │
-//!   Done / Closed ─── the waiter returns the outcome   status Waiting → it leaves  │
+//!     │  unlock; then wake the waiter                and reads its status (then    │
+//!     ▼                                                locks if still Waiting):    │
+//!   Done / Closed ─── the waiter returns the outcome   status Done/Closed → done   │
+//!                                                      status Waiting → it leaves  │
 //!                                                      the queue itself: timeout /  │
 //!                                                      killed, nothing moved ◄──────┘
 //! ```
@@ -51,8 +52,11 @@
 //! can only meet under the lock, and whichever takes the node out of the queue first decides:
 //! if the partner did, the exchange happened and the waiter reports it, even when its
 //! deadline has passed meanwhile; if the waiter did, nobody can reach its node any more. The
-//! partner copies the waker out of the entry before unlocking and never touches the node
-//! afterwards, so the waiter's frame may end at any moment after the unlock. A wake that
+//! partner copies the waker out of the entry and stores the node's status last (`Release`:
+//! the value it moved is visible to a waiter that sees the status) and never touches the node
+//! afterwards, so the waiter's frame may end at any moment after that store: a woken waiter
+//! whose status is `Done` or `Closed` returns without taking the lock (one lock and unlock
+//! fewer per wait, as crossbeam's zero-capacity `Packet`). A wake that
 //! arrives after the wait ended is dropped: the reactor slot's generation no longer matches
 //! (a thread's stray `unpark` only makes its next `park` return early, which std allows).
 //!
@@ -117,7 +121,7 @@ use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -245,19 +249,23 @@ struct Entry<T> {
 }
 
 // SAFETY: an entry is a pointer to a node on a waiting frame (see `Entry::node` for why it is
-// alive) and a waker, which is `Send`. The node is only touched under the channel's lock, by
-// whichever thread holds it, and holds at most a `T`, which is `Send`.
+// alive) and a waker, which is `Send`. The node is only written under the channel's lock, by
+// whichever thread holds it (its owner reads its atomic status without the lock, see `Node`),
+// and holds at most a `T`, which is `Send`.
 unsafe impl<T: Send> Send for Entry<T> {}
 
-/// What a waiter waits in, on its own stack. Both fields are only accessed under the channel's
+/// What a waiter waits in, on its own stack. Both fields are only written under the channel's
 /// lock while the node can be reached from a queue (the `State` borrow each accessor asks for
-/// is the proof), and by its owner alone once it cannot.
+/// is the proof), and accessed by its owner alone once it cannot. The status is atomic so that
+/// a woken owner can see that its wait ended without taking the lock: whoever ends the wait
+/// writes the value first and the status last (`Release`), and never touches the node again.
 struct Node<T> {
     value: UnsafeCell<Option<T>>,
-    status: UnsafeCell<Status>,
+    status: AtomicU8,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
 enum Status {
     /// In its queue.
     Waiting,
@@ -318,8 +326,8 @@ fn wake_receiver(waker: Option<Waker>, capacity: usize) {
     match waker {
         Some(Waker::Tasklet(waker))
             if capacity == 0
-                && !waker.is_local()
-                && existing_scheduler().is_some_and(|sched| !sched.current().is_main()) =>
+                && existing_scheduler()
+                    .is_some_and(|sched| !sched.current().is_main() && !waker.is_for(sched.reactor())) =>
         {
             LATE.with(|late| late.borrow_mut().push_back(waker));
             LATE_PENDING.with(|pending| pending.set(true));
@@ -347,29 +355,52 @@ impl<T> Entry<T> {
     }
 }
 
+impl Status {
+    fn from_u8(status: u8) -> Status {
+        match status {
+            0 => Status::Waiting,
+            1 => Status::Done,
+            _ => Status::Closed,
+        }
+    }
+}
+
 impl<T> Node<T> {
     fn new(value: Option<T>) -> Node<T> {
-        Node { value: UnsafeCell::new(value), status: UnsafeCell::new(Status::Waiting) }
+        Node { value: UnsafeCell::new(value), status: AtomicU8::new(Status::Waiting as u8) }
     }
 
     /// The node's status; `_locked` shows that the caller holds the channel's lock.
     fn status(&self, _locked: &State<T>) -> Status {
-        // SAFETY: see `Node`: the caller holds the lock, so nobody else accesses the node.
-        unsafe { *self.status.get() }
+        Status::from_u8(self.status.load(Ordering::Relaxed))
+    }
+
+    /// For the node's owner, without the lock: how its wait ended, if it did (then the node is
+    /// out of its queue for good and the value, if any, is in it).
+    fn ended(&self) -> Option<Status> {
+        // Pairs with the `Release` store in `complete`: the value written before it is visible.
+        match Status::from_u8(self.status.load(Ordering::Acquire)) {
+            Status::Waiting => None,
+            ended => Some(ended),
+        }
     }
 
     /// Ends the node's wait with `status`, putting `value` in it (a receiver's) or taking its
     /// value out (a sender's, when `Done`). Only called by whoever took it out of its queue.
+    /// Once the status is stored the owner may return and end the node's frame: nothing
+    /// touches the node after that store.
     fn complete(&self, _locked: &mut State<T>, status: Status, value: Option<T>) -> Option<T> {
-        // SAFETY: see `Node`: the caller holds the lock, so nobody else accesses the node.
-        unsafe {
-            *self.status.get() = status;
+        // SAFETY: see `Node`: the caller holds the lock and took the node out of its queue; its
+        // owner reads the value only after seeing the status stored below.
+        let kept = unsafe {
             match value {
                 Some(value) => (*self.value.get()).replace(value),
                 None if status == Status::Done => (*self.value.get()).take(),
                 None => None,
             }
-        }
+        };
+        self.status.store(status as u8, Ordering::Release);
+        kept
     }
 
     /// The value, once the node can no longer be reached from a queue.
@@ -598,6 +629,11 @@ impl<T> Chan<T> {
         let alarm = deadline.map(|deadline| Alarm::arm(&me, deadline));
         let outcome = loop {
             let wake = me.deferring_kills(|| wait.park(blocked_on));
+            match node.ended() {
+                Some(Status::Done) => break Outcome::Done,
+                Some(_) => break Outcome::Closed,
+                None => {}
+            }
             let timed_out = alarm.as_ref().is_some_and(Alarm::fired);
             let mut state = self.lock();
             match node.status(&state) {
@@ -622,6 +658,11 @@ impl<T> Chan<T> {
     /// `wait` for a plain thread.
     fn wait_thread(&self, node: &Node<T>, side: Side, deadline: Option<Instant>) -> Outcome {
         loop {
+            match node.ended() {
+                Some(Status::Done) => return Outcome::Done,
+                Some(_) => return Outcome::Closed,
+                None => {}
+            }
             {
                 let mut state = self.lock();
                 match node.status(&state) {
