@@ -751,43 +751,41 @@ fn parked_remote_receiver(
     (reports, worker)
 }
 
-/// A send at capacity 0 to a receiver parked on another thread hands the value over and
-/// returns without that thread's help (no second cross-thread hop): here the receiver's
-/// thread is blocked outright, not even polling, while the send completes.
-#[test]
-fn a_rendezvous_send_to_a_parked_receiver_needs_no_answer_from_its_thread() {
-    let (tx, rx) = sync::channel::<u32>(0);
+/// Starts a scheduler thread with a tasklet parked receiving from `rx` and another that then
+/// blocks the whole thread (no poll, no switch) until the returned sender is used or dropped.
+/// Returns once the thread is blocked; the thread returns what the receiver got.
+fn blocked_receiver_thread(
+    rx: sync::Receiver<u32>,
+) -> (std::sync::mpsc::Sender<()>, thread::JoinHandle<Result<u32, RecvError>>) {
     let (release, released) = std::sync::mpsc::channel::<()>();
     let (blocked_tx, blocked) = std::sync::mpsc::channel::<()>();
     let worker = thread::spawn(move || {
         let receiver = tasklets::spawn(move || rx.receive());
         tasklets::spawn(move || {
-            // Parks nothing: blocks the whole thread until the test releases it.
             blocked_tx.send(()).unwrap();
-            released.recv().unwrap();
+            let _ = released.recv();
         });
         tasklets::run();
         receiver.join().unwrap()
     });
-    blocked.recv_timeout(Duration::from_secs(20)).unwrap();
-    // From a plain thread, and from a tasklet (which then parks on the report).
+    blocked.recv_timeout(Duration::from_secs(20)).expect("the receiver's thread started");
+    (release, worker)
+}
+
+/// A send at capacity 0 to a receiver parked on another thread hands the value over and
+/// returns without that thread's help (no second cross-thread hop): here the receiver's
+/// thread is blocked outright, not even polling, while the send completes. From a plain
+/// thread, and from a tasklet.
+#[test]
+fn a_rendezvous_send_to_a_parked_receiver_needs_no_answer_from_its_thread() {
+    let (tx, rx) = sync::channel::<u32>(0);
+    let (release, worker) = blocked_receiver_thread(rx);
     tx.send_timeout(1, Duration::from_secs(20)).expect("the send waited for the receiver's thread");
     release.send(()).unwrap();
     assert_eq!(worker.join().unwrap(), Ok(1));
 
     let (tx, rx) = sync::channel::<u32>(0);
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (blocked_tx, blocked) = std::sync::mpsc::channel::<()>();
-    let worker = thread::spawn(move || {
-        let receiver = tasklets::spawn(move || rx.receive());
-        tasklets::spawn(move || {
-            blocked_tx.send(()).unwrap();
-            released.recv().unwrap();
-        });
-        tasklets::run();
-        receiver.join().unwrap()
-    });
-    blocked.recv_timeout(Duration::from_secs(20)).unwrap();
+    let (release, worker) = blocked_receiver_thread(rx);
     let sender = thread::spawn(move || {
         let send = tasklets::spawn(move || tx.send_timeout(2, Duration::from_secs(20)));
         tasklets::run();

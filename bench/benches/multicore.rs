@@ -14,8 +14,9 @@
 //! Every measurement runs in a fresh child process (this binary re-executed with `--child`;
 //! Go's in a program built from the sources below with `go build`, skipped when `go` is not
 //! on the PATH). Nothing is pinned (unless `MULTICORE_PIN=1`: then the two sides of a round
-//! trip that run on threads of their own are pinned to CPUs 0 and 1): the two threads of a round trip, and an echo server with
-//! its load generator, share the machine's CPUs as the OS places them. CPU time is the
+//! trip that run on threads of their own are pinned to CPUs 0 and 1): the two threads of a
+//! round trip, and an echo server with its load generator, share the machine's CPUs as the
+//! OS places them. CPU time is the
 //! process's (`CLOCK_PROCESS_CPUTIME_ID`: every thread, exact), so a figure per round trip or
 //! per message counts both sides and every helper thread.
 //!
