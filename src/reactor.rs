@@ -881,6 +881,11 @@ pub(crate) struct RemoteWaker {
 }
 
 impl RemoteWaker {
+    /// Whether the tasklet this wakes belongs to `reactor`'s thread.
+    pub(crate) fn is_for(&self, reactor: &Reactor) -> bool {
+        reactor.owns(&self.shared)
+    }
+
     /// Wakes the tasklet (from any thread). Waking a tasklet that stopped waiting is harmless.
     /// On the tasklet's own thread the wake is made at once, without the queue and the poller.
     pub(crate) fn wake(&self) {

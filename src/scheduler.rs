@@ -1041,6 +1041,7 @@ impl Scheduler {
     pub(crate) fn schedule(&self) {
         // Alone, there is nobody to switch to; but a watchdog must see the slice end.
         if self.queued() == 0 && !self.wake_due_while_alone() && self.watchdog.get() == u64::MAX {
+            crate::sync::send_late_wakes(); // as if it switched
             if self.current().kill_pending.get() {
                 let _ = self.deferred_kill(self.current(), Requeue::Back);
             }
@@ -1103,6 +1104,8 @@ impl Scheduler {
     /// per hop instead of 16, accounting off.)
     #[inline(never)]
     fn switch(&self, requeue: Requeue, target: Option<Rc<Task>>) -> Wake {
+        // The tasklet stops running: the cross-thread wakes it made late go now.
+        crate::sync::send_late_wakes();
         let me = self.current();
         if me.kill_pending.get() {
             return self.deferred_kill(me, requeue);
@@ -1342,6 +1345,7 @@ impl Scheduler {
     /// The last switch of the current tasklet, which has finished (its outcome is recorded):
     /// it leaves itself in `zombie`, for whoever runs next to reap, and switches away for good.
     fn exit(&self) -> ! {
+        crate::sync::send_late_wakes();
         let me = self.current();
         self.end_slice(me);
         // SAFETY: `current` holds one strong count of the running task (see `current`); it

@@ -40,9 +40,10 @@
 //!   Waiting ──────────────────────────────────────────────────────────────────────┐
 //!     │  partner on thread A, under the lock:        the waiter on thread B wakes  │
 //!     │  dequeue, move the value, status = Done;     (its waker, its timer, a kill)│
-//!     │  unlock; then wake the waiter                and locks:                    │
-//!     ▼                                                status Done/Closed → done   │
-//!   Done / Closed ─── the waiter returns the outcome   status Waiting → it leaves  │
+//!     │  unlock; then wake the waiter                and reads its status (then    │
+//!     ▼                                                locks if still Waiting):    │
+//!   Done / Closed ─── the waiter returns the outcome   status Done/Closed → done   │
+//!                                                      status Waiting → it leaves  │
 //!                                                      the queue itself: timeout /  │
 //!                                                      killed, nothing moved ◄──────┘
 //! ```
@@ -51,8 +52,11 @@
 //! can only meet under the lock, and whichever takes the node out of the queue first decides:
 //! if the partner did, the exchange happened and the waiter reports it, even when its
 //! deadline has passed meanwhile; if the waiter did, nobody can reach its node any more. The
-//! partner copies the waker out of the entry before unlocking and never touches the node
-//! afterwards, so the waiter's frame may end at any moment after the unlock. A wake that
+//! partner copies the waker out of the entry and stores the node's status last (`Release`:
+//! the value it moved is visible to a waiter that sees the status) and never touches the node
+//! afterwards, so the waiter's frame may end at any moment after that store: a woken waiter
+//! whose status is `Done` or `Closed` returns without taking the lock (one lock and unlock
+//! fewer per wait, as crossbeam's zero-capacity `Packet`). A wake that
 //! arrives after the wait ended is dropped: the reactor slot's generation no longer matches
 //! (a thread's stray `unpark` only makes its next `park` return early, which std allows).
 //!
@@ -63,6 +67,33 @@
 //! blocking `sync` operation. Otherwise the waiter leaves the queue and unwinds at once. So a
 //! killed receiver never swallows a value: either it did not get one, or its caller did.
 //!
+//! # Waking late at capacity 0
+//!
+//! A send at capacity 0 that hands its value to a receiver parked on another thread does not
+//! wake it at once when the sender is a tasklet other than main: the wake is kept on the
+//! sending thread (`LATE`) and sent when the sending tasklet stops running (parks on anything,
+//! yields, finishes: the scheduler calls `send_late_wakes` on every switch) or completes its
+//! next `sync` operation, whichever comes first. The value itself is handed over at once (the
+//! sender never waits for the receiver's thread: no second hop).
+//!
+//! Why: a rendezvous sender usually waits next (for the answer), and waking the receiver's
+//! thread before that wait is worse than useless. On a busy machine the kernel often runs the
+//! woken thread on the waker's CPU at once (wake-up preemption); the receiver answers, finds
+//! the sender not yet waiting, and must itself park, sleep and be woken back: measured with
+//! `multicore --child roundtrip tasklets-sync0` on the shared 2-vCPU VM, where both threads
+//! ran on one CPU (per round trip, from `perf stat`): 2.0 `eventfd` writes, 2.0 `epoll_wait`s
+//! and 3.4 context switches woken at once, 1.0 write, 2.0 `epoll_wait`s (one returns at once)
+//! and 2.0 context switches woken late; CPU 5.0 → 3.4 µs without `perf`
+//! (`docs/benchmarks.md`, *Cross-thread round trip*). At capacity > 0 waking at once is
+//! better (under `perf`: 1.16 writes and 3.6 µs against 1.0 write, 2.0 `epoll_wait`s and
+//! 4.1 µs late): the answer goes into the buffer while the sender still runs, so that the
+//! sender never waits.
+//!
+//! The cost: a tasklet that, right after such a send, blocks its whole thread without
+//! switching (a std blocking call with the shims not installed: itself a stall of every
+//! tasklet of the thread) delays the receiver until it switches or uses a `sync` channel. The
+//! main tasklet never wakes late, since main code commonly blocks its thread next (joins).
+//!
 //! # Rejected alternatives
 //!
 //! - Putting a value back when its receiver is killed after the hand-off (the value goes to
@@ -72,6 +103,12 @@
 //!   wake on if it leaves without): safe against kills, but at capacity 0 a sender would wait
 //!   for the receiver to run and wake it back, two cross-thread wake-ups per message instead
 //!   of one (Go hands over directly too).
+//! - Waking late at every capacity (measured above: worse at capacity > 0), or late wakes of
+//!   senders by receivers (a receiver usually works on the value next, holding its sender up).
+//! - A short spin before the thread sleeps in its poller (not tried): in the measurements
+//!   above every switch was on one CPU, so a spinning thread would hold the CPU its partner
+//!   needs to answer; on separate CPUs the partner is asleep itself and needs a wake-up of
+//!   several µs before it can answer, longer than a spin that costs less than a sleep.
 //! - A lock-free queue of values (crossbeam's array channel): it needs a separate waiter list
 //!   and a protocol between the two anyway; what a message costs across threads is the
 //!   wake-up (a system call), not the uncontended lock.
@@ -80,11 +117,11 @@
 //! - Using the reactor for plain threads too: a thread without tasklets would create a poller
 //!   (two fds) and pay `epoll_wait` per wait, where `park`/`unpark` is one futex each.
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -212,19 +249,23 @@ struct Entry<T> {
 }
 
 // SAFETY: an entry is a pointer to a node on a waiting frame (see `Entry::node` for why it is
-// alive) and a waker, which is `Send`. The node is only touched under the channel's lock, by
-// whichever thread holds it, and holds at most a `T`, which is `Send`.
+// alive) and a waker, which is `Send`. The node is only written under the channel's lock, by
+// whichever thread holds it (its owner reads its atomic status without the lock, see `Node`),
+// and holds at most a `T`, which is `Send`.
 unsafe impl<T: Send> Send for Entry<T> {}
 
-/// What a waiter waits in, on its own stack. Both fields are only accessed under the channel's
+/// What a waiter waits in, on its own stack. Both fields are only written under the channel's
 /// lock while the node can be reached from a queue (the `State` borrow each accessor asks for
-/// is the proof), and by its owner alone once it cannot.
+/// is the proof), and accessed by its owner alone once it cannot. The status is atomic so that
+/// a woken owner can see that its wait ended without taking the lock: whoever ends the wait
+/// writes the value first and the status last (`Release`), and never touches the node again.
 struct Node<T> {
     value: UnsafeCell<Option<T>>,
-    status: UnsafeCell<Status>,
+    status: AtomicU8,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
 enum Status {
     /// In its queue.
     Waiting,
@@ -251,6 +292,50 @@ impl Waker {
     }
 }
 
+thread_local! {
+    /// Wakes of tasklets on other threads that the tasklet running on this thread made late
+    /// (see "Waking late at capacity 0"), in the order it made them.
+    static LATE: RefCell<VecDeque<RemoteWaker>> = const { RefCell::new(VecDeque::new()) };
+    /// Whether `LATE` holds any: the check every switch makes.
+    static LATE_PENDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sends the wakes the running tasklet made late. The scheduler calls it whenever a tasklet
+/// stops running (parks, yields, finishes), and every operation on a `sync` channel first.
+#[inline]
+pub(crate) fn send_late_wakes() {
+    if LATE_PENDING.with(Cell::get) {
+        send_late_wakes_now();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn send_late_wakes_now() {
+    LATE_PENDING.with(|pending| pending.set(false));
+    // One at a time: a wake never makes another late, but keep no borrow across it anyway.
+    while let Some(waker) = LATE.with(|late| late.borrow_mut().pop_front()) {
+        waker.wake();
+    }
+}
+
+/// Wakes the receiver a send handed its value to: at capacity 0, when the receiver is a
+/// tasklet of another thread and the sender a tasklet other than main, late (see "Waking late
+/// at capacity 0"); otherwise now.
+fn wake_receiver(waker: Option<Waker>, capacity: usize) {
+    match waker {
+        Some(Waker::Tasklet(waker))
+            if capacity == 0
+                && existing_scheduler()
+                    .is_some_and(|sched| !sched.current().is_main() && !waker.is_for(sched.reactor())) =>
+        {
+            LATE.with(|late| late.borrow_mut().push_back(waker));
+            LATE_PENDING.with(|pending| pending.set(true));
+        }
+        waker => wake_all(waker),
+    }
+}
+
 /// Wakes the waiters a locked operation took out of the queues; called after unlocking.
 fn wake_all(wakers: impl IntoIterator<Item = Waker>) {
     for waker in wakers {
@@ -270,29 +355,52 @@ impl<T> Entry<T> {
     }
 }
 
+impl Status {
+    fn from_u8(status: u8) -> Status {
+        match status {
+            0 => Status::Waiting,
+            1 => Status::Done,
+            _ => Status::Closed,
+        }
+    }
+}
+
 impl<T> Node<T> {
     fn new(value: Option<T>) -> Node<T> {
-        Node { value: UnsafeCell::new(value), status: UnsafeCell::new(Status::Waiting) }
+        Node { value: UnsafeCell::new(value), status: AtomicU8::new(Status::Waiting as u8) }
     }
 
     /// The node's status; `_locked` shows that the caller holds the channel's lock.
     fn status(&self, _locked: &State<T>) -> Status {
-        // SAFETY: see `Node`: the caller holds the lock, so nobody else accesses the node.
-        unsafe { *self.status.get() }
+        Status::from_u8(self.status.load(Ordering::Relaxed))
+    }
+
+    /// For the node's owner, without the lock: how its wait ended, if it did (then the node is
+    /// out of its queue for good and the value, if any, is in it).
+    fn ended(&self) -> Option<Status> {
+        // Pairs with the `Release` store in `complete`: the value written before it is visible.
+        match Status::from_u8(self.status.load(Ordering::Acquire)) {
+            Status::Waiting => None,
+            ended => Some(ended),
+        }
     }
 
     /// Ends the node's wait with `status`, putting `value` in it (a receiver's) or taking its
     /// value out (a sender's, when `Done`). Only called by whoever took it out of its queue.
+    /// Once the status is stored the owner may return and end the node's frame: nothing
+    /// touches the node after that store.
     fn complete(&self, _locked: &mut State<T>, status: Status, value: Option<T>) -> Option<T> {
-        // SAFETY: see `Node`: the caller holds the lock, so nobody else accesses the node.
-        unsafe {
-            *self.status.get() = status;
+        // SAFETY: see `Node`: the caller holds the lock and took the node out of its queue; its
+        // owner reads the value only after seeing the status stored below.
+        let kept = unsafe {
             match value {
                 Some(value) => (*self.value.get()).replace(value),
                 None if status == Status::Done => (*self.value.get()).take(),
                 None => None,
             }
-        }
+        };
+        self.status.store(status as u8, Ordering::Release);
+        kept
     }
 
     /// The value, once the node can no longer be reached from a queue.
@@ -390,7 +498,8 @@ impl<T> Chan<T> {
         match state.offer(self.capacity, value) {
             Ok(waker) => {
                 drop(state);
-                wake_all(waker);
+                send_late_wakes(); // the earlier ones; a wait sends them when it parks
+                wake_receiver(waker, self.capacity);
                 Ok(())
             }
             Err(value) => Err((Some(state), value)),
@@ -417,10 +526,14 @@ impl<T> Chan<T> {
     }
 
     fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
-        self.send_now(value).map_err(|(state, value)| match state {
+        let sent = self.send_now(value).map_err(|(state, value)| match state {
             Some(_) => TrySendError::Full(value),
             None => TrySendError::Closed(value),
-        })
+        });
+        if sent.is_err() {
+            send_late_wakes(); // (unlocked now) as a successful operation does
+        }
+        sent
     }
 
     /// The part of a receive that never waits: the next value if there is one; otherwise the
@@ -430,6 +543,7 @@ impl<T> Chan<T> {
         match state.take() {
             Some((value, waker)) => {
                 drop(state);
+                send_late_wakes(); // a wait sends them when it parks
                 wake_all(waker);
                 Ok(value)
             }
@@ -458,10 +572,14 @@ impl<T> Chan<T> {
     }
 
     fn try_receive(&self) -> Result<T, TryRecvError> {
-        self.receive_now().map_err(|state| match state {
+        let received = self.receive_now().map_err(|state| match state {
             Some(_) => TryRecvError::Empty,
             None => TryRecvError::Closed,
-        })
+        });
+        if received.is_err() {
+            send_late_wakes(); // (unlocked now) as a successful operation does
+        }
+        received
     }
 
     /// Enqueues `node` on `side` (the caller found nothing to do under `state`) and waits until
@@ -511,6 +629,11 @@ impl<T> Chan<T> {
         let alarm = deadline.map(|deadline| Alarm::arm(&me, deadline));
         let outcome = loop {
             let wake = me.deferring_kills(|| wait.park(blocked_on));
+            match node.ended() {
+                Some(Status::Done) => break Outcome::Done,
+                Some(_) => break Outcome::Closed,
+                None => {}
+            }
             let timed_out = alarm.as_ref().is_some_and(Alarm::fired);
             let mut state = self.lock();
             match node.status(&state) {
@@ -535,6 +658,11 @@ impl<T> Chan<T> {
     /// `wait` for a plain thread.
     fn wait_thread(&self, node: &Node<T>, side: Side, deadline: Option<Instant>) -> Outcome {
         loop {
+            match node.ended() {
+                Some(Status::Done) => return Outcome::Done,
+                Some(_) => return Outcome::Closed,
+                None => {}
+            }
             {
                 let mut state = self.lock();
                 match node.status(&state) {
@@ -592,6 +720,12 @@ impl<T> Sender<T> {
     /// Sends `value`, waiting while the channel has no room: at capacity 0 until a receiver
     /// takes it, above until the buffer has room. A tasklet parks meanwhile; a plain thread
     /// blocks.
+    ///
+    /// At capacity 0, a tasklet (other than main) that hands its value to a receiver parked on
+    /// another thread wakes it when it next parks, yields, finishes or completes another
+    /// operation on a `sync` channel, normally at once (a sender usually waits for the answer
+    /// next): see "Waking late at capacity 0" in the [module documentation](crate::sync). Do
+    /// not block the thread outright after such a send.
     ///
     /// # Errors
     /// [`SendError::Closed`] when every [`Receiver`] is gone (before or while it waits);

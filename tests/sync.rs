@@ -733,3 +733,183 @@ fn a_cross_thread_wake_is_never_lost_when_the_notify_is_skipped() {
     }
     worker.join().unwrap();
 }
+
+/// Starts a scheduler thread whose only tasklet receives one value from `rx` (parking until it
+/// comes) and reports it on a std channel. Returns once the tasklet is parked, with the report
+/// channel and the thread.
+fn parked_remote_receiver(
+    rx: sync::Receiver<u32>,
+) -> (std::sync::mpsc::Receiver<Result<u32, RecvError>>, thread::JoinHandle<()>) {
+    let (report, reports) = std::sync::mpsc::channel();
+    let (parked_tx, parked) = std::sync::mpsc::channel();
+    let worker = thread::spawn(move || {
+        tasklets::spawn(move || report.send(rx.receive()).unwrap());
+        tasklets::spawn(move || parked_tx.send(()).unwrap()); // runs once the receiver parked
+        tasklets::run();
+    });
+    parked.recv_timeout(Duration::from_secs(20)).expect("the receiver's thread started");
+    (reports, worker)
+}
+
+/// Starts a scheduler thread with a tasklet parked receiving from `rx` and another that then
+/// blocks the whole thread (no poll, no switch) until the returned sender is used or dropped.
+/// Returns once the thread is blocked; the thread returns what the receiver got.
+fn blocked_receiver_thread(
+    rx: sync::Receiver<u32>,
+) -> (std::sync::mpsc::Sender<()>, thread::JoinHandle<Result<u32, RecvError>>) {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (blocked_tx, blocked) = std::sync::mpsc::channel::<()>();
+    let worker = thread::spawn(move || {
+        let receiver = tasklets::spawn(move || rx.receive());
+        tasklets::spawn(move || {
+            blocked_tx.send(()).unwrap();
+            let _ = released.recv();
+        });
+        tasklets::run();
+        receiver.join().unwrap()
+    });
+    blocked.recv_timeout(Duration::from_secs(20)).expect("the receiver's thread started");
+    (release, worker)
+}
+
+/// A send at capacity 0 to a receiver parked on another thread hands the value over and
+/// returns without that thread's help (no second cross-thread hop): here the receiver's
+/// thread is blocked outright, not even polling, while the send completes. From a plain
+/// thread, and from a tasklet.
+#[test]
+fn a_rendezvous_send_to_a_parked_receiver_needs_no_answer_from_its_thread() {
+    let (tx, rx) = sync::channel::<u32>(0);
+    let (release, worker) = blocked_receiver_thread(rx);
+    tx.send_timeout(1, Duration::from_secs(20)).expect("the send waited for the receiver's thread");
+    release.send(()).unwrap();
+    assert_eq!(worker.join().unwrap(), Ok(1));
+
+    let (tx, rx) = sync::channel::<u32>(0);
+    let (release, worker) = blocked_receiver_thread(rx);
+    let sender = thread::spawn(move || {
+        let send = tasklets::spawn(move || tx.send_timeout(2, Duration::from_secs(20)));
+        tasklets::run();
+        send.join().unwrap()
+    });
+    assert_eq!(sender.join().unwrap(), Ok(()), "the send waited for the receiver's thread");
+    release.send(()).unwrap();
+    assert_eq!(worker.join().unwrap(), Ok(2));
+}
+
+/// A hand-off at capacity 0 from a tasklet wakes the receiver late, when the sending tasklet
+/// stops running: here it parks on a local `Channel` (not a `sync` operation) that only the
+/// receiver's answer fills. Sent at the park, the wake arrives; kept, both would wait forever.
+#[test]
+fn a_late_wake_is_sent_when_the_sender_parks_on_something_else() {
+    let (tx, rx) = sync::channel::<u32>(0);
+    let (answer_tx, answer_rx) = sync::channel::<u32>(1);
+    let (reports, remote) = parked_remote_receiver(rx);
+    let answering = thread::spawn(move || {
+        let got = reports.recv_timeout(Duration::from_secs(20)).expect("the receiver was never woken");
+        answer_tx.send(got.unwrap() + 1).unwrap();
+    });
+    let local = tasklets::Channel::<u32>::new();
+    let feed = local.clone();
+    let sender = tasklets::spawn(move || {
+        tx.send(41).unwrap();
+        local.receive().unwrap() // parks: the late wake goes now
+    });
+    tasklets::spawn(move || {
+        let answer = answer_rx.receive_timeout(Duration::from_secs(20)).expect("no answer");
+        feed.send(answer).unwrap();
+    });
+    tasklets::run();
+    assert_eq!(sender.join().unwrap(), 42);
+    answering.join().unwrap();
+    remote.join().unwrap();
+}
+
+/// ... when it yields, alone on its thread (`schedule()` then does not switch) and then spins
+/// on an atomic only the receiver's thread sets.
+#[test]
+fn a_late_wake_is_sent_when_the_sender_yields() {
+    let (tx, rx) = sync::channel::<u32>(0);
+    let (reports, remote) = parked_remote_receiver(rx);
+    let woken = Arc::new(AtomicBool::new(false));
+    let flag = woken.clone();
+    let answering = thread::spawn(move || {
+        let got = reports.recv_timeout(Duration::from_secs(20));
+        flag.store(true, Ordering::SeqCst);
+        got
+    });
+    let spinner = thread::spawn(move || {
+        let sender = tasklets::spawn(move || {
+            tx.send(7).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !woken.load(Ordering::SeqCst) && Instant::now() < deadline {
+                tasklets::schedule();
+            }
+            woken.load(Ordering::SeqCst)
+        });
+        tasklets::run();
+        sender.join().unwrap()
+    });
+    assert!(spinner.join().unwrap(), "the receiver was not woken while the sender yielded");
+    assert_eq!(answering.join().unwrap(), Ok(Ok(7)));
+    remote.join().unwrap();
+}
+
+/// ... when it finishes.
+#[test]
+fn a_late_wake_is_sent_when_the_sender_finishes() {
+    let (tx, rx) = sync::channel::<u32>(0);
+    let (reports, remote) = parked_remote_receiver(rx);
+    let sending = thread::spawn(move || {
+        tasklets::spawn(move || tx.send(3).unwrap());
+        tasklets::run();
+    });
+    assert_eq!(reports.recv_timeout(Duration::from_secs(20)), Ok(Ok(3)), "never woken");
+    sending.join().unwrap();
+    remote.join().unwrap();
+}
+
+/// ... when its next `sync` operation completes without waiting, even if it never switches:
+/// it polls for the answer with `try_receive`.
+#[test]
+fn a_late_wake_is_sent_by_the_senders_next_sync_operation() {
+    let (tx, rx) = sync::channel::<u32>(0);
+    let (answer_tx, answer_rx) = sync::channel::<u32>(1);
+    let (reports, remote) = parked_remote_receiver(rx);
+    let answering = thread::spawn(move || {
+        let got = reports.recv_timeout(Duration::from_secs(20)).expect("never woken");
+        answer_tx.send(got.unwrap() * 2).unwrap();
+    });
+    let polling = thread::spawn(move || {
+        let sender = tasklets::spawn(move || {
+            tx.send(5).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match answer_rx.try_receive() {
+                    Ok(answer) => return Some(answer),
+                    Err(_) if Instant::now() > deadline => return None,
+                    Err(_) => std::hint::spin_loop(),
+                }
+            }
+        });
+        tasklets::run();
+        sender.join().unwrap()
+    });
+    assert_eq!(polling.join().unwrap(), Some(10));
+    answering.join().unwrap();
+    remote.join().unwrap();
+}
+
+/// The main tasklet never wakes late: main code often blocks its thread outright next (here
+/// on a std channel that only the woken receiver's report fills), which would wait forever.
+#[test]
+fn the_main_tasklet_wakes_a_remote_receiver_at_once() {
+    let (tx, rx) = sync::channel::<u32>(0);
+    let (reports, remote) = parked_remote_receiver(rx);
+    let main = thread::spawn(move || {
+        tasklets::spawn(|| ()).join().unwrap(); // this thread has a scheduler now
+        tx.send(9).unwrap();
+        reports.recv_timeout(Duration::from_secs(20)) // blocks the thread, no switch
+    });
+    assert_eq!(main.join().unwrap(), Ok(Ok(9)), "the main tasklet's wake was kept");
+    remote.join().unwrap();
+}

@@ -8,12 +8,15 @@
 //! cargo bench -p tasklets-bench --bench multicore                     # every case, 3 runs
 //! cargo bench -p tasklets-bench --bench multicore -- --runs 1         # one run
 //! cargo bench -p tasklets-bench --bench multicore -- --only roundtrip,memory
+//! MULTICORE_PIN=1 cargo bench -p tasklets-bench --bench multicore -- --only roundtrip
 //! ```
 //!
 //! Every measurement runs in a fresh child process (this binary re-executed with `--child`;
 //! Go's in a program built from the sources below with `go build`, skipped when `go` is not
-//! on the PATH). Nothing is pinned: the two threads of a round trip, and an echo server with
-//! its load generator, share the machine's CPUs as the OS places them. CPU time is the
+//! on the PATH). Nothing is pinned (unless `MULTICORE_PIN=1`: then the two sides of a round
+//! trip that run on threads of their own are pinned to CPUs 0 and 1): the two threads of a
+//! round trip, and an echo server with its load generator, share the machine's CPUs as the
+//! OS places them. CPU time is the
 //! process's (`CLOCK_PROCESS_CPUTIME_ID`: every thread, exact), so a figure per round trip or
 //! per message counts both sides and every helper thread.
 //!
@@ -51,7 +54,7 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 mod common;
 
-use common::{emit, may_go, median, process_cpu, status_kib, tokio_runtime};
+use common::{emit, may_go, median, pin, process_cpu, status_kib, tokio_runtime};
 
 /// Sizes of one run: the full benchmark or the smoke test.
 #[derive(Clone, Copy)]
@@ -234,6 +237,15 @@ fn round_trip(imp: &str, n: u64) -> Measured {
     }
 }
 
+/// With `MULTICORE_PIN=1` in the environment, pins the calling thread to CPU `side` (0 or 1),
+/// so that the two sides of a round trip run on two CPUs (a many-core machine's placement)
+/// instead of wherever the kernel puts them (on a busy 2-CPU machine: often both on one).
+fn pin_side(side: usize) {
+    if std::env::var_os("MULTICORE_PIN").is_some_and(|v| v == "1") {
+        pin(&[side]);
+    }
+}
+
 /// Times `n` calls of `step` after `warm` unmeasured ones.
 fn timed(warm: u64, n: u64, mut step: impl FnMut()) -> Measured {
     for _ in 0..warm {
@@ -261,11 +273,13 @@ fn rt_tasklets(cap: usize, warm: u64, n: u64) -> Measured {
     let (pong_tx, pong_rx) = tasklets::sync::channel::<u64>(cap);
     let threads = tasklets::threads::spawn(2, |_| ()).expect("scheduler threads");
     threads.thread(1).spawn(move || {
+        pin_side(1);
         for v in &ping_rx {
             pong_tx.send(v).expect("pong");
         }
     });
     let pinger = threads.thread(0).spawn(move || {
+        pin_side(0);
         timed(warm, n, || {
             ping_tx.send(1).expect("ping");
             pong_rx.receive().expect("pong back");
@@ -337,12 +351,14 @@ fn rt_threads<E: Ends>(capacity: usize, warm: u64, n: u64) -> Measured {
     let (ping_tx, ping_rx) = E::pair(capacity);
     let (pong_tx, pong_rx) = E::pair(capacity);
     let far = std::thread::spawn(move || {
+        pin_side(1);
         while let Some(value) = E::receive(&ping_rx) {
             if !E::send(&pong_tx, value) {
                 break;
             }
         }
     });
+    pin_side(0);
     let measured = timed(warm, n, || {
         assert!(E::send(&ping_tx, 1), "ping");
         assert!(E::receive(&pong_rx).is_some(), "pong");
@@ -436,6 +452,7 @@ fn rt_tokio_two_runtimes(warm: u64, n: u64) -> Measured {
     let (ping_tx, mut ping_rx) = tokio::sync::mpsc::channel::<u64>(1);
     let (pong_tx, pong_rx) = tokio::sync::mpsc::channel::<u64>(1);
     let far = std::thread::spawn(move || {
+        pin_side(1);
         tokio_runtime().block_on(async move {
             while let Some(value) = ping_rx.recv().await {
                 if pong_tx.send(value).await.is_err() {
@@ -444,6 +461,7 @@ fn rt_tokio_two_runtimes(warm: u64, n: u64) -> Measured {
             }
         })
     });
+    pin_side(0);
     let measured = tokio_runtime().block_on(tokio_ping(ping_tx, pong_rx, warm, n));
     far.join().expect("far thread");
     measured

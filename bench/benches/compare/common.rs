@@ -176,6 +176,35 @@ pub fn in_may<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     handle.join().unwrap_or_else(|_| panic!("may coroutine panicked"))
 }
 
+/// Memory mappings one may coroutine holds while it lives: its stack `mmap` and the guard page
+/// `mprotect` splits off it (measured: the `memory` case's progress lines grow by 2 per
+/// coroutine until `mmap` fails).
+pub const MAY_MAPPINGS_PER_COROUTINE: usize = 2;
+
+/// Whether `n` may coroutines can live at once under `vm.max_map_count`; the reason if not.
+/// May does not survive reaching the limit: its `mmap` fails inside a worker, the coroutine
+/// panics and the process then hangs (the panic's backtrace cannot be allocated either: no
+/// mapping is left), so a case that would need more fails up front instead.
+pub fn may_fits(n: usize) -> Result<(), String> {
+    let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(usize::MAX);
+    let now = mappings();
+    let needed = n.saturating_mul(MAY_MAPPINGS_PER_COROUTINE);
+    // Room for the mappings the run itself makes (heap growth, thread stacks, libraries).
+    const MARGIN: usize = 1_000;
+    if now.saturating_add(needed).saturating_add(MARGIN) > limit {
+        return Err(format!(
+            "may cannot hold {n} coroutines at once here: each needs {MAY_MAPPINGS_PER_COROUTINE} memory \
+             mappings (its stack and guard page), {now} exist and vm.max_map_count is {limit} (at most \
+             about {} coroutines)",
+            limit.saturating_sub(now + MARGIN) / MAY_MAPPINGS_PER_COROUTINE
+        ));
+    }
+    Ok(())
+}
+
 /// Spawns a may coroutine (from inside a coroutine).
 pub fn may_go<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> may::coroutine::JoinHandle<T> {
     // SAFETY: as in `in_may`.

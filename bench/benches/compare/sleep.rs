@@ -8,7 +8,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::case::{child_at_n, plan_at_n, Case, ChildArgs, Job, Mode, PeerAtN, Record};
-use crate::common::{emit, in_may, may_go, percentile, process_cpu, rusage, tokio_runtime, Rng};
+use crate::common::{
+    emit, in_may, mappings, may_fits, may_go, percentile, process_cpu, rusage, tokio_runtime, Rng,
+};
 use crate::report::{num, thousands, Report};
 use crate::svg::{self, Panel};
 
@@ -229,22 +231,45 @@ fn tasklet(n: usize) {
 }
 
 fn may(n: usize) {
+    // All `n` coroutines live at once (may runs the spawned ones only after the spawning one
+    // returns), so a count past `vm.max_map_count` fails here, in bounded time and saying why,
+    // instead of in may (see `may_fits`).
+    if let Err(why) = may_fits(n) {
+        may_failed(n, &why);
+    }
     in_may(|| may::coroutine::sleep(Duration::from_micros(100)));
     rounds(n, |durations| {
-        in_may(move || {
-            let handles: Vec<_> = durations
-                .into_iter()
-                .map(|d| {
-                    may_go(move || {
-                        let start = Instant::now();
-                        may::coroutine::sleep(d);
-                        lateness(start, d)
+        // SAFETY: may's `spawn` is unsafe because a coroutine must not hold thread-local
+        // references across yields (it may resume on another thread); this one touches no TLS.
+        let driver = unsafe {
+            may::coroutine::spawn(move || {
+                let handles: Vec<_> = durations
+                    .into_iter()
+                    .map(|d| {
+                        may_go(move || {
+                            let start = Instant::now();
+                            may::coroutine::sleep(d);
+                            lateness(start, d)
+                        })
                     })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("may sleeper")).collect::<Vec<u64>>()
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("may sleeper")).collect::<Vec<u64>>()
+            })
+        };
+        // Should the estimate be wrong, may's failure still ends the child now, not at the
+        // parent's watchdog: no unwinding through `main` (see `may_fits`).
+        driver.join().unwrap_or_else(|_| {
+            may_failed(n, &format!("may failed spawning {n} sleepers, at {} memory mappings", mappings()))
         })
     });
+}
+
+/// Reports that may could not run `n` sleepers and ends the child: the parent's table shows
+/// `why` (the last line of stderr) as the failure.
+fn may_failed(n: usize, why: &str) -> ! {
+    emit(&[("n", n as f64), ("failed", 1.0), ("maps", mappings() as f64)]);
+    eprintln!("{why}");
+    std::process::exit(2);
 }
 
 fn tokio(n: usize) {
