@@ -236,7 +236,12 @@ impl Shared {
 
     /// Sets the stall threshold the sysmon applies to this scheduler (`None`: never report).
     pub(crate) fn set_stall_threshold(&self, threshold: Option<Duration>) {
-        self.stall_ns.store(threshold.map_or(u64::MAX, nanos), Relaxed);
+        let old = self.stall_ns.swap(threshold.map_or(u64::MAX, nanos), Relaxed);
+        if threshold.is_some_and(|t| nanos(t) < old) {
+            // The sysmon may be asleep for a fifth of the old threshold: a stall under the new
+            // one could begin and end before it looks again.
+            sysmon::wake();
+        }
     }
 
     /// The stall threshold (`None`: stalls are not reported).
@@ -553,8 +558,19 @@ mod sysmon {
 
     /// The process the sysmon thread runs in (0: none started); a forked child starts its own.
     static STARTED_IN: Mutex<u32> = Mutex::new(0);
-    /// Wakes the sysmon when the first scheduler registers.
+    /// Wakes the sysmon when the first scheduler registers, and when a threshold is lowered
+    /// (its period shrinks with the smallest threshold).
     static REGISTERED: Condvar = Condvar::new();
+
+    /// Counts `wake` calls, so that one made while the sysmon samples is not lost.
+    static WAKES: AtomicU64 = AtomicU64::new(0);
+
+    /// Makes the sysmon sample now and recompute its period.
+    pub(super) fn wake() {
+        let _registry = lock(&REGISTRY);
+        WAKES.fetch_add(1, Relaxed);
+        REGISTERED.notify_all();
+    }
 
     /// Starts the sysmon thread unless this process has one.
     pub(super) fn ensure_started() {
@@ -592,6 +608,7 @@ mod sysmon {
                 }
                 registry.clone()
             };
+            let wakes = WAKES.load(Relaxed);
             let now = Instant::now();
             let mut period = SYSMON_MAX_PERIOD;
             seen.retain(|id, _| schedulers.iter().any(|s| s.id == *id));
@@ -604,7 +621,14 @@ mod sysmon {
                 sample(shared, threshold, now, &mut seen);
             }
             drop(schedulers);
-            std::thread::sleep(period.max(SYSMON_MIN_PERIOD));
+            // Sleeps on the registry's condition variable so that a lowered threshold
+            // (`wake`) cuts the sleep short: `WAKES` is bumped under the lock, so a wake made
+            // while this pass sampled is seen here and one made later finds the sysmon
+            // waiting. A spurious wake-up only samples early.
+            let registry = lock(&REGISTRY);
+            if WAKES.load(Relaxed) == wakes {
+                drop(REGISTERED.wait_timeout(registry, period.max(SYSMON_MIN_PERIOD)));
+            }
         }
     }
 

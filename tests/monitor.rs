@@ -222,8 +222,10 @@ fn deadlocks_and_stalls_are_kept_as_events() {
     let events = thread::spawn(|| {
         let ch = Channel::<u8>::new();
         assert!(ch.receive().is_err()); // the main tasklet deadlocks
+                                        // The sysmon was sleeping a fifth of the default 100 ms threshold: lowering the
+                                        // threshold wakes it, so a hog held for a few periods of the new one is seen.
         tasklets::set_stall_threshold(Some(Duration::from_millis(5)));
-        let hog = tasklets::spawn(|| thread::sleep(Duration::from_millis(20)));
+        let hog = tasklets::spawn(|| thread::sleep(Duration::from_millis(60)));
         let id = hog.id();
         tasklets::run();
         (monitor::current().unwrap().events(), id)
