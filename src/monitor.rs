@@ -38,7 +38,7 @@
 //! The stall report of [`set_stall_threshold`](crate::set_stall_threshold) comes from one
 //! process-wide thread, `tasklet-sysmon`, started with the first scheduler (and again in a
 //! forked child, which inherits no threads). It samples every scheduler's counters as above,
-//! against each scheduler's own threshold (an atomic in [`Shared`], `u64::MAX` for "never"),
+//! against each scheduler's own threshold (an atomic in `Shared`, `u64::MAX` for "never"),
 //! every fifth of the smallest threshold, between [`SYSMON_MIN_PERIOD`] and
 //! [`SYSMON_MAX_PERIOD`] (20 ms for the default 100 ms: 50 wake-ups a second, a few
 //! microseconds of CPU each). A tasklet other than main that holds its thread past the

@@ -470,17 +470,12 @@ fn install_guard(addr: *mut u8, page: usize) -> io::Result<()> {
 /// answer the advice with 0 and install nothing (qemu-user 7.2 does); overflow would then
 /// corrupt the neighbouring slot silently instead of being reported.
 fn guard_holds(addr: *const u8) -> io::Result<bool> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    sys::syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))?;
+    use std::os::fd::AsRawFd;
+    let (_read, write) = sys::pipe()?;
     // SAFETY: write(2) reads `addr` through the kernel, which checks it: a guard page is
     // reported as EFAULT, not a fault in this process.
-    let res = unsafe { libc::write(fds[1], addr.cast(), 1) };
+    let res = unsafe { libc::write(write.as_raw_fd(), addr.cast(), 1) };
     let err = io::Error::last_os_error();
-    for fd in fds {
-        // SAFETY: both descriptors were opened above and are closed once.
-        unsafe { libc::close(fd) };
-    }
     match res {
         -1 if err.raw_os_error() == Some(libc::EFAULT) => Ok(true),
         -1 => Err(err),

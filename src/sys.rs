@@ -307,9 +307,9 @@ fn set_nonblocking_cloexec(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// A new pipe, both ends non-blocking and close-on-exec: `(read end, write end)`.
-#[cfg(any(test, not(any(target_os = "linux", target_os = "android"))))]
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A new pipe, both ends non-blocking and close-on-exec: `(read end, write end)` (`pipe2`, or
+/// `pipe` and `fcntl` on macOS, which has no `pipe2`).
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1; 2];
     #[cfg(not(target_vendor = "apple"))]
     // SAFETY: `fds` has room for the two descriptors `pipe2` writes.
