@@ -664,7 +664,8 @@ mod sysmon {
             shared.thread.name().unwrap_or("<unnamed>"),
             crate::debug::rounded(threshold),
         );
+        // Kept first, logged second: whoever reads the warning finds the event already kept.
+        shared.record(EventKind::Stall, Some(tasklet), message.clone());
         crate::debug::warn(crate::debug::Report::Stall, &message);
-        shared.record(EventKind::Stall, Some(tasklet), message);
     }
 }
