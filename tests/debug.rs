@@ -166,17 +166,30 @@ fn capture_logs() {
 }
 
 fn logged(needle: &str) -> bool {
-    LOGGED.lock().unwrap().iter().any(|l| l.contains(needle))
+    LOGGED.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|l| l.contains(needle))
+}
+
+/// Computes for at least `min`, then until `needle` is logged (10 s at most): a stall that lasts
+/// until the sysmon has reported it, however long its thread waits for a CPU.
+fn busy_until_logged(needle: &str, min: Duration) {
+    busy(min);
+    let start = Instant::now();
+    while !logged(needle) && start.elapsed() < Duration::from_secs(10) {
+        std::hint::spin_loop();
+    }
 }
 
 #[test]
 fn a_tasklet_holding_the_thread_too_long_is_reported_by_name() {
     // Margins that hold on a loaded machine (it flaked with a polite tasklet busy 1 ms against
-    // a 5 ms threshold): the polite tasklet gives up the CPU at once, the hog runs three times
-    // the threshold.
+    // a 5 ms threshold): the polite tasklet gives up the CPU at once, the hog holds the thread
+    // until the sysmon's report names it (its thread may wait for a CPU on a loaded machine).
     capture_logs();
     tasklets::set_stall_threshold(Some(ms(50)));
-    tasklets::Builder::new().name("hog-for-the-stall-test").spawn(|| busy(ms(150))).unwrap();
+    tasklets::Builder::new()
+        .name("hog-for-the-stall-test")
+        .spawn(|| busy_until_logged("'hog-for-the-stall-test' held the thread for", ms(150)))
+        .unwrap();
     tasklets::Builder::new().name("polite-for-the-stall-test").spawn(|| ()).unwrap();
     tasklets::run();
     tasklets::set_stall_threshold(Some(tasklets::DEFAULT_STALL_THRESHOLD));
@@ -388,7 +401,10 @@ fn signal_dumps_every_scheduler_thread() {
 fn stall_threshold_of_100ms_prints_as_100ms_not_99_999999ms() {
     capture_logs();
     tasklets::set_stall_threshold(Some(tasklets::DEFAULT_STALL_THRESHOLD));
-    tasklets::Builder::new().name("hog-for-the-threshold-format").spawn(|| busy(ms(150))).unwrap();
+    tasklets::Builder::new()
+        .name("hog-for-the-threshold-format")
+        .spawn(|| busy_until_logged("'hog-for-the-threshold-format' held", ms(150)))
+        .unwrap();
     tasklets::run();
     let logs = LOGGED.lock().unwrap().clone();
     let line =
@@ -404,7 +420,8 @@ fn stall_and_deadlock_reach_stderr_without_a_logger_child() {
     }
     tasklets::set_stall_threshold(Some(ms(20)));
     for _ in 0..2 {
-        tasklets::Builder::new().name("hog-without-a-logger").spawn(|| busy(ms(60))).unwrap();
+        // Ten times the threshold: the sysmon thread may wait for a CPU on a loaded machine.
+        tasklets::Builder::new().name("hog-without-a-logger").spawn(|| busy(ms(200))).unwrap();
         tasklets::run();
     }
     let ch = tasklets::Channel::<i32>::new();

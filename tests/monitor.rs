@@ -222,10 +222,19 @@ fn deadlocks_and_stalls_are_kept_as_events() {
     let events = thread::spawn(|| {
         let ch = Channel::<u8>::new();
         assert!(ch.receive().is_err()); // the main tasklet deadlocks
-                                        // The sysmon was sleeping a fifth of the default 100 ms threshold: lowering the
-                                        // threshold wakes it, so a hog held for a few periods of the new one is seen.
         tasklets::set_stall_threshold(Some(Duration::from_millis(5)));
-        let hog = tasklets::spawn(|| thread::sleep(Duration::from_millis(60)));
+        // Holds the thread (in native code) until the sysmon has reported it, 10 s at most: its
+        // thread may wait for a CPU on a loaded machine.
+        let me = monitor::current().unwrap();
+        let hog = tasklets::spawn(move || {
+            let start = std::time::Instant::now();
+            thread::sleep(Duration::from_millis(20));
+            while !me.events().iter().any(|e| e.kind == EventKind::Stall)
+                && start.elapsed() < Duration::from_secs(10)
+            {
+                thread::sleep(Duration::from_millis(5));
+            }
+        });
         let id = hog.id();
         tasklets::run();
         (monitor::current().unwrap().events(), id)
