@@ -679,11 +679,17 @@ impl Reactor {
         }
     }
 
-    /// Polls without blocking if tasklets wait on I/O and the last poll is old enough.
-    pub(crate) fn poll_while_busy(&self) {
+    /// Answers what was asked of the thread without a poll: a dump, interrupts, a snapshot
+    /// (their notifies may have come while the thread was busy, or before it had a poller).
+    pub(crate) fn answer_requests(&self) {
         crate::debug::dump_if_requested(&self.dumps_seen);
         self.wake_interrupted();
         scheduler().monitor().answer_if_requested();
+    }
+
+    /// Polls without blocking if tasklets wait on I/O and the last poll is old enough.
+    pub(crate) fn poll_while_busy(&self) {
+        self.answer_requests();
         if self.parked.get() == 0 {
             return;
         }

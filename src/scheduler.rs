@@ -1120,7 +1120,14 @@ impl Scheduler {
     #[inline(always)]
     fn next(&self, target: Option<Rc<Task>>) -> Option<Rc<Task>> {
         if self.timers.borrow().len() > 0 || self.reactor.has_waiters() {
-            self.check_while_busy();
+            if target.is_some() || self.queued() > 0 {
+                self.check_while_busy();
+            } else {
+                // Nothing is runnable: the idle path polls and fires timers next, so only
+                // what needs no poll is done here (checking fully would cost two clock reads
+                // per wait for nothing).
+                self.reactor.answer_requests();
+            }
         }
         match target {
             Some(task) => Some(task),
@@ -1449,6 +1456,16 @@ impl Scheduler {
         }
         self.since_busy_check.set(0);
         self.reactor.poll_while_busy();
+        self.fire_due();
+    }
+
+    /// `fire_expired(Instant::now())`, without the clock read when no timer is armed.
+    fn fire_due(&self) {
+        if self.timers.borrow().len() == 0 {
+            self.busy_fired.set(0);
+            self.since_busy_check.set(0);
+            return;
+        }
         self.fire_expired(Instant::now());
     }
 
@@ -1501,7 +1518,7 @@ impl Scheduler {
                 }
             }
             self.monitor.set_idle(false);
-            self.fire_expired(Instant::now());
+            self.fire_due();
             if let Some(task) = self.pop_front() {
                 return Some(task);
             }
