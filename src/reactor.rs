@@ -795,12 +795,18 @@ impl Reactor {
         }
     }
 
-    /// Polls without blocking if tasklets wait on I/O and the last poll is old enough. Returns
-    /// the time it read (one clock read), for the scheduler's due timers.
-    pub(crate) fn poll_while_busy(&self) -> Instant {
+    /// Answers what was asked of the thread without a poll: a dump, interrupts, a snapshot
+    /// (their notifies may have come while the thread was busy, or before it had a poller).
+    pub(crate) fn answer_requests(&self) {
         crate::debug::dump_if_requested(&self.dumps_seen);
         self.wake_interrupted();
         scheduler().monitor().answer_if_requested();
+    }
+
+    /// Polls without blocking if tasklets wait on I/O and the last poll is old enough. Returns
+    /// the time it read (one clock read), for the scheduler's due timers.
+    pub(crate) fn poll_while_busy(&self) -> Instant {
+        self.answer_requests();
         let now = Instant::now();
         if self.parked.get() == 0 {
             return now;

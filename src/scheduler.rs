@@ -1179,7 +1179,14 @@ impl Scheduler {
     #[inline(always)]
     fn next(&self, target: Option<Rc<Task>>) -> Option<Rc<Task>> {
         if self.watching() {
-            self.check_while_busy();
+            if target.is_some() || self.queued() > 0 {
+                self.check_while_busy();
+            } else {
+                // Nothing is runnable: the idle path polls and fires timers next, so only
+                // what needs no poll is done here (checking fully would cost clock reads per
+                // wait for nothing).
+                self.reactor.answer_requests();
+            }
         }
         match target {
             Some(task) => Some(task),
