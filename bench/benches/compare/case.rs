@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::report::{Reference, Report, Target};
+use crate::report::{Goal, Reference, Report, Target};
 
 /// How long and how big: the full benchmark, `--quick`, or the smoke test (run without
 /// `--bench`, as `cargo test --benches` does).
@@ -54,6 +54,11 @@ pub trait Case: Sync {
 
     /// Rows of the targets table.
     fn targets(&self, _report: &Report) -> Vec<Target> {
+        Vec::new()
+    }
+
+    /// The goals of issue 14 this case measures.
+    fn goals(&self, _report: &Report) -> Vec<Goal> {
         Vec::new()
     }
 

@@ -14,6 +14,9 @@
 //! echo-ir.
 //! `--write-docs` rewrites the docs even after a partial or quick run.
 //!
+//! Every run ends by printing the goals of issue 14 that the cases run measured, one line each:
+//! tasklet's figure, the peer's, the ratio, the limit, met or missed (also a table in the docs).
+//!
 //! Every measurement runs in a fresh child process (this binary re-executed with `--child`),
 //! pinned with `sched_setaffinity`: the single-core cases on CPU 0; the echo server on CPU 0
 //! and the load generator on CPU 1. Each run measures every case for every peer, one after the
@@ -151,12 +154,17 @@ fn main() -> ExitCode {
     }
     let loadavg_end = report::loadavg();
     println!("\ndone in {:.0} s; load average now {loadavg_end}", started.elapsed().as_secs_f64());
+    let report = report::Report { cases: CASES, machine, runs, mode, records, loadavg_end };
+    let goals = report.goal_lines();
+    if !goals.is_empty() {
+        println!("\nissue 14 goals (mean of {runs} run(s); tasklet ÷ peer where a peer is named):\n{goals}");
+    }
+    let records = &report.records;
     if mode == Mode::Smoke {
         let failed = records.iter().filter(|r| !r.ok).count();
         println!("smoke test: {} passed, {failed} failed", records.len() - failed);
         return if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
-    let report = report::Report { cases: CASES, machine, runs, mode, records, loadavg_end };
     let out_dir = report::target_dir().join("compare");
     std::fs::create_dir_all(&out_dir).expect("create target/compare");
     let json_path = out_dir.join("results.json");

@@ -11,7 +11,7 @@ use tasklets::Channel;
 
 use crate::case::{Case, ChildArgs, Job, Mode};
 use crate::common::{emit_per_op, in_may, may_go, measure, tokio_runtime};
-use crate::report::{num, thousands, Reference, Report, Target};
+use crate::report::{num, thousands, Goal, Reference, Report, Target};
 use crate::svg::{self, Panel};
 
 /// The cases `switch`, `channel` and `spawn`.
@@ -51,17 +51,16 @@ fn settings(mode: Mode) -> Settings {
     }
 }
 
-const SWITCH_PEERS: [&str; 5] = ["tasklet", "tasklet-noacct", "may", "tokio", "threads"];
-const CHANNEL_PEERS: [&str; 6] =
-    ["tasklet", "tasklet-noacct", "may", "tokio", "threads-1cpu", "threads-2cpu"];
+const SWITCH_PEERS: [&str; 5] = ["tasklet", "tasklet-acct", "may", "tokio", "threads"];
+const CHANNEL_PEERS: [&str; 6] = ["tasklet", "tasklet-acct", "may", "tokio", "threads-1cpu", "threads-2cpu"];
 const SPAWN_PEERS: [&str; 3] = ["tasklet", "may", "tokio"];
 
 /// Display names: (Markdown, plain text for the charts).
 fn label(case: &str, imp: &str) -> (&'static str, &'static str) {
     match (case, imp) {
-        ("switch", "tasklet") => ("tasklet: two tasklets, `schedule()`", "tasklet: schedule()"),
-        ("switch", "tasklet-noacct") => {
-            ("tasklet, per-tasklet CPU accounting off (`set_accounting(false)`)", "tasklet, accounting off")
+        ("switch", "tasklet") => ("tasklet: two tasklets, `schedule()` (defaults)", "tasklet: schedule()"),
+        ("switch", "tasklet-acct") => {
+            ("tasklet, per-tasklet CPU accounting on (`set_accounting(true)`)", "tasklet, accounting on")
         }
         ("switch", "may") => ("may: two coroutines, `coroutine::yield_now()`", "may: yield_now()"),
         ("switch", "tokio") => {
@@ -71,10 +70,10 @@ fn label(case: &str, imp: &str) -> (&'static str, &'static str) {
             "OS threads: two threads on one CPU, `thread::yield_now()` until it is their turn",
             "OS threads (1 CPU): yield_now()",
         ),
-        ("channel", "tasklet") => ("tasklet: `Channel` (rendezvous)", "tasklet: Channel"),
-        ("channel", "tasklet-noacct") => (
-            "tasklet: `Channel`, per-tasklet CPU accounting off (`set_accounting(false)`)",
-            "tasklet: Channel, accounting off",
+        ("channel", "tasklet") => ("tasklet: `Channel` (rendezvous, defaults)", "tasklet: Channel"),
+        ("channel", "tasklet-acct") => (
+            "tasklet: `Channel`, per-tasklet CPU accounting on (`set_accounting(true)`)",
+            "tasklet: Channel, accounting on",
         ),
         ("channel", "may") => ("may: `sync::mpsc::channel`", "may: mpsc"),
         ("channel", "tokio") => ("tokio: `sync::mpsc::channel(1)`", "tokio: mpsc::channel(1)"),
@@ -163,18 +162,20 @@ impl Case for Micro {
 
     fn child(&self, args: &ChildArgs) {
         let (sample, samples) = (args.sample(), args.samples());
-        if args.imp == "tasklet-noacct" {
-            tasklets::set_accounting(false);
+        // Accounting is off by default (a sysmon thread reports stalls instead); the companion
+        // rows turn it on to show what the per-switch clock read costs.
+        if args.imp == "tasklet-acct" {
+            tasklets::set_accounting(true);
         }
         let per_op = match (args.case, args.imp) {
-            ("switch", "tasklet" | "tasklet-noacct") => measure(switch_tasklet, 1000, sample, samples),
+            ("switch", "tasklet" | "tasklet-acct") => measure(switch_tasklet, 1000, sample, samples),
             ("switch", "may") => measure(switch_may, 1000, sample, samples),
             ("switch", "tokio") => {
                 let rt = tokio_runtime();
                 measure(|n| switch_tokio(&rt, n), 1000, sample, samples)
             }
             ("switch", "threads") => measure(switch_threads, 1000, sample, samples),
-            ("channel", "tasklet" | "tasklet-noacct") => measure(channel_tasklet, 1000, sample, samples),
+            ("channel", "tasklet" | "tasklet-acct") => measure(channel_tasklet, 1000, sample, samples),
             ("channel", "may") => measure(channel_may, 1000, sample, samples),
             ("channel", "tokio") => {
                 let rt = tokio_runtime();
@@ -249,10 +250,10 @@ impl Case for Micro {
             ),
             vs_may(
                 "switch",
-                "tasklet-noacct",
-                "(companion) switch, per-tasklet CPU accounting off: ≥ 4× faster than may",
+                "tasklet-acct",
+                "(companion) switch with per-tasklet CPU accounting on: ≥ 4× faster than may",
                 |v| v >= 4.0,
-                "may ÷ tasklet (accounting off)",
+                "may ÷ tasklet (accounting on)",
             ),
             vs_may(
                 "channel",
@@ -263,10 +264,10 @@ impl Case for Micro {
             ),
             vs_may(
                 "channel",
-                "tasklet-noacct",
-                "(companion) channel round trip, accounting off: ≥ 8× faster than may mpsc",
+                "tasklet-acct",
+                "(companion) channel round trip, accounting on: ≥ 8× faster than may mpsc",
                 |v| v >= 8.0,
-                "may ÷ tasklet (accounting off)",
+                "may ÷ tasklet (accounting on)",
             ),
         ];
         for batch in [s.spawn_batch, s.spawn_batch_small] {
@@ -289,6 +290,50 @@ impl Case for Micro {
         t
     }
 
+    fn goals(&self, report: &Report) -> Vec<Goal> {
+        let s = settings(report.mode);
+        let ours = |case, param: &str| report.mean(case, "tasklet", param, "cpu_ns");
+        let alone = |case: &'static str, name: &str, param: &str, limit| Goal {
+            case,
+            name: name.to_owned(),
+            unit: "ns",
+            ours: ours(case, param),
+            peer: None,
+            limit,
+            strict: false,
+        };
+        let small = format!("batch={}", s.spawn_batch_small);
+        let mut goals = vec![
+            alone("switch", "goal 2: switch between two tasklets, defaults (CPU)", "", 10.0),
+            alone("channel", "goal 2: channel round trip, defaults (CPU)", "", 40.0),
+            alone(
+                "spawn",
+                &format!(
+                    "goal 2: spawn + run + finish, batches of {}",
+                    thousands(s.spawn_batch_small as f64)
+                ),
+                &small,
+                60.0,
+            ),
+        ];
+        for batch in [s.spawn_batch, s.spawn_batch_big] {
+            let p = format!("batch={batch}");
+            goals.push(Goal {
+                case: "spawn",
+                name: format!(
+                    "goal 2: spawn + run + finish, batches of {}, below tokio",
+                    thousands(batch as f64)
+                ),
+                unit: "ns",
+                ours: ours("spawn", &p),
+                peer: Some(("tokio", report.mean("spawn", "tokio", &p, "cpu_ns"))),
+                limit: 1.0,
+                strict: true,
+            });
+        }
+        goals
+    }
+
     fn section(&self, report: &Report) -> String {
         let s = settings(report.mode);
         let plain = |peers: &[&'static str]| -> Vec<(&'static str, String)> {
@@ -302,7 +347,9 @@ impl Case for Micro {
             "#### 1. Switch\n\nTwo tasks that are both runnable alternate; one operation is one switch from one to \
              the other. For OS threads, two threads pinned to the same CPU pass a turn flag, each waiting for its \
              turn with `std::thread::yield_now()` (so every hand-over is a `sched_yield` into the other thread; \
-             chosen over a condvar hand-off, which adds a futex wake and sleep per switch).\n\n",
+             chosen over a condvar hand-off, which adds a futex wake and sleep per switch). The tasklet rows use \
+             the defaults: per-tasklet CPU accounting is off (since issue 14; a sysmon thread reports stalls \
+             instead); the companion rows turn it on with `set_accounting(true)` (one clock read per switch).\n\n",
         );
         md.push_str(&Micro::table(report, "switch", &plain(&SWITCH_PEERS)));
         md.push_str(

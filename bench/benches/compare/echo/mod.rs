@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::case::{Case, ChildArgs, Job, Mode, Record};
-use crate::report::{num, size_name, thousands, Reference, Report, Target};
+use crate::report::{num, size_name, thousands, Goal, Reference, Report, Target};
 use crate::svg::{self, Bar, Panel, Segment};
 
 mod load;
@@ -219,6 +219,45 @@ impl Case for Echo {
             });
         }
         t
+    }
+
+    fn goals(&self, report: &Report) -> Vec<Goal> {
+        let s = settings(report.mode);
+        let mut goals = Vec::new();
+        for &conns in s.conns {
+            let p = format!("conns={conns} size=64");
+            let mean = |imp| report.mean("echo", imp, &p, "cpu_us_per_msg");
+            goals.push(Goal {
+                case: "echo",
+                name: format!(
+                    "goal 1: echo {} conns × 64 B, server CPU per message (this bench's server, no idle timeout)",
+                    thousands(conns as f64)
+                ),
+                unit: "µs",
+                ours: mean("tasklet"),
+                peer: Some(("tokio", mean("tokio"))),
+                limit: 0.95,
+                strict: false,
+            });
+        }
+        let p = format!("conns={} size=64", s.ir_conns);
+        let mean = |imp| report.mean("echo-ir", imp, &p, "ir_per_msg");
+        for (peer, limit) in [("tokio", 0.6), ("floor-epoll", 1.5)] {
+            goals.push(Goal {
+                case: "echo-ir",
+                name: format!(
+                    "goal 1: echo {} conns × 64 B, user-space instructions per message (this bench's server, no idle timeout; \
+                     the shipped example: `bench/echo-ir.sh`)",
+                    s.ir_conns
+                ),
+                unit: "instr.",
+                ours: mean("tasklet"),
+                peer: Some((peer, mean(peer))),
+                limit,
+                strict: false,
+            });
+        }
+        goals
     }
 
     fn section(&self, report: &Report) -> String {

@@ -276,7 +276,8 @@ fn accept_all(listener: &std::net::TcpListener, slab: &mut Slab, mut register: i
     }
 }
 
-/// The floor on the `polling` crate, the poller tasklet's reactor uses, in edge mode.
+/// The floor on the `polling` crate (tasklet's reactor used it until issue 14 gave it its own
+/// epoll poller), in edge mode.
 fn server_floor_polling() {
     use polling::{Event, Events, PollMode, Poller};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
