@@ -271,7 +271,7 @@ impl<T> Inner<T> {
         if self.preference.get() as isize == -direction {
             sched.yield_to(partner);
         } else {
-            sched.wake(partner);
+            sched.wake_blocked(partner); // `pop_waiter` serves blocked waiters only
         }
     }
 
@@ -281,22 +281,24 @@ impl<T> Inner<T> {
     #[inline(always)]
     fn block(&self, node: &WaitNode<T>, direction: isize, deadline: Option<Instant>) -> Failure {
         let sched = scheduler();
-        let me = sched.current_rc();
-        me.set_state(State::Blocked(if direction == SEND {
+        sched.current().set_state(State::Blocked(if direction == SEND {
             BlockedOn::Send(self.id)
         } else {
             BlockedOn::Receive(self.id)
         }));
-        // The waiter takes the reference: a second count only for a timed wait's alarm.
-        let (task, timed) = match deadline {
-            Some(deadline) => (me.clone(), Some((me, deadline))),
-            None => (me, None),
-        };
+        // A timed wait's alarm holds a count of its own.
+        let timed = deadline.map(|deadline| (sched.current_rc(), deadline));
         let alarm = timed.as_ref().map(|(me, deadline)| Alarm::arm(me, *deadline));
-        self.waiters.borrow_mut().push_back(Waiter { task, node: NonNull::from(node) });
+        let mut waiters = self.waiters.borrow_mut();
+        waiters.reserve(1);
+        // SAFETY: `park_lent` follows; between the two only the push (its room is reserved:
+        // it cannot fail) and plain cell writes, which neither switch nor panic.
+        let task = unsafe { sched.lend_current() };
+        waiters.push_back(Waiter { task, node: NonNull::from(node) });
+        drop(waiters);
         self.balance.set(self.balance.get() + direction);
         let registration = Registration { inner: self, node, direction };
-        let wake = sched.park();
+        let wake = sched.park_lent();
         let timed_out = alarm.as_ref().is_some_and(Alarm::fired);
         drop(alarm);
         drop(registration);

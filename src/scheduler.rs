@@ -270,6 +270,9 @@ enum Requeue {
     Back,
     /// To the front of the run queue (it runs right after the target).
     Front,
+    /// Nowhere, and the strong count `current` held was already lent to the wait list it
+    /// registered in (`lend_current`, `park_lent`): the switch moves no count for it.
+    Lent,
 }
 
 /// Why the main tasklet was switched to (see "Idling and deadlock" in the module comment).
@@ -314,11 +317,12 @@ impl ClosureBuf {
 /// wait list it is blocked in.
 #[repr(C)]
 pub(crate) struct Task {
-    // Hot: what every spawn, switch and finish touches, first, in two cache lines. A batch of
-    // 1,000 spawns touches each `Task` at the spawn and again when it runs, long after it
-    // left the L1 cache: every line that a spawn, a run or a finish touches is a cache miss
-    // (callgrind's cache simulation), so the rarely used fields come last (`repr(C)` keeps
-    // this order) and `reset` leaves them alone.
+    // Hot: what every spawn, run and finish touches comes first, in the order it is used, and
+    // without gaps (`repr(C)` keeps this order). A batch of 1,000 spawns touches each `Task`
+    // at the spawn and again when it runs, long after it left the L1 cache, so every cache
+    // line that a spawn, a run or a finish touches is a miss (callgrind's cache simulation):
+    // the fields that only some tasklets use (accounting, timers) come last, and `reset`
+    // leaves them alone. The first line holds, after the `Rc` counts, what a switch reads.
     state: Cell<State>,
     kill_pending: Cell<bool>,
     /// Whether the tasklet was unwinding (a panic or a kill in flight on its stack) when it last
@@ -341,25 +345,29 @@ pub(crate) struct Task {
     stack: Cell<Option<Stack>>,
     /// The usable size of its stack, reserved in the pool until it first runs (0 for main).
     stack_size: Cell<usize>,
-    /// Accounting (see `Scheduler::charge`): times it gave up the CPU, clock ticks spent
-    /// running, and the tick at which it last stopped running (0: never ran).
+    /// Times it gave up the CPU (see `Scheduler::end_slice`).
     switches: Cell<u64>,
-    cpu: Cell<u64>,
-    last_ran: Cell<u64>,
     /// Where it was spawned (`None` for main).
     spawned_at: Cell<Option<&'static Location<'static>>>,
     name: Option<Box<str>>,
+    /// For the stack overflow handler; written when the stack is taken (`give_stack`), right
+    /// before the tasklet first runs.
+    overflow: Cell<OverflowInfo>,
     outcome: RefCell<Option<Outcome>>,
     /// Tasklets blocked in `join` on this one, in arrival order (empty once it finished).
     joiners: RefCell<Vec<Rc<Task>>>,
-    /// The closure until the tasklet starts.
+    /// The closure until the tasklet starts (only as many bytes as the closure has are
+    /// touched: none for a closure that captures nothing).
     closure: ClosureBuf,
-    // Cold: only for timed waits and for the first switch.
+    // Cold: only with accounting on, and for timed waits.
+    /// Accounting (see `Scheduler::charge`): clock ticks spent running, and the tick at which
+    /// it last stopped running (0: never ran). Written only while accounting is on; `reset`
+    /// clears them only if accounting was ever on (`Scheduler::charged`).
+    cpu: Cell<u64>,
+    last_ran: Cell<u64>,
     /// The timer armed for the tasklet's current wait, if any (see `timer`); disarmed whenever
     /// no wait of the tasklet is in progress (the wait's `Alarm` cancels it).
     timer: TaskTimer,
-    /// For the stack overflow handler; written when the stack is taken (`give_stack`).
-    overflow: Cell<OverflowInfo>,
 }
 
 impl Task {
@@ -446,7 +454,7 @@ impl Task {
     /// Makes a finished, unshared task (kept for reuse by `reap`) a fresh paused one. Every
     /// field is named, so a new field cannot be forgotten here.
     #[inline(always)]
-    fn reset(&mut self, id: u64, name: Option<Box<str>>, stack_size: usize, start: Start) {
+    fn reset(&mut self, id: u64, name: Option<Box<str>>, stack_size: usize, start: Start, charged: bool) {
         let Task {
             id: old_id,
             name: old_name,
@@ -489,8 +497,11 @@ impl Task {
         }
         slot.set(0);
         switches.set(0);
-        cpu.set(0);
-        last_ran.set(0);
+        if charged {
+            // Only `charge` writes these, and only while accounting is on.
+            cpu.set(0);
+            last_ran.set(0);
+        }
         priority.set(Priority::Normal);
         spawned_at.set(None);
     }
@@ -606,6 +617,8 @@ pub(crate) struct Scheduler {
     accounting: Cell<bool>,
     /// Clock tick of the last switch (when accounting).
     mark: Cell<u64>,
+    /// Accounting was on at some time: tasks may hold CPU figures that `reset` must clear.
+    charged: Cell<bool>,
     /// During `run_watchdog`: a slice longer than this many ticks pauses the tasklet.
     watchdog: Cell<u64>,
     /// How many switched-away tasks are marked `unwinding`: the thread's
@@ -813,6 +826,7 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         reactor: Reactor::new(),
         accounting: Cell::new(false),
         mark: Cell::new(0),
+        charged: Cell::new(false),
         watchdog: Cell::new(u64::MAX),
         suspended_unwinding: Cell::new(0),
         caught: RefCell::new(None),
@@ -915,7 +929,13 @@ impl Scheduler {
             Some(mut task) => {
                 // Reset in place: building a fresh `Task` and moving it in cost a `memcpy` of
                 // the whole struct, the largest single item of a spawn (callgrind).
-                Rc::get_mut(&mut task).expect("spare tasks are unshared").reset(id, name, stack_size, start);
+                Rc::get_mut(&mut task).expect("spare tasks are unshared").reset(
+                    id,
+                    name,
+                    stack_size,
+                    start,
+                    self.charged.get(),
+                );
                 task
             }
             None => Rc::new(Task {
@@ -1022,6 +1042,15 @@ impl Scheduler {
         }
     }
 
+    /// [`wake`](Scheduler::wake) for a tasklet the caller has just seen blocked (a channel's
+    /// partner taken from its wait list), without checking again.
+    #[inline(always)]
+    pub(crate) fn wake_blocked(&self, task: Rc<Task>) {
+        debug_assert!(matches!(task.state.get(), State::Blocked(_)), "only a blocked tasklet is woken");
+        self.wakeups.set(self.wakeups.get() + 1);
+        self.push_back(task);
+    }
+
     /// Wakes a blocked tasklet: it becomes runnable at the end of the run queue.
     ///
     /// A tasklet that is no longer blocked is left alone: one whose timeout fired, or that is
@@ -1084,6 +1113,34 @@ impl Scheduler {
         wake
     }
 
+    /// [`park`](Scheduler::park) for a tasklet that registered itself in its wait list with
+    /// the count [`lend_current`](Scheduler::lend_current) lent it: no reference-count
+    /// traffic for the running tasklet on the way out (the channels' blocking path).
+    #[inline]
+    pub(crate) fn park_lent(&self) -> Wake {
+        let wake = self.switch(Requeue::Lent, None);
+        if wake == Wake::Never && self.current().is_main() {
+            self.main_deadlocked();
+        }
+        wake
+    }
+
+    /// The strong count of the running tasklet that `current` holds, lent to the wait list
+    /// the tasklet registers in right before it parks with [`park_lent`](Scheduler::park_lent),
+    /// instead of a new count (`current_rc`) that the park then drops.
+    ///
+    /// # Safety
+    /// The caller must call `park_lent` next, and nothing in between may switch, read
+    /// `current`'s count or panic: until the park, `current` holds no count of its own (the
+    /// task stays alive: the registry, or `self.main`, keeps it).
+    #[inline(always)]
+    pub(crate) unsafe fn lend_current(&self) -> Rc<Task> {
+        // SAFETY: `current` holds one strong count of the running task (see `current`); per
+        // this function's contract, `park_lent` takes it as given to the wait list
+        // (`Requeue::Lent`) without touching it.
+        unsafe { Rc::from_raw(self.current.get()) }
+    }
+
     /// Main's wait failed because nothing could ever wake it: logs what it and every other
     /// tasklet wait on, and makes it runnable again.
     #[cold]
@@ -1111,7 +1168,7 @@ impl Scheduler {
             return self.deferred_kill(me, requeue);
         }
         let slice = self.end_slice(me);
-        if slice > self.watchdog.get() && requeue != Requeue::No && !me.is_main() {
+        if slice > self.watchdog.get() && matches!(requeue, Requeue::Back | Requeue::Front) && !me.is_main() {
             return self.caught_by_watchdog(me, target);
         }
         let unwinding = self.note_unwinding(me);
@@ -1163,12 +1220,15 @@ impl Scheduler {
     /// at the task (alive: see `current`) until `hop` or the caller replaces it.
     #[inline(always)]
     fn requeue_current(&self, requeue: Requeue) {
+        if requeue == Requeue::Lent {
+            return; // the wait list holds the count already
+        }
         // SAFETY: `current` holds one strong count of the running task (see `current`); this
         // takes it over, and each arm below hands it on or drops it while the registry (or
         // `self.main`, for main) keeps the task alive.
         let me = unsafe { Rc::from_raw(self.current.get()) };
         match requeue {
-            Requeue::No => drop(me),
+            Requeue::No | Requeue::Lent => drop(me),
             Requeue::Back => self.push_back(me),
             Requeue::Front => self.push_front(me),
         }
@@ -1380,6 +1440,16 @@ impl Scheduler {
     /// the kill) and let a yield go ahead.
     #[cold]
     fn deferred_kill(&self, me: &Task, requeue: Requeue) -> Wake {
+        let requeue = if requeue == Requeue::Lent {
+            // The wait fails without switching: `current` needs a count of its own again (the
+            // wait list keeps the lent one until the waiter's guard removes it).
+            // SAFETY: `me` is the running task, alive (see `current`), and came from
+            // `Rc::into_raw` of an `Rc<Task>`.
+            unsafe { Rc::increment_strong_count(ptr::from_ref(me)) };
+            Requeue::No
+        } else {
+            requeue
+        };
         if me.defer_kills.get() == 0 {
             return self.killed(me);
         }
@@ -1492,6 +1562,7 @@ impl Scheduler {
     pub(crate) fn set_accounting(&self, on: bool) {
         if on && !self.accounting.get() {
             self.mark.set(clock::now());
+            self.charged.set(true);
         }
         self.accounting.set(on);
     }
