@@ -29,7 +29,11 @@
 //! switch returns through the frames it suspended in, and each return into a frame that the
 //! tasklet switched from did not have costs a return misprediction (~7 ns here); inlined, a
 //! resumed channel operation returns through one frame instead of four
-//! (`channel_round_trip/receiver` 67 → 55 ns).
+//! (`channel_round_trip/receiver` 67 → 55 ns). The scheduler's part of a block is inlined
+//! too (`Scheduler::park_lent`): the waiter takes the count of the running tasklet that the
+//! scheduler held, and the switch resumes the partner by an indirect jump straight into its
+//! own inlined code, where the return from an out-of-line switch was mispredicted whenever
+//! the two sides run different code (61 → 38 ns; see "Direct switches" in `context`).
 //!
 //! # The preference rule (Stackless's implementation, not its documentation)
 //!

@@ -31,7 +31,9 @@
 //!   on the new stack and the switch's own `ret` is predicted (the first return into code that
 //!   differs between the two tasklets is not). `pop rcx; jmp rcx` would use the indirect
 //!   predictor instead and leave the return-stack buffer unbalanced; the prototype measured no
-//!   difference for a bare switch, and `ret` keeps the CFI simple.
+//!   difference for a bare switch, and `ret` keeps the CFI simple. [`switch_direct_raw`] is
+//!   that variant, for switches inlined into the code that resumes, where the first return
+//!   after the switch would differ between the two sides (see "Direct switches" in `mod.rs`).
 
 use super::Entry;
 use std::arch::naked_asm;
@@ -109,6 +111,50 @@ pub(super) unsafe extern "C" fn switch_raw(from: *mut usize, to: usize) {
         "mov [rdi], rsp",
         "mov rsp, rsi",
         pop_frame_and_return!(),
+        ".cfi_endproc",
+    )
+}
+
+/// `switch_direct` itself: as [`switch_raw`], but it resumes the new stack with an indirect
+/// jump to its saved return address (`pop rcx; jmp rcx`) instead of a `ret`.
+///
+/// # Safety
+/// See `switch_direct`.
+#[unsafe(naked)]
+pub(super) unsafe extern "C" fn switch_direct_raw(from: *mut usize, to: usize) {
+    naked_asm!(
+        ".cfi_startproc",
+        "push rbp",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset rbp, 0",
+        "push rbx",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset rbx, 0",
+        "push r12",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset r12, 0",
+        "push r13",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset r13, 0",
+        "push r14",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset r14, 0",
+        "push r15",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset r15, 0",
+        "mov [rdi], rsp",
+        "mov rsp, rsi",
+        "pop r15\n.cfi_adjust_cfa_offset -8\n.cfi_restore r15",
+        "pop r14\n.cfi_adjust_cfa_offset -8\n.cfi_restore r14",
+        "pop r13\n.cfi_adjust_cfa_offset -8\n.cfi_restore r13",
+        "pop r12\n.cfi_adjust_cfa_offset -8\n.cfi_restore r12",
+        "pop rbx\n.cfi_adjust_cfa_offset -8\n.cfi_restore rbx",
+        "pop rbp\n.cfi_adjust_cfa_offset -8\n.cfi_restore rbp",
+        // The return address, now in rcx (caller-saved, and no argument of the resumed code).
+        "pop rcx",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_register rip, rcx",
+        "jmp rcx",
         ".cfi_endproc",
     )
 }
