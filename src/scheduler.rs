@@ -251,6 +251,10 @@ pub(crate) enum State {
 /// How a tasklet's closure ended.
 pub(crate) enum Outcome {
     Returned(Box<dyn Any>),
+    /// Returned a value of a zero-sized type without drop glue (`()` above all): nothing is
+    /// kept but the function that makes the value again, boxed, for a join, so that the
+    /// outcome of a tasklet nobody joins needs no drop (`Task::discard_outcome`).
+    ReturnedZst(fn() -> Box<dyn Any>),
     Panicked(Box<dyn Any + Send>),
     Killed,
     /// The result was taken by a `join`.
@@ -338,6 +342,8 @@ pub(crate) struct Task {
     unwinding: Cell<bool>,
     /// Its level in the run queue (see `runqueue`).
     priority: Cell<Priority>,
+    /// Whether `joiners` holds any (so that a finish reads only this line).
+    has_joiners: Cell<bool>,
     /// Depth of `with_kills_deferred` scopes: while non-zero a kill never unwinds (see
     /// "Deferred kills" in the module comment).
     defer_kills: Cell<u32>,
@@ -362,12 +368,12 @@ pub(crate) struct Task {
     /// before the tasklet first runs.
     overflow: Cell<OverflowInfo>,
     outcome: RefCell<Option<Outcome>>,
-    /// Tasklets blocked in `join` on this one, in arrival order (empty once it finished).
-    joiners: RefCell<Vec<Rc<Task>>>,
     /// The closure until the tasklet starts (only as many bytes as the closure has are
     /// touched: none for a closure that captures nothing).
     closure: ClosureBuf,
-    // Cold: only with accounting on, and for timed waits.
+    // Cold: only with accounting on, for joins and for timed waits.
+    /// Tasklets blocked in `join` on this one, in arrival order (empty once it finished).
+    joiners: RefCell<Vec<Rc<Task>>>,
     /// Accounting (see `Scheduler::charge`): clock ticks spent running, and the tick at which
     /// it last stopped running (0: never ran). Written only while accounting is on; `reset`
     /// clears them only if accounting was ever on (`Scheduler::charged`).
@@ -449,11 +455,14 @@ impl Task {
     /// Registers `joiner` to be woken when this tasklet finishes.
     pub(crate) fn add_joiner(&self, joiner: Rc<Task>) {
         self.joiners.borrow_mut().push(joiner);
+        self.has_joiners.set(true);
     }
 
     /// Removes `joiner` if it is still registered (its join was interrupted).
     pub(crate) fn remove_joiner(&self, joiner: &Task) {
-        self.joiners.borrow_mut().retain(|j| !ptr::eq(&**j, joiner));
+        let mut joiners = self.joiners.borrow_mut();
+        joiners.retain(|j| !ptr::eq(&**j, joiner));
+        self.has_joiners.set(!joiners.is_empty());
     }
 }
 
@@ -477,6 +486,7 @@ impl Task {
             closure: _, // written by the caller
             outcome,
             joiners,
+            has_joiners,
             slot,
             timer,
             overflow: _, // written at the first switch to the tasklet
@@ -499,6 +509,7 @@ impl Task {
         // `finish` took the joiners, and the wait that armed a timer disarmed it: the cold
         // lines stay untouched (see the struct).
         debug_assert!(joiners.get_mut().is_empty(), "a finished task's joiners were woken");
+        debug_assert!(!has_joiners.get(), "a finished task's joiners were woken");
         debug_assert!(timer.armed().is_none(), "a finished task's timer was disarmed");
         if cfg!(debug_assertions) {
             timer.reset(); // checks that no queue entry refers to it
@@ -517,8 +528,10 @@ impl Task {
     #[inline]
     fn discard_outcome(&self) {
         let outcome = self.outcome.borrow_mut().take();
-        if let Some(Outcome::Panicked(payload)) = outcome {
-            self.unjoined_panic(payload);
+        match outcome {
+            None | Some(Outcome::ReturnedZst(_) | Outcome::Killed | Outcome::Taken) => {}
+            Some(Outcome::Panicked(payload)) => self.unjoined_panic(payload),
+            Some(returned) => drop(returned),
         }
     }
 
@@ -808,6 +821,7 @@ fn init(sched: *const Scheduler) -> &'static Scheduler {
         closure: ClosureBuf::new(),
         outcome: RefCell::new(None),
         joiners: RefCell::new(Vec::new()),
+        has_joiners: Cell::new(false),
         slot: Cell::new(MAIN_SLOT),
         timer: TaskTimer::default(),
         overflow: Cell::new(OverflowInfo { guard: (0, 0), size: 0, id: first, name: (ptr::null(), 0) }),
@@ -907,6 +921,7 @@ impl Scheduler {
 
     /// Creates a tasklet running `f` on a stack of `stack_size` usable bytes (already rounded),
     /// paused; the caller inserts it.
+    #[inline(always)]
     pub(crate) fn create<F, T>(&self, f: F, name: Option<String>, stack_size: usize) -> io::Result<Rc<Task>>
     where
         F: FnOnce() -> T + 'static,
@@ -960,6 +975,7 @@ impl Scheduler {
                 closure: ClosureBuf::new(),
                 outcome: RefCell::new(None),
                 joiners: RefCell::new(Vec::new()),
+                has_joiners: Cell::new(false),
                 slot: Cell::new(0),
                 timer: TaskTimer::default(),
                 // Written when the stack is taken, at the first switch (`give_stack`).
@@ -1742,7 +1758,7 @@ impl Scheduler {
     fn finish(&self, task: &Task, outcome: Outcome) {
         *task.outcome.borrow_mut() = Some(outcome);
         task.state.set(State::Finished);
-        if !task.joiners.borrow().is_empty() {
+        if task.has_joiners.get() {
             self.wake_joiners(task);
         }
     }
@@ -1750,6 +1766,7 @@ impl Scheduler {
     #[cold]
     fn wake_joiners(&self, task: &Task) {
         let joiners = std::mem::take(&mut *task.joiners.borrow_mut());
+        task.has_joiners.set(false);
         for joiner in joiners {
             self.wake(joiner);
         }
@@ -2104,6 +2121,10 @@ where
         let outcome = match panic::catch_unwind(AssertUnwindSafe(f)) {
             // Killed inside `with_kills_deferred` and returned before reaching a switch point.
             Ok(_) if me.kill_pending.replace(false) => Outcome::Killed,
+            Ok(value) if mem::size_of::<T>() == 0 && !mem::needs_drop::<T>() => {
+                mem::forget(value); // nothing to drop, nothing to keep: `zst_again` makes it
+                Outcome::ReturnedZst(zst_again::<T>)
+            }
             Ok(value) => Outcome::Returned(Box::new(value)),
             Err(payload) if payload.is::<TaskletExit>() => Outcome::Killed,
             Err(payload) => Outcome::Panicked(payload),
@@ -2111,6 +2132,17 @@ where
         sched.finish(me, outcome);
     }
     sched.exit()
+}
+
+/// The value of the zero-sized `T` that a tasklet returned and `entry` forgot
+/// (`Outcome::ReturnedZst`), boxed for the join that takes it.
+fn zst_again<T: 'static>() -> Box<dyn Any> {
+    debug_assert!(mem::size_of::<T>() == 0 && !mem::needs_drop::<T>());
+    // SAFETY: `T` is zero-sized, so any aligned non-null pointer is valid to read one from,
+    // and a value of it exists: the tasklet returned one, which `entry` forgot in exchange
+    // for this call (an outcome is taken once, then `Taken`). Without drop glue, forgetting
+    // and making it again is a move.
+    Box::new(unsafe { ptr::read(ptr::NonNull::<T>::dangling().as_ptr()) })
 }
 
 /// Drops a never-started tasklet's closure in place.

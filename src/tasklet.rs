@@ -257,6 +257,7 @@ impl Drop for JoinRegistration<'_> {
 fn outcome_to_result(task: &Task) -> Result<Box<dyn Any>, JoinError> {
     match task.take_outcome() {
         Some(Outcome::Returned(value)) => Ok(value),
+        Some(Outcome::ReturnedZst(again)) => Ok(again()),
         Some(Outcome::Panicked(payload)) => Err(JoinError::Panicked(payload)),
         Some(Outcome::Killed) => Err(JoinError::Killed),
         Some(Outcome::Taken) => Err(JoinError::Taken),

@@ -113,6 +113,12 @@
 //! before it switches again) mispredicts, as the scheduler's return did before; code that
 //! blocks in a loop does not return in between. Only x86_64 has the jump variant so far; on
 //! aarch64 and riscv64 `switch_direct` is `switch` (a `ret`), pending measurements there.
+//!
+//! [`exit_to`] ends with the same jump on x86_64: the finished tasklet's return-stack entries
+//! never match the context it resumes, which in a burst of spawns is the next tasklet's
+//! trampoline every time, a target the indirect predictor learns (`spawn_run_finish` at
+//! batches of 1,000: 61 → 51 ns per tasklet; the abandoned stack's entries are never popped,
+//! as before).
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
 compile_error!(
