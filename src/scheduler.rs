@@ -2241,6 +2241,41 @@ mod tests {
         assert!(t.join().unwrap_err().is_killed());
     }
 
+    /// A zero-sized result without drop glue is kept as a function that makes it again
+    /// (`Outcome::ReturnedZst`): joins, typed or erased, still get the value; one with drop
+    /// glue is boxed as before and dropped exactly once.
+    #[test]
+    fn zero_sized_results_are_joined_like_any_other() {
+        #[derive(Debug, PartialEq)]
+        struct Token;
+        struct Counted(Rc<Cell<u32>>);
+        struct DropZst;
+        thread_local!(static DROPS: Cell<u32> = const { Cell::new(0) });
+        impl Drop for DropZst {
+            fn drop(&mut self) {
+                DROPS.with(|d| d.set(d.get() + 1));
+            }
+        }
+        let counted = Rc::new(Cell::new(0));
+        let unit = crate::spawn(|| {});
+        let token = crate::spawn(|| Token);
+        let erased = crate::spawn(|| Token).into_any();
+        let dropping = crate::spawn(|| DropZst);
+        let unjoined = crate::spawn(|| DropZst);
+        let c = counted.clone();
+        let sized = crate::spawn(move || Counted(c));
+        run();
+        unit.join().unwrap();
+        assert_eq!(token.join().unwrap(), Token);
+        assert!(erased.join().unwrap().downcast::<Token>().is_ok());
+        drop(dropping.join().unwrap());
+        assert_eq!(DROPS.with(Cell::get), 1);
+        drop(unjoined); // the last handle: the outcome nobody joined is discarded
+        assert_eq!(DROPS.with(Cell::get), 2);
+        sized.join().unwrap().0.set(7);
+        assert_eq!(counted.get(), 7);
+    }
+
     #[test]
     fn ids_are_unique_across_threads() {
         let here: Vec<u64> = (0..3).map(|_| scheduler().next_id()).collect();
