@@ -102,7 +102,8 @@
 //! (the same ping-pong with both sides running one function took 38 ns against 61).
 //!
 //! [`switch_direct`] is for a switch inlined into the code that resumes (the channels'
-//! blocking path: `Scheduler::park_lent`, `#[inline(always)]` down to the user's loop). It
+//! blocking path: `Scheduler::park_lent`, `#[inline(always)]` down to the user's loop; and
+//! `schedule()`, `#[inline]`). It
 //! saves the same frame as [`switch`], but resumes with an indirect jump to the saved return
 //! address (`pop rcx; jmp rcx` on x86_64) instead of a `ret`. The indirect-branch predictor,
 //! which keys on the path that led to the jump, predicts the alternation of resume addresses
