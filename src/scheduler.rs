@@ -57,17 +57,10 @@
 //! measurable, and it keeps the poller, the timer heap and deadlock reporting on the large
 //! thread stack instead of a 16 KiB tasklet stack.
 //!
-//! # States
+//! # Invariants
 //!
-//! ```text
-//!            spawn                 schedule_remove / remove()
-//!   bind ──► Paused ──insert()──► Runnable ◄──────────────────► Paused
-//!                                  │    ▲
-//!              channel op / join   │    │ partner arrives / target finishes / kill
-//!                                  ▼    │
-//!                                 Blocked
-//!   Runnable ── returns, panics or is killed ──► Finished ──(next switch)──► reaped
-//! ```
+//! The states of a tasklet and their transitions are drawn in [`task`] ("States"); killing,
+//! deferred kills and per-tasklet unwinding are in [`kill`].
 //!
 //! Invariants (checked by the tests, relied upon everywhere):
 //! - A `Runnable` tasklet is the current one, or in the run queue exactly once, or the
@@ -84,15 +77,6 @@
 //! - No `RefCell` borrow of scheduler state is held across a switch, and nothing unwinds
 //!   across one: every tasklet body runs in `catch_unwind`, inside an `extern "C"` root.
 //!
-//! # Killing
-//!
-//! `kill()` sets the target's `kill_pending` flag and switches to it at once, with the caller
-//! first in the run queue; the target's suspension point sees the flag and unwinds with the
-//! [`TaskletExit`] payload (`resume_unwind`, so no panic hook runs), which the tasklet's root
-//! catches. Destructors on its stack run, including the guards that take it out of wait lists.
-//! Then the caller continues. A tasklet that never started is not switched to at all: its
-//! closure, stored in its `Task`, is dropped in place and its stack reservation released.
-//!
 //! # Lazy stacks
 //!
 //! A tasklet that has not started has no stack: `create` stores its closure in the `Task`
@@ -108,29 +92,6 @@
 //! closure at the top of the stack (the previous design; it needs the stack at spawn) and
 //! boxing every closure (an allocation and a free per spawn, where the `Task` reused from
 //! `spare` already has room).
-//!
-//! ## Deferred kills
-//!
-//! Code called through a C ABI frame (the `tasklets-shims` hooks, reached from std's
-//! `extern "C"` call to `recv`) must not unwind: unwinding into a frame that was compiled as
-//! a non-unwinding call aborts the process. Such code runs its waits inside
-//! [`crate::io::with_kills_deferred`], which counts on the task (`defer_kills`). A kill that
-//! finds the tasklet parked there makes the wait return [`Wake::Never`] (so the blocking call
-//! fails with an error instead of unwinding) and stays pending; any later wait in the scope
-//! fails at once without parking. The kill is delivered at the first switch point outside
-//! the scope, or, if the tasklet returns first, by recording it as killed.
-//!
-//! ## Unwinding is per tasklet
-//!
-//! A kill that finds its target already unwinding (a destructor on its stack blocked) must
-//! not start a second unwind (that aborts): the wait fails with [`Wake::Never`] instead.
-//! `std::thread::panicking()` cannot say which tasklet is unwinding: its count is per OS
-//! thread, so a tasklet suspended mid-unwind makes it true for all others, whose kills were
-//! then lost. Each switch therefore records on the task leaving the CPU whether it is
-//! unwinding (`Task::unwinding`, `note_unwinding`), and counts such suspended tasks; the
-//! current tasklet is unwinding when the thread panics and either no suspended task accounts
-//! for it or the tasklet itself was marked. Rejected: a panic hook marking the panicking
-//! tasklet (it would replace or have to wrap the user's hook, and `resume_unwind` runs none).
 //!
 //! # Accounting, stalls and the watchdog
 //!
@@ -149,9 +110,7 @@
 //!
 //! # Teardown
 //!
-//! When the thread exits, a thread-local destructor kills every remaining tasklet (running
-//! their destructors), then unmaps the stacks. A tasklet that survives three kills (it catches
-//! `TaskletExit` and blocks again) is leaked with its stack, with a warning.
+//! See [`lifecycle`]: created on first use, torn down by a thread-local destructor.
 //!
 //! # Rejected alternatives
 //!
@@ -167,101 +126,33 @@
 //! - Moving tasklets between threads: unsound (TLS addresses are cached by LLVM across calls),
 //!   so every handle is `!Send`.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell, RefMut, UnsafeCell};
 use std::fmt;
 use std::io;
 use std::mem;
-use std::panic::Location;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod kill;
+mod lifecycle;
+mod task;
+
+pub use kill::TaskletExit;
+pub(crate) use lifecycle::{existing_scheduler, running_stack, scheduler, try_scheduler};
+pub(crate) use task::{panic_message, BlockedOn, Describe, Outcome, State, Task};
+use task::{zst_again, ClosureBuf, Start, MAX_INLINE_ALIGN, MAX_INLINE_CLOSURE};
 
 use crate::clock;
 use crate::context::{self, Context};
 use crate::monitor;
-use crate::reactor::{Direction, Reactor};
+use crate::reactor::Reactor;
 use crate::runqueue::{Priority, RunQueue};
-use crate::stack::{self, OverflowInfo, Stack, StackPool};
-use crate::timer::{TaskTimer, TimerKey, Timers};
-
-/// The panic payload that [`Tasklet::kill`](crate::Tasklet::kill) unwinds a tasklet with.
-///
-/// It is raised with [`std::panic::resume_unwind`], so the panic hook does not run and nothing
-/// is printed; the tasklet's root catches it and the tasklet ends as *killed*. Code that catches
-/// unwinds inside a tasklet (`catch_unwind`) can recognise it with `payload.is::<TaskletExit>()`
-/// and should re-raise it with `resume_unwind`, as Python code re-raises `TaskletExit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TaskletExit;
-
-impl fmt::Display for TaskletExit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("tasklet killed")
-    }
-}
-
-/// Unwinds the current tasklet, `task`, with [`TaskletExit`]. Built with `panic = "abort"`,
-/// unwinding is impossible and `resume_unwind` would abort without a word: say why first.
-fn unwind_killed(task: &Task) -> ! {
-    if cfg!(panic = "abort") {
-        let _ = io::Write::write_fmt(
-            &mut io::stderr().lock(),
-            format_args!("{}\n", kill_under_abort_message(task.id(), task.name())),
-        );
-    }
-    panic::resume_unwind(Box::new(TaskletExit))
-}
-
-/// What a `panic = "abort"` build prints before aborting at the kill of a started tasklet.
-fn kill_under_abort_message(id: u64, name: Option<&str>) -> String {
-    format!(
-        "tasklets: tasklet {} was killed, but this program is built with panic = \"abort\": killing a \
-         tasklet that has started unwinds its stack, which needs panic = \"unwind\"; aborting",
-        Describe(id, name)
-    )
-}
-
-/// What a blocked tasklet waits for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BlockedOn {
-    /// Sending on the channel with this id.
-    Send(u64),
-    /// Receiving on the channel with this id.
-    Receive(u64),
-    /// Waiting for the tasklet with this id to finish.
-    Join(u64),
-    /// Sleeping until a deadline.
-    Sleep,
-    /// Waiting for an fd to become ready.
-    Io(std::os::fd::RawFd, Direction),
-    /// Waiting for a function running on the `unblock` pool.
-    Unblock,
-}
-
-/// Life-cycle state of a tasklet (see the module comment for the transitions).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum State {
-    Runnable,
-    Blocked(BlockedOn),
-    Paused,
-    Finished,
-}
-
-/// How a tasklet's closure ended.
-pub(crate) enum Outcome {
-    Returned(Box<dyn Any>),
-    /// Returned a value of a zero-sized type without drop glue (`()` above all): nothing is
-    /// kept but the function that makes the value again, boxed, for a join, so that the
-    /// outcome of a tasklet nobody joins needs no drop (`Task::discard_outcome`).
-    ReturnedZst(fn() -> Box<dyn Any>),
-    Panicked(Box<dyn Any + Send>),
-    Killed,
-    /// The result was taken by a `join`.
-    Taken,
-}
+use crate::stack::{self, OverflowInfo, StackPool};
+use crate::timer::{TaskTimer, Timers};
 
 /// Why a parked tasklet runs again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -300,294 +191,6 @@ enum Resume {
     Stop,
 }
 
-/// A never-started tasklet's closure, stored in its `Task` (`closure`): the function that
-/// drops it in place and the root that runs it.
-#[derive(Clone, Copy)]
-struct Start {
-    drop: unsafe fn(*mut u8),
-    entry: context::Entry,
-}
-
-/// Closures larger than this (or aligned to more than [`MAX_INLINE_ALIGN`]) are boxed instead
-/// of being stored in the tasklet's `Task` until it starts.
-const MAX_INLINE_CLOSURE: usize = 64;
-const MAX_INLINE_ALIGN: usize = 16;
-
-/// Room for a never-started tasklet's closure (see "Lazy stacks").
-#[repr(C, align(16))]
-struct ClosureBuf(UnsafeCell<mem::MaybeUninit<[u8; MAX_INLINE_CLOSURE]>>);
-
-impl ClosureBuf {
-    const fn new() -> ClosureBuf {
-        ClosureBuf(UnsafeCell::new(mem::MaybeUninit::uninit()))
-    }
-
-    fn ptr(&self) -> *mut u8 {
-        self.0.get().cast()
-    }
-}
-
-/// One tasklet. Shared (`Rc`) by its handles, the scheduler's registry, the run queue and the
-/// wait list it is blocked in.
-#[repr(C)]
-pub(crate) struct Task {
-    // Hot: what every spawn, run and finish touches comes first, in the order it is used, and
-    // without gaps (`repr(C)` keeps this order). A batch of 1,000 spawns touches each `Task`
-    // at the spawn and again when it runs, long after it left the L1 cache, so every cache
-    // line that a spawn, a run or a finish touches is a miss (callgrind's cache simulation):
-    // the fields that only some tasklets use (accounting, timers) come last, and `reset`
-    // leaves them alone. The first line holds, after the `Rc` counts, what a switch reads.
-    state: Cell<State>,
-    kill_pending: Cell<bool>,
-    /// Whether the tasklet was unwinding (a panic or a kill in flight on its stack) when it last
-    /// switched away (see "Unwinding is per tasklet" in the module comment).
-    unwinding: Cell<bool>,
-    /// Its level in the run queue (see `runqueue`).
-    priority: Cell<Priority>,
-    /// Whether `joiners` holds any (so that a finish reads only this line).
-    has_joiners: Cell<bool>,
-    /// Depth of `with_kills_deferred` scopes: while non-zero a kill never unwinds (see
-    /// "Deferred kills" in the module comment).
-    defer_kills: Cell<u32>,
-    id: u64,
-    /// The saved context while the tasklet is switched away; made at the first switch to it.
-    ctx: Context,
-    /// Index in the scheduler's registry.
-    slot: Cell<usize>,
-    /// How to run and drop the closure until the tasklet starts; `None` for main and once
-    /// started (the first switch to a task whose `start` is set gives it its stack).
-    start: Cell<Option<Start>>,
-    /// The tasklet's stack; `None` for the main tasklet, until it first runs, and once reaped.
-    stack: Cell<Option<Stack>>,
-    /// The usable size of its stack, reserved in the pool until it first runs (0 for main).
-    stack_size: Cell<usize>,
-    /// Times it gave up the CPU (see `Scheduler::end_slice`).
-    switches: Cell<u64>,
-    /// Where it was spawned (`None` for main).
-    spawned_at: Cell<Option<&'static Location<'static>>>,
-    name: Option<Box<str>>,
-    /// For the stack overflow handler; written when the stack is taken (`give_stack`), right
-    /// before the tasklet first runs.
-    overflow: Cell<OverflowInfo>,
-    outcome: RefCell<Option<Outcome>>,
-    /// The closure until the tasklet starts (only as many bytes as the closure has are
-    /// touched: none for a closure that captures nothing).
-    closure: ClosureBuf,
-    // Cold: only with accounting on, for joins and for timed waits.
-    /// Tasklets blocked in `join` on this one, in arrival order (empty once it finished).
-    joiners: RefCell<Vec<Rc<Task>>>,
-    /// Accounting (see `Scheduler::charge`): clock ticks spent running, and the tick at which
-    /// it last stopped running (0: never ran). Written only while accounting is on; `reset`
-    /// clears them only if accounting was ever on (`Scheduler::charged`).
-    cpu: Cell<u64>,
-    last_ran: Cell<u64>,
-    /// The timer armed for the tasklet's current wait, if any (see `timer`); disarmed whenever
-    /// no wait of the tasklet is in progress (the wait's `Alarm` cancels it).
-    timer: TaskTimer,
-}
-
-impl Task {
-    pub(crate) fn id(&self) -> u64 {
-        self.id
-    }
-
-    pub(crate) fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    pub(crate) fn priority(&self) -> Priority {
-        self.priority.get()
-    }
-
-    pub(crate) fn state(&self) -> State {
-        self.state.get()
-    }
-
-    pub(crate) fn set_state(&self, state: State) {
-        self.state.set(state);
-    }
-
-    pub(crate) fn is_main(&self) -> bool {
-        self.slot.get() == MAIN_SLOT
-    }
-
-    /// Runs `f` with this tasklet's kills deferred (see "Deferred kills").
-    pub(crate) fn deferring_kills<R>(&self, f: impl FnOnce() -> R) -> R {
-        struct Leave<'a>(&'a Cell<u32>);
-        impl Drop for Leave<'_> {
-            fn drop(&mut self) {
-                self.0.set(self.0.get() - 1);
-            }
-        }
-        self.defer_kills.set(self.defer_kills.get() + 1);
-        let _leave = Leave(&self.defer_kills);
-        f()
-    }
-
-    pub(crate) fn timer(&self) -> Option<TimerKey> {
-        self.timer.armed()
-    }
-
-    /// Its timer state (see `timer`).
-    pub(crate) fn timer_state(&self) -> &TaskTimer {
-        &self.timer
-    }
-
-    /// Where it was spawned (`None` for main).
-    pub(crate) fn spawned_at(&self) -> Option<&'static Location<'static>> {
-        self.spawned_at.get()
-    }
-
-    pub(crate) fn set_spawned_at(&self, location: &'static Location<'static>) {
-        self.spawned_at.set(Some(location));
-    }
-
-    /// `(switches, cpu ticks, last_ran tick)`, for introspection.
-    pub(crate) fn accounting(&self) -> (u64, u64, u64) {
-        (self.switches.get(), self.cpu.get(), self.last_ran.get())
-    }
-
-    /// Takes the outcome for a join.
-    /// `None` while the tasklet has not finished; afterwards the outcome, once, then `Taken`.
-    pub(crate) fn take_outcome(&self) -> Option<Outcome> {
-        let mut outcome = self.outcome.borrow_mut();
-        outcome.as_mut().map(|o| std::mem::replace(o, Outcome::Taken))
-    }
-
-    /// Registers `joiner` to be woken when this tasklet finishes.
-    pub(crate) fn add_joiner(&self, joiner: Rc<Task>) {
-        self.joiners.borrow_mut().push(joiner);
-        self.has_joiners.set(true);
-    }
-
-    /// Removes `joiner` if it is still registered (its join was interrupted).
-    pub(crate) fn remove_joiner(&self, joiner: &Task) {
-        let mut joiners = self.joiners.borrow_mut();
-        joiners.retain(|j| !ptr::eq(&**j, joiner));
-        self.has_joiners.set(!joiners.is_empty());
-    }
-}
-
-impl Task {
-    /// Drops the outcome nobody can join any more, logging a panic that was never seen.
-    /// Makes a finished, unshared task (kept for reuse by `reap`) a fresh paused one. Every
-    /// field is named, so a new field cannot be forgotten here.
-    #[inline(always)]
-    fn reset(&mut self, id: u64, name: Option<Box<str>>, stack_size: usize, start: Start, charged: bool) {
-        let Task {
-            id: old_id,
-            name: old_name,
-            state,
-            kill_pending,
-            defer_kills,
-            unwinding,
-            ctx: _, // made at the first switch to the tasklet
-            stack: old_stack,
-            stack_size: old_stack_size,
-            start: old_start,
-            closure: _, // written by the caller
-            outcome,
-            joiners,
-            has_joiners,
-            slot,
-            timer,
-            overflow: _, // written at the first switch to the tasklet
-            switches,
-            cpu,
-            last_ran,
-            priority,
-            spawned_at,
-        } = self;
-        *old_id = id;
-        *old_name = name;
-        state.set(State::Paused);
-        kill_pending.set(false);
-        unwinding.set(false);
-        defer_kills.set(0);
-        debug_assert!(old_stack.get_mut().is_none(), "a reused task's stack was released");
-        old_stack_size.set(stack_size);
-        old_start.set(Some(start));
-        debug_assert!(outcome.get_mut().is_none(), "a reused task's outcome was discarded");
-        // `finish` took the joiners, and the wait that armed a timer disarmed it: the cold
-        // lines stay untouched (see the struct).
-        debug_assert!(joiners.get_mut().is_empty(), "a finished task's joiners were woken");
-        debug_assert!(!has_joiners.get(), "a finished task's joiners were woken");
-        debug_assert!(timer.armed().is_none(), "a finished task's timer was disarmed");
-        if cfg!(debug_assertions) {
-            timer.reset(); // checks that no queue entry refers to it
-        }
-        slot.set(0);
-        switches.set(0);
-        if charged {
-            // Only `charge` writes these, and only while accounting is on.
-            cpu.set(0);
-            last_ran.set(0);
-        }
-        priority.set(Priority::Normal);
-        spawned_at.set(None);
-    }
-
-    #[inline]
-    fn discard_outcome(&self) {
-        let outcome = self.outcome.borrow_mut().take();
-        match outcome {
-            None | Some(Outcome::ReturnedZst(_) | Outcome::Killed | Outcome::Taken) => {}
-            Some(Outcome::Panicked(payload)) => self.unjoined_panic(payload),
-            Some(returned) => drop(returned),
-        }
-    }
-
-    #[cold]
-    fn unjoined_panic(&self, payload: Box<dyn Any + Send>) {
-        log::error!(
-            "tasklet {} panicked and was never joined: {}",
-            Describe(self.id, self.name.as_deref()),
-            panic_message(&*payload)
-        );
-    }
-}
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        self.discard_outcome();
-    }
-}
-
-impl fmt::Debug for Task {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Task")
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .field("state", &self.state.get())
-            .finish_non_exhaustive()
-    }
-}
-
-/// `7 'worker'` or `7`: how log lines and errors name a tasklet.
-pub(crate) struct Describe<'a>(pub(crate) u64, pub(crate) Option<&'a str>);
-
-impl fmt::Display for Describe<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.1 {
-            Some(name) => write!(f, "{} '{}'", self.0, name),
-            None => write!(f, "{}", self.0),
-        }
-    }
-}
-
-/// The text of a panic payload (`&str` or `String`), as std prints it.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "Box<dyn Any>"
-    }
-}
-
-const MAIN_SLOT: usize = usize::MAX;
-
 /// A tasklet that runs this long without giving up the CPU is logged as a stall.
 pub const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(100);
 
@@ -598,11 +201,6 @@ const EPOCH: Duration = Duration::from_secs(1);
 /// While tasklets are runnable, timers and I/O are checked at least every this many switches
 /// (and once per pass over a shorter run queue).
 const BUSY_CHECK_EVERY: usize = 64;
-
-/// Process-unique tasklet ids, handed to each thread in blocks so that spawning touches no
-/// shared cache line.
-static NEXT_ID_BLOCK: AtomicU64 = AtomicU64::new(1);
-const ID_BLOCK: u64 = 1024;
 
 /// The per-thread scheduler.
 pub(crate) struct Scheduler {
@@ -704,183 +302,7 @@ impl Registry {
     }
 }
 
-thread_local! {
-    /// This thread's scheduler: null until first use, `DEAD` after teardown.
-    static SCHED: Cell<*const Scheduler> = const { Cell::new(ptr::null()) };
-    /// Owns the scheduler and tears it down when the thread exits.
-    static TEARDOWN: Teardown = const { Teardown };
-}
-
-const DEAD: *const Scheduler = ptr::dangling();
-
-struct Teardown;
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        let sched = SCHED.with(Cell::get);
-        if sched.is_null() || sched == DEAD {
-            return;
-        }
-        // SAFETY: the live scheduler of this thread (see `scheduler`).
-        let live = unsafe { &*sched };
-        if !live.current().is_main() {
-            // Off the main context: `exit` (or `pthread_exit`) called in a tasklet runs this
-            // thread's thread-local destructors on the tasklet's stack. Killing the current
-            // tasklet would unwind out of a thread-local destructor (an abort), and switching
-            // away would never come back. The process (or thread) is ending: leak the
-            // scheduler, its tasklets and their stacks, run nothing of theirs.
-            SCHED.with(|s| s.set(DEAD));
-            return;
-        }
-        // It stays published while the remaining tasklets are killed, so their destructors may
-        // still use the runtime.
-        live.teardown();
-        SCHED.with(|s| s.set(DEAD));
-        // SAFETY: the pointer came from `Box::into_raw` in `init` and is released once, here;
-        // SCHED now holds DEAD, so no new reference to it can be made.
-        drop(unsafe { Box::from_raw(sched as *mut Scheduler) });
-    }
-}
-
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        // SAFETY: `current` holds one strong count (see `Scheduler::current`); after teardown
-        // the current task is main, and nothing reads `current` any more.
-        drop(unsafe { Rc::from_raw(self.current.get()) });
-    }
-}
-
-/// The stack of the tasklet running on this thread, for the stack overflow handler: `None` on
-/// threads without a scheduler. Async-signal-safe: reads a const thread-local and two pointers.
-pub(crate) fn running_stack() -> Option<&'static OverflowInfo> {
-    let sched = SCHED.with(Cell::get);
-    if sched.is_null() || sched == DEAD {
-        return None;
-    }
-    // SAFETY: the live scheduler of this thread (see `scheduler`); `current` always points to a
-    // live task (see `Scheduler::current`): a switch sets it to the next task before leaving
-    // the previous one, which stays alive (registry, run queue, `main` or `zombie`).
-    let task = unsafe { &*(*sched).current.get() };
-    // SAFETY: a task's `overflow` is written only before its first switch (`give_stack`) and
-    // at creation, never while it is current, which is when the handler reads it.
-    Some(unsafe { &*task.overflow.as_ptr() })
-}
-
-/// The calling thread's scheduler if it has one (it never made a tasklet, channel wait or
-/// handle otherwise).
-pub(crate) fn existing_scheduler() -> Option<&'static Scheduler> {
-    let sched = SCHED.with(Cell::get);
-    if sched.is_null() || sched == DEAD {
-        return None;
-    }
-    // SAFETY: see `scheduler`.
-    Some(unsafe { &*sched })
-}
-
-/// The calling thread's scheduler, created on first use; `None` once the thread is exiting
-/// (its scheduler was torn down).
-pub(crate) fn try_scheduler() -> Option<&'static Scheduler> {
-    (SCHED.with(Cell::get) != DEAD).then(scheduler)
-}
-
-/// The calling thread's scheduler, created on first use.
-///
-/// The reference is valid for the rest of the thread's life: the scheduler is freed only by the
-/// thread-local destructor. It must never be sent to another thread (it is not `Send`).
-#[inline]
-pub(crate) fn scheduler() -> &'static Scheduler {
-    let sched = SCHED.with(Cell::get);
-    if sched.is_null() || sched == DEAD {
-        return init(sched);
-    }
-    // SAFETY: a non-null, non-DEAD pointer is the live scheduler of this thread (see `init`),
-    // freed only by the thread-local destructor after which SCHED holds DEAD.
-    unsafe { &*sched }
-}
-
-#[cold]
-fn init(sched: *const Scheduler) -> &'static Scheduler {
-    assert!(
-        sched != DEAD,
-        "tasklet: the scheduler was used after its thread began exiting (from a thread-local destructor)"
-    );
-    // Register the teardown destructor first, so that it runs however the thread exits.
-    TEARDOWN.with(|_| {});
-    crate::debug::install_panic_hook();
-    let altstack = stack::install_overflow_handler();
-    let (first, end) = id_block();
-    let main = Rc::new(Task {
-        id: first,
-        name: Some("main".into()),
-        state: Cell::new(State::Runnable),
-        kill_pending: Cell::new(false),
-        defer_kills: Cell::new(0),
-        unwinding: Cell::new(false),
-        ctx: Context::new(),
-        stack: Cell::new(None),
-        stack_size: Cell::new(0),
-        start: Cell::new(None),
-        closure: ClosureBuf::new(),
-        outcome: RefCell::new(None),
-        joiners: RefCell::new(Vec::new()),
-        has_joiners: Cell::new(false),
-        slot: Cell::new(MAIN_SLOT),
-        timer: TaskTimer::default(),
-        overflow: Cell::new(OverflowInfo { guard: (0, 0), size: 0, id: first, name: (ptr::null(), 0) }),
-        switches: Cell::new(0),
-        cpu: Cell::new(0),
-        last_ran: Cell::new(0),
-        priority: Cell::new(Priority::Normal),
-        spawned_at: Cell::new(None),
-    });
-    let sched = Box::new(Scheduler {
-        current: Cell::new(Rc::into_raw(main.clone())),
-        main,
-        zombie: Cell::new(None),
-        resume: Cell::new(Resume::Run),
-        queue: UnsafeCell::new(RunQueue::new()),
-        tasks: RefCell::new(Registry::default()),
-        pool: RefCell::new(StackPool::default()),
-        spare: RefCell::new(Vec::new()),
-        created: Cell::new(0),
-        epoch_start: Cell::new(Instant::now()),
-        timers: RefCell::new(Timers::default()),
-        since_busy_check: Cell::new(0),
-        busy_fired: Cell::new(0),
-        reactor: Reactor::new(),
-        accounting: Cell::new(false),
-        mark: Cell::new(0),
-        charged: Cell::new(false),
-        watchdog: Cell::new(u64::MAX),
-        suspended_unwinding: Cell::new(0),
-        caught: RefCell::new(None),
-        wakeups: Cell::new(0),
-        monitor: monitor::register(first),
-        default_stack_size: Cell::new(stack::DEFAULT_STACK_SIZE),
-        ids: Cell::new((first + 1, end)),
-        altstack,
-    });
-    let sched = Box::into_raw(sched);
-    SCHED.with(|s| s.set(sched));
-    // SAFETY: just allocated and published; see `scheduler`.
-    unsafe { &*sched }
-}
-
-fn id_block() -> (u64, u64) {
-    let first = NEXT_ID_BLOCK.fetch_add(ID_BLOCK, Ordering::Relaxed);
-    (first, first + ID_BLOCK)
-}
-
 impl Scheduler {
-    fn next_id(&self) -> u64 {
-        let (mut id, mut end) = self.ids.get();
-        if id == end {
-            (id, end) = id_block();
-        }
-        self.ids.set((id + 1, end));
-        id
-    }
-
     /// The running tasklet.
     #[inline]
     pub(crate) fn current(&self) -> &Task {
@@ -1475,96 +897,6 @@ impl Scheduler {
         unsafe { context::exit_to(&(*next).ctx) }
     }
 
-    /// The current tasklet reaches a switch point with a deferred kill pending: deliver it if
-    /// kills are no longer deferred; otherwise fail a wait at once (blocking could only delay
-    /// the kill) and let a yield go ahead.
-    #[cold]
-    fn deferred_kill(&self, me: &Task, requeue: Requeue) -> Wake {
-        let requeue = if requeue == Requeue::Lent {
-            // The wait fails without switching: `current` needs a count of its own again (the
-            // wait list keeps the lent one until the waiter's guard removes it).
-            // SAFETY: `me` is the running task, alive (see `current`), and came from
-            // `Rc::into_raw` of an `Rc<Task>`.
-            unsafe { Rc::increment_strong_count(ptr::from_ref(me)) };
-            Requeue::No
-        } else {
-            requeue
-        };
-        if me.defer_kills.get() == 0 {
-            return self.killed(me);
-        }
-        me.state.set(State::Runnable);
-        if requeue == Requeue::No {
-            return Wake::Never;
-        }
-        me.kill_pending.set(false);
-        let wake = self.switch(requeue, None);
-        me.kill_pending.set(true);
-        wake
-    }
-
-    /// Delivers a kill that is pending on the current tasklet now, if kills are not deferred
-    /// there: the tasklet unwinds, or gets [`Wake::Never`] if it is already unwinding (the
-    /// caller fails its operation). [`Wake::Woken`] when no kill can be delivered. For
-    /// operations that let a wait complete before its kill (see `sync`).
-    #[inline]
-    pub(crate) fn deliver_pending_kill(&self) -> Wake {
-        let me = self.current();
-        if me.kill_pending.get() && me.defer_kills.get() == 0 {
-            return self.killed(me);
-        }
-        Wake::Woken
-    }
-
-    /// The current tasklet was resumed to be killed: unwind it, unless it is already unwinding.
-    #[cold]
-    fn killed(&self, me: &Task) -> Wake {
-        if me.defer_kills.get() > 0 {
-            // Inside `with_kills_deferred`: fail the wait, keep the kill for later.
-            me.state.set(State::Runnable);
-            return Wake::Never;
-        }
-        me.kill_pending.set(false);
-        if self.is_unwinding(me) {
-            // Killed again while unwinding (a destructor blocked): do not start a second
-            // unwind, which would abort; let the blocking operation fail instead.
-            me.state.set(State::Runnable);
-            return Wake::Never;
-        }
-        unwind_killed(me)
-    }
-
-    /// Records whether `me`, about to switch away, is unwinding, and counts it among the
-    /// suspended unwinders if so (the caller uncounts it once resumed). `std::thread::panicking`
-    /// is per OS thread: while some switched-away tasklet is unwinding it is true for every
-    /// tasklet. So it says `me` is unwinding only when no suspended task is; otherwise (two
-    /// unwinds at once on one thread) `me` keeps what was known at its previous switch.
-    #[inline(always)]
-    fn note_unwinding(&self, me: &Task) -> bool {
-        if !std::thread::panicking() {
-            me.unwinding.set(false);
-            return false;
-        }
-        self.note_unwinding_slow(me)
-    }
-
-    #[cold]
-    fn note_unwinding_slow(&self, me: &Task) -> bool {
-        if self.suspended_unwinding.get() == 0 {
-            me.unwinding.set(true);
-        }
-        if me.unwinding.get() {
-            self.suspended_unwinding.set(self.suspended_unwinding.get() + 1);
-        }
-        me.unwinding.get()
-    }
-
-    /// Whether the current tasklet `me` is unwinding: the thread is panicking and the unwind is
-    /// not (only) a switched-away tasklet's (see `note_unwinding`).
-    fn is_unwinding(&self, me: &Task) -> bool {
-        std::thread::panicking() && (self.suspended_unwinding.get() == 0 || me.unwinding.get())
-    }
-
     /// Charges the ticks since the last switch to `task`, which just stopped running; returns
     /// the length of its slice.
     #[inline]
@@ -1870,77 +1202,6 @@ impl Scheduler {
         task.state.set(State::Runnable);
         let _ = self.switch(Requeue::Front, Some(task));
     }
-
-    /// `kill()`: unwinds `task` now (see the module comment).
-    #[track_caller]
-    pub(crate) fn kill(&self, task: &Rc<Task>) {
-        if task.state.get() == State::Finished {
-            return;
-        }
-        assert!(!task.is_main(), "tasklets::Tasklet::kill: the main tasklet cannot be killed");
-        if self.is_current(task) {
-            unwind_killed(task);
-        }
-        if task.state.get() == State::Runnable {
-            self.unqueue(task);
-        }
-        if let Some(start) = task.start.take() {
-            // Never ran: drop the closure in place (in the task), nothing to unwind. A
-            // destructor that panics must not leave a started-looking task behind (a later
-            // switch to it would run a dropped closure): finish it first, then re-raise.
-            // SAFETY: `create` wrote the closure there with this drop function; with `start`
-            // now `None` nothing else will read or drop it.
-            let dropped =
-                panic::catch_unwind(AssertUnwindSafe(|| unsafe { (start.drop)(task.closure.ptr()) }));
-            self.finish(task, Outcome::Killed);
-            self.reap(task.clone());
-            if let Err(payload) = dropped {
-                panic::resume_unwind(payload);
-            }
-            return;
-        }
-        task.kill_pending.set(true);
-        self.switch_now(task.clone());
-    }
-
-    /// Kills every remaining tasklet and frees the stacks. Runs on the main stack from the
-    /// thread-local destructor.
-    fn teardown(&self) {
-        for round in 0..3 {
-            let all = self.tasks.borrow().all();
-            if all.is_empty() {
-                break;
-            }
-            if round > 0 {
-                log::warn!(
-                    "tasklet: {} tasklet(s) survived being killed at thread exit; killing again",
-                    all.len()
-                );
-            }
-            for task in all {
-                self.kill(&task);
-            }
-            // Tasklets that caught the kill and went on running get their turn to end.
-            let _ = self.run_others();
-        }
-        let left = self.tasks.borrow().all();
-        if !left.is_empty() {
-            log::warn!(
-                "tasklet: {} tasklet(s) refused to die at thread exit; leaking them and their stacks",
-                left.len()
-            );
-            // Suspended for good: their stacks are never released to the pool, and the pool is
-            // leaked below (its regions stay mapped), so their frames are abandoned, not unwound.
-            std::mem::forget(self.pool.replace(StackPool::default()));
-        }
-        while let Some(task) = self.pop_front() {
-            drop(task);
-        }
-        if let Some(altstack) = self.altstack {
-            stack::free_altstack(altstack);
-        }
-        self.monitor.unregister();
-    }
 }
 
 /// Returned when the main tasklet would wait for something that can never happen: nothing else
@@ -2140,17 +1401,6 @@ where
     sched.exit()
 }
 
-/// The value of the zero-sized `T` that a tasklet returned and `entry` forgot
-/// (`Outcome::ReturnedZst`), boxed for the join that takes it.
-fn zst_again<T: 'static>() -> Box<dyn Any> {
-    debug_assert!(mem::size_of::<T>() == 0 && !mem::needs_drop::<T>());
-    // SAFETY: `T` is zero-sized, so any aligned non-null pointer is valid to read one from,
-    // and a value of it exists: the tasklet returned one, which `entry` forgot in exchange
-    // for this call (an outcome is taken once, then `Taken`). Without drop glue, forgetting
-    // and making it again is a move.
-    Box::new(unsafe { ptr::read(ptr::NonNull::<T>::dangling().as_ptr()) })
-}
-
 /// Drops a never-started tasklet's closure in place.
 ///
 /// # Safety
@@ -2163,15 +1413,6 @@ unsafe fn drop_closure<F>(closure: *mut u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `panic = "abort"` builds aborted silently at a kill: the message printed first says why
-    /// (the abort path itself needs a `panic = "abort"` build, which the suite does not make).
-    #[test]
-    fn kill_under_panic_abort_says_why_before_aborting() {
-        let message = kill_under_abort_message(7, Some("worker"));
-        assert!(message.contains("tasklet 7 'worker' was killed"), "{message}");
-        assert!(message.contains("panic = \"abort\"") && message.contains("panic = \"unwind\""), "{message}");
-    }
 
     /// A tasklet's backtrace ends at the context trampoline (its CFI marks the outermost
     /// frame), right below the tasklet's root: nothing above the stack top is walked.
@@ -2218,77 +1459,5 @@ mod tests {
         assert_eq!(t1.join().unwrap(), 7 * 4 * MAX_INLINE_CLOSURE as u32);
         assert_eq!(t2.join().unwrap(), (0, 1));
         assert_eq!(t3.join().unwrap(), (0, 2));
-    }
-
-    /// Killing a never-started tasklet drops its closure in place; a panicking destructor
-    /// propagates to the killer and still leaves the tasklet finished, its stack released.
-    #[test]
-    fn kill_before_start_drops_the_closure_even_if_its_drop_panics() {
-        struct Bomb(Rc<Cell<u32>>);
-        impl Drop for Bomb {
-            fn drop(&mut self) {
-                self.0.set(self.0.get() + 1);
-                panic!("bomb");
-            }
-        }
-        let drops = Rc::new(Cell::new(0));
-        let bomb = Bomb(drops.clone());
-        let t = crate::spawn(move || {
-            let _bomb = &bomb;
-            unreachable!("never runs");
-        });
-        let live = scheduler().tasks.borrow().live;
-        let caught = panic::catch_unwind(AssertUnwindSafe(|| t.kill()));
-        assert!(caught.is_err());
-        assert_eq!(drops.get(), 1);
-        assert!(!t.is_alive());
-        assert_eq!(scheduler().tasks.borrow().live, live - 1);
-        run(); // nothing left to run; it must not be switched to
-        assert!(t.join().unwrap_err().is_killed());
-    }
-
-    /// A zero-sized result without drop glue is kept as a function that makes it again
-    /// (`Outcome::ReturnedZst`): joins, typed or erased, still get the value; one with drop
-    /// glue is boxed as before and dropped exactly once.
-    #[test]
-    fn zero_sized_results_are_joined_like_any_other() {
-        #[derive(Debug, PartialEq)]
-        struct Token;
-        struct Counted(Rc<Cell<u32>>);
-        struct DropZst;
-        thread_local!(static DROPS: Cell<u32> = const { Cell::new(0) });
-        impl Drop for DropZst {
-            fn drop(&mut self) {
-                DROPS.with(|d| d.set(d.get() + 1));
-            }
-        }
-        let counted = Rc::new(Cell::new(0));
-        let unit = crate::spawn(|| {});
-        let token = crate::spawn(|| Token);
-        let erased = crate::spawn(|| Token).into_any();
-        let dropping = crate::spawn(|| DropZst);
-        let unjoined = crate::spawn(|| DropZst);
-        let c = counted.clone();
-        let sized = crate::spawn(move || Counted(c));
-        run();
-        unit.join().unwrap();
-        assert_eq!(token.join().unwrap(), Token);
-        assert!(erased.join().unwrap().downcast::<Token>().is_ok());
-        drop(dropping.join().unwrap());
-        assert_eq!(DROPS.with(Cell::get), 1);
-        drop(unjoined); // the last handle: the outcome nobody joined is discarded
-        assert_eq!(DROPS.with(Cell::get), 2);
-        sized.join().unwrap().0.set(7);
-        assert_eq!(counted.get(), 7);
-    }
-
-    #[test]
-    fn ids_are_unique_across_threads() {
-        let here: Vec<u64> = (0..3).map(|_| scheduler().next_id()).collect();
-        let there =
-            std::thread::spawn(|| (0..3).map(|_| scheduler().next_id()).collect::<Vec<_>>()).join().unwrap();
-        for id in &here {
-            assert!(!there.contains(id));
-        }
     }
 }
