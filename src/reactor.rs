@@ -1002,6 +1002,11 @@ impl RemoteWaker {
         }
         self.shared.send(Remote::Wake(self.token));
     }
+
+    /// [`RemoteWaker::wake`] for a waker known to be another thread's (a late wake of `sync`).
+    pub(crate) fn wake_other_thread(self) {
+        self.shared.send(Remote::Wake(self.token));
+    }
 }
 
 impl Shared {

@@ -292,19 +292,27 @@ impl Waker {
     }
 }
 
+/// Wakes of tasklets on other threads that the tasklet running on this thread made late
+/// (see "Waking late at capacity 0"), in the order it made them: the first in a slot of its
+/// own (almost always the only one: a send then a wait), the others in a queue.
+struct Late {
+    /// Whether any is kept: the check every switch makes.
+    pending: Cell<bool>,
+    first: Cell<Option<RemoteWaker>>,
+    more: RefCell<VecDeque<RemoteWaker>>,
+}
+
 thread_local! {
-    /// Wakes of tasklets on other threads that the tasklet running on this thread made late
-    /// (see "Waking late at capacity 0"), in the order it made them.
-    static LATE: RefCell<VecDeque<RemoteWaker>> = const { RefCell::new(VecDeque::new()) };
-    /// Whether `LATE` holds any: the check every switch makes.
-    static LATE_PENDING: Cell<bool> = const { Cell::new(false) };
+    static LATE: Late = const {
+        Late { pending: Cell::new(false), first: Cell::new(None), more: RefCell::new(VecDeque::new()) }
+    };
 }
 
 /// Sends the wakes the running tasklet made late. The scheduler calls it whenever a tasklet
 /// stops running (parks, yields, finishes), and every operation on a `sync` channel first.
 #[inline]
 pub(crate) fn send_late_wakes() {
-    if LATE_PENDING.with(Cell::get) {
+    if LATE.with(|late| late.pending.get()) {
         send_late_wakes_now();
     }
 }
@@ -312,11 +320,29 @@ pub(crate) fn send_late_wakes() {
 #[cold]
 #[inline(never)]
 fn send_late_wakes_now() {
-    LATE_PENDING.with(|pending| pending.set(false));
-    // One at a time: a wake never makes another late, but keep no borrow across it anyway.
-    while let Some(waker) = LATE.with(|late| late.borrow_mut().pop_front()) {
-        waker.wake();
+    let first = LATE.with(|late| {
+        late.pending.set(false);
+        late.first.take()
+    });
+    // Made late only for another thread's tasklet: straight to that thread's queue.
+    if let Some(waker) = first {
+        waker.wake_other_thread();
     }
+    // One at a time: a wake never makes another late, but keep no borrow across it anyway.
+    while let Some(waker) = LATE.with(|late| late.more.borrow_mut().pop_front()) {
+        waker.wake_other_thread();
+    }
+}
+
+/// Keeps `waker` (of a tasklet on another thread) until the running tasklet stops running.
+fn keep_late(waker: RemoteWaker) {
+    LATE.with(|late| {
+        if late.pending.replace(true) {
+            late.more.borrow_mut().push_back(waker);
+        } else {
+            late.first.set(Some(waker));
+        }
+    });
 }
 
 /// Wakes the receiver a send handed its value to: at capacity 0, when the receiver is a
@@ -329,8 +355,7 @@ fn wake_receiver(waker: Option<Waker>, capacity: usize) {
                 && existing_scheduler()
                     .is_some_and(|sched| !sched.current().is_main() && !waker.is_for(sched.reactor())) =>
         {
-            LATE.with(|late| late.borrow_mut().push_back(waker));
-            LATE_PENDING.with(|pending| pending.set(true));
+            keep_late(waker)
         }
         waker => wake_all(waker),
     }
@@ -621,14 +646,15 @@ impl<T> Chan<T> {
         side: Side,
         deadline: Option<Instant>,
     ) -> Outcome {
-        let me = sched.current_rc();
         let blocked_on = match side {
             Side::Send => BlockedOn::Send(self.id),
             Side::Receive => BlockedOn::Receive(self.id),
         };
-        let alarm = deadline.map(|deadline| Alarm::arm(&me, deadline));
+        // A new reference to the tasklet only for its timer (the common wait has none).
+        let me = deadline.map(|deadline| (sched.current_rc(), deadline));
+        let alarm = me.as_ref().map(|(me, deadline)| Alarm::arm(me, *deadline));
         let outcome = loop {
-            let wake = me.deferring_kills(|| wait.park(blocked_on));
+            let wake = sched.current().deferring_kills(|| wait.park(blocked_on));
             match node.ended() {
                 Some(Status::Done) => break Outcome::Done,
                 Some(_) => break Outcome::Closed,
