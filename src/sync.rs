@@ -296,23 +296,23 @@ impl Waker {
 /// (see "Waking late at capacity 0"), in the order it made them: the first in a slot of its
 /// own (almost always the only one: a send then a wait), the others in a queue.
 struct Late {
-    /// Whether any is kept: the check every switch makes.
-    pending: Cell<bool>,
     first: Cell<Option<RemoteWaker>>,
     more: RefCell<VecDeque<RemoteWaker>>,
 }
 
 thread_local! {
-    static LATE: Late = const {
-        Late { pending: Cell::new(false), first: Cell::new(None), more: RefCell::new(VecDeque::new()) }
-    };
+    static LATE: Late = const { Late { first: Cell::new(None), more: RefCell::new(VecDeque::new()) } };
+    /// Whether `LATE` holds any: the check every switch makes. Apart from `LATE` because it
+    /// needs no destructor, so that it can be read while the thread's destructors run (the
+    /// scheduler's teardown switches).
+    static LATE_PENDING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Sends the wakes the running tasklet made late. The scheduler calls it whenever a tasklet
 /// stops running (parks, yields, finishes), and every operation on a `sync` channel first.
 #[inline]
 pub(crate) fn send_late_wakes() {
-    if LATE.with(|late| late.pending.get()) {
+    if LATE_PENDING.with(Cell::get) {
         send_late_wakes_now();
     }
 }
@@ -320,24 +320,23 @@ pub(crate) fn send_late_wakes() {
 #[cold]
 #[inline(never)]
 fn send_late_wakes_now() {
-    let first = LATE.with(|late| {
-        late.pending.set(false);
-        late.first.take()
-    });
-    // Made late only for another thread's tasklet: straight to that thread's queue.
-    if let Some(waker) = first {
+    LATE_PENDING.with(|pending| pending.set(false));
+    // Made late only for another thread's tasklet: straight to that thread's queue. (Once
+    // `LATE` is destroyed, at thread exit, its wakers were dropped with it.)
+    if let Some(waker) = LATE.try_with(|late| late.first.take()).ok().flatten() {
         waker.wake_other_thread();
     }
     // One at a time: a wake never makes another late, but keep no borrow across it anyway.
-    while let Some(waker) = LATE.with(|late| late.more.borrow_mut().pop_front()) {
+    while let Some(waker) = LATE.try_with(|late| late.more.borrow_mut().pop_front()).ok().flatten() {
         waker.wake_other_thread();
     }
 }
 
 /// Keeps `waker` (of a tasklet on another thread) until the running tasklet stops running.
 fn keep_late(waker: RemoteWaker) {
+    let more = LATE_PENDING.with(|pending| pending.replace(true));
     LATE.with(|late| {
-        if late.pending.replace(true) {
+        if more {
             late.more.borrow_mut().push_back(waker);
         } else {
             late.first.set(Some(waker));
