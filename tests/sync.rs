@@ -963,3 +963,44 @@ fn a_poll_that_finds_a_cross_thread_wake_queued_still_wakes_socket_readers() {
     assert!(read_first, "the poll that woke the receiver left the socket reader parked");
     drop(plain.join().unwrap());
 }
+
+/// A poll that skips its system call (no fd waiter, a cross-thread wake queued) reads the
+/// clock only when a timer is armed: a sleeper on a thread that ping-pongs with another
+/// thread without pause must still wake on time, not only once the ping-pong stops.
+#[test]
+fn a_timer_fires_on_a_thread_whose_polls_skip_the_poller_for_cross_thread_wakes() {
+    const GIVE_UP: Duration = Duration::from_secs(10);
+    let (ping_tx, ping_rx) = sync::channel::<u64>(0);
+    let (pong_tx, pong_rx) = sync::channel::<u64>(0);
+    let echo = thread::spawn(move || {
+        tasklets::spawn(move || {
+            for v in &ping_rx {
+                pong_tx.send(v).unwrap();
+            }
+        });
+        tasklets::run();
+    });
+    let worker = thread::spawn(move || {
+        let slept = Arc::new(AtomicBool::new(false));
+        let woke = slept.clone();
+        tasklets::spawn(move || {
+            tasklets::time::sleep(ms(30));
+            woke.store(true, Ordering::Relaxed);
+        });
+        let pinger = tasklets::spawn(move || {
+            let start = Instant::now();
+            let mut round = 0u64;
+            // Ping-pongs until the sleeper woke (or, if its timer never fires, gives up).
+            while !slept.load(Ordering::Relaxed) && start.elapsed() < GIVE_UP {
+                ping_tx.send(round).unwrap();
+                assert_eq!(pong_rx.receive(), Ok(round));
+                round += 1;
+            }
+            slept.load(Ordering::Relaxed)
+        });
+        tasklets::run();
+        pinger.join().unwrap()
+    });
+    assert!(worker.join().unwrap(), "the sleeper's timer never fired while the thread ping-ponged");
+    echo.join().unwrap();
+}
