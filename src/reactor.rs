@@ -336,6 +336,13 @@ impl FdTable {
     }
 }
 
+/// The tasklets waiting for other threads: a slot each, and the free slots (one `RefCell`
+/// for both: a wait's start and end each borrow once).
+struct RemoteSlots {
+    slots: Vec<RemoteSlot>,
+    free: Vec<usize>,
+}
+
 /// A tasklet waiting for another thread.
 struct RemoteSlot {
     generation: u32,
@@ -347,8 +354,7 @@ struct RemoteSlot {
 pub(crate) struct Reactor {
     shared: OnceCell<Arc<Shared>>,
     fds: RefCell<FdTable>,
-    remotes: RefCell<Vec<RemoteSlot>>,
-    free_remotes: RefCell<Vec<usize>>,
+    remotes: RefCell<RemoteSlots>,
     /// The spare buffer the remote queue's messages are drained into (swapped with the queue's
     /// own under its lock, so that neither side allocates once both have grown).
     drained: Cell<Vec<Remote>>,
@@ -429,8 +435,7 @@ impl Reactor {
         Reactor {
             shared: OnceCell::new(),
             fds: RefCell::new(FdTable::default()),
-            remotes: RefCell::new(Vec::new()),
-            free_remotes: RefCell::new(Vec::new()),
+            remotes: RefCell::new(RemoteSlots { slots: Vec::new(), free: Vec::new() }),
             drained: Cell::new(Vec::new()),
             parked: Cell::new(0),
             remote_parked: Cell::new(0),
@@ -640,16 +645,18 @@ impl Reactor {
 
     /// Makes a remote token for the current tasklet, which will park until another thread
     /// calls [`RemoteWaker::wake`] with it.
+    #[inline]
     pub(crate) fn remote_waker(&self) -> io::Result<RemoteWaker> {
         let shared = self.shared()?;
         let mut remotes = self.remotes.borrow_mut();
-        let index = self.free_remotes.borrow_mut().pop().unwrap_or_else(|| {
-            remotes.push(RemoteSlot { generation: 0, task: None, done: false });
-            remotes.len() - 1
+        let RemoteSlots { slots, free } = &mut *remotes;
+        let index = free.pop().unwrap_or_else(|| {
+            slots.push(RemoteSlot { generation: 0, task: None, done: false });
+            slots.len() - 1
         });
-        let slot = &mut remotes[index];
-        slot.done = false;
-        slot.task = None;
+        // A free slot is not done and holds no task (see `RemoteWait`'s drop).
+        let slot = &slots[index];
+        debug_assert!(!slot.done && slot.task.is_none());
         Ok(RemoteWaker { shared, token: key(index, slot.generation) })
     }
 
@@ -670,6 +677,7 @@ impl Reactor {
     /// operation, which a timer or a kill may also end): the current tasklet parks with
     /// [`RemoteWait::park`] until the returned waker is woken, and the guard frees the slot
     /// when dropped (a wake still in flight is then dropped when it arrives).
+    #[inline]
     pub(crate) fn remote_wait(&self) -> io::Result<(RemoteWait<'_>, RemoteWaker)> {
         let waker = self.remote_waker()?;
         let (index, _) = split(waker.token);
@@ -760,7 +768,8 @@ impl Reactor {
         let mut timeout = timeout;
         let blocks = timeout != Some(Duration::ZERO);
         if blocks {
-            shared.sleeping.store(true, Ordering::SeqCst);
+            // The fence orders this store before the check below (no SeqCst store needed).
+            shared.sleeping.store(true, Ordering::Relaxed);
             // Pairs with the fence in `Shared::send` (the proof is in the module comment).
             fence(Ordering::SeqCst);
             if shared.queued.load(Ordering::Relaxed) {
@@ -852,7 +861,9 @@ impl Reactor {
         let (index, generation) = split(token);
         let task = {
             let mut remotes = self.remotes.borrow_mut();
-            let Some(slot) = remotes.get_mut(index).filter(|s| s.generation == generation) else { return };
+            let Some(slot) = remotes.slots.get_mut(index).filter(|s| s.generation == generation) else {
+                return;
+            };
             slot.done = true;
             slot.task.take()
         };
@@ -948,7 +959,7 @@ pub(crate) struct RemoteWait<'a> {
 impl RemoteWait<'_> {
     /// Whether the waker was woken.
     pub(crate) fn woken(&self) -> bool {
-        self.reactor.remotes.borrow()[self.index].done
+        self.reactor.remotes.borrow().slots[self.index].done
     }
 
     /// Parks the current tasklet as `blocked_on` until the waker is woken or something else
@@ -959,7 +970,7 @@ impl RemoteWait<'_> {
         let sched = scheduler();
         {
             let mut remotes = self.reactor.remotes.borrow_mut();
-            let slot = &mut remotes[self.index];
+            let slot = &mut remotes.slots[self.index];
             if slot.done {
                 return Wake::Woken;
             }
@@ -978,15 +989,16 @@ impl Drop for RemoteWait<'_> {
     fn drop(&mut self) {
         let task = {
             let mut remotes = self.reactor.remotes.borrow_mut();
-            let slot = &mut remotes[self.index];
+            let slot = &mut remotes.slots[self.index];
             slot.generation = slot.generation.wrapping_add(1);
             slot.done = false;
-            slot.task.take()
+            let task = slot.task.take();
+            remotes.free.push(self.index);
+            task
         };
         if task.is_some() {
             self.reactor.unpark_remote();
         }
-        self.reactor.free_remotes.borrow_mut().push(self.index);
     }
 }
 
