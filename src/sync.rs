@@ -15,8 +15,8 @@
 //! a sender's node holds the value it offers, a receiver's node is where a value is put. The
 //! queue entry points at the node and carries the waiter's *waker*: for a tasklet, a
 //! `RemoteWaker` of its scheduler's reactor (a slot in the reactor's remote table, woken by a
-//! token pushed on the reactor's lock-free queue and `Poller::notify()`, as the `unblock` pool
-//! does); for a plain thread, its `std::thread::Thread` (futex `park`/`unpark`). Nothing is
+//! token pushed on the reactor's remote queue and `Poller::notify()` if that thread sleeps in
+//! its poller, as the `unblock` pool does); for a plain thread, its `std::thread::Thread` (futex `park`/`unpark`). Nothing is
 //! allocated per wait once the queues and the reactor's slot table have grown: a parked
 //! cross-thread receiver costs its stack, a 24-byte queue entry and a 16-byte slot in its
 //! reactor's table (`docs/benchmarks.md` measures it against a parked local receiver).
@@ -74,7 +74,12 @@
 //! sending thread (`LATE`) and sent when the sending tasklet stops running (parks on anything,
 //! yields, finishes: the scheduler calls `send_late_wakes` on every switch) or completes its
 //! next `sync` operation, whichever comes first. The value itself is handed over at once (the
-//! sender never waits for the receiver's thread: no second hop).
+//! sender never waits for the receiver's thread: no second hop). The first wake kept sits in a
+//! slot of its own (`Late::first`; a queue behind a `RefCell` cost ~50 instructions a push),
+//! and since it is for another thread by construction it goes straight to that thread's
+//! queue when sent. The flag every switch checks (`LATE_PENDING`) is a thread-local of its own
+//! without a destructor: the scheduler's teardown still switches while the thread's other
+//! thread-locals are being destroyed.
 //!
 //! Why: a rendezvous sender usually waits next (for the answer), and waking the receiver's
 //! thread before that wait is worse than useless. On a busy machine the kernel often runs the
