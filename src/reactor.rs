@@ -708,9 +708,6 @@ impl Reactor {
                 return false;
             }
         };
-        if !self.watches_dumps.get() {
-            self.watch_dumps(shared);
-        }
         // Only fd waiters need the poller's events; with none, a poll that would not sleep
         // (a zero timeout, or a message already queued) makes no system call (see "Polls
         // without a system call").
@@ -727,7 +724,9 @@ impl Reactor {
                 None if scheduler().timers().len() > 0 => self.last_poll.set(Some(Instant::now())),
                 None => {}
             }
-            self.answer_after_poll();
+            // Nothing to answer: the scheduler answered requests just before (`answer_requests`,
+            // in the switch that went idle or in `poll_while_busy`, or a poll of the same idle
+            // loop), and this poll did not wait.
         } else if !self.wait_and_wake(shared, timeout, before) {
             return false;
         }
@@ -750,8 +749,9 @@ impl Reactor {
         }
     }
 
-    /// What every poll answers before it wakes anyone: a dump request (the dump shows what the
-    /// tasklets waited on when it was asked for), interrupts, a snapshot request.
+    /// What a poll that called the poller answers before it wakes anyone: a dump request (the
+    /// dump shows what the tasklets waited on when it was asked for, or while it slept),
+    /// interrupts, a snapshot request (publishing the poll count first).
     #[inline]
     fn answer_after_poll(&self) {
         crate::debug::dump_if_requested(&self.dumps_seen);
@@ -763,6 +763,9 @@ impl Reactor {
     /// waiters of the events it returned. Returns whether the poller could wait.
     fn wait_and_wake(&self, shared: &Shared, timeout: Option<Duration>, before: Option<Instant>) -> bool {
         self.polls.set(self.polls.get() + 1);
+        if !self.watches_dumps.get() {
+            self.watch_dumps(shared); // only a poll that may sleep needs to be woken for a dump
+        }
         let mut events = self.events.borrow_mut();
         events.clear();
         let mut timeout = timeout;
