@@ -62,19 +62,40 @@
 //!   Linux, see `poller`; `polling` issued five per wait). The scheduler polls without blocking once per
 //!   pass over the run queue (and at most every 50 µs) while tasklets are runnable, and blocks
 //!   in the poller until the next timer when none is.
-//! - **Cross-thread wake-ups.** Other threads (the `unblock` pool) cannot touch a scheduler;
-//!   they push a token onto the reactor's lock-free queue (`crossbeam-queue`) and call
-//!   `Poller::notify()` if the owner sleeps in its poller. The scheduler drains the queue whenever it polls. A token's slot
-//!   carries a generation, so a wake that arrives after its wait ended (a timeout or a kill
-//!   ended it first: `crate::sync`) is dropped. A wake made on the waiter's own thread skips
-//!   the queue and the poller.
+//! - **Cross-thread wake-ups.** Other threads (the `unblock` pool, `sync` channels) cannot
+//!   touch a scheduler; they push a token onto the reactor's *remote queue* and call
+//!   `Poller::notify()` if the owner sleeps in its poller. The scheduler drains the queue
+//!   whenever it polls. A token's slot carries a generation, so a wake that arrives after its
+//!   wait ended (a timeout or a kill ended it first: `crate::sync`) is dropped. A wake made on
+//!   the waiter's own thread skips the queue and the poller.
+//! - **The remote queue** is a `Mutex<Vec<Remote>>` and a `queued` flag beside it (set by each
+//!   push and cleared by the owner's drain, both under the lock; read without it). The owner
+//!   looks at the flag alone, and drains by swapping the vector with a spare one of its own, so
+//!   that in the steady state nothing is allocated and a message costs one uncontended lock on
+//!   each side. (It was `crossbeam-queue`'s `SegQueue`: callgrind counted ~330 instructions per
+//!   cross-thread round trip in its `push` and two `pop`s — the last one finding it empty —
+//!   and a block allocated and freed every 31 messages; the lock and the flag cost ~80.)
+//! - **Polls without a system call.** Only tasklets waiting on an fd need the poller's events
+//!   (`parked` counts them with the tasklets in remote slots, `remote_parked` the latter). With
+//!   none, a poll that would not sleep anyway — a zero timeout, or a remote message already
+//!   queued — skips `epoll_wait` and only drains the queue. This is the common case of a
+//!   ping-pong across threads: the thread that wakes its partner goes idle with the answer's
+//!   wake often already queued (on one CPU the partner ran in between), and its
+//!   `epoll_wait(0)` was one system call in two per round trip at `sync::channel(0)`. Edges
+//!   not harvested stay queued in the epoll instance (and the notifier's edge with them, which
+//!   then makes the next real wait return at once: one spurious pass, never a lost wake) until
+//!   the next poll that has fd waiters, or that sleeps, harvests them; a tasklet that starts
+//!   waiting on an fd meanwhile finds its `ready` flag unset, parks, and is woken by that
+//!   harvest, exactly as when the edge comes after it parked. `polls` counts the system calls.
+//!   Such a poll took no time, so it reads no clock either unless a timer is armed: the pass's
+//!   clock (`polled_at`), which only serves to fire timers, keeps the last poll's reading.
 //! - **Notify only a sleeper.** The eventfd write is skipped when the owner is not blocked in
 //!   the poller (Go's `netpollBreak` only when a thread sits in `netpoll`): a busy scheduler
 //!   drains the queue at its next poll anyway (the same poll where a written eventfd would be
 //!   seen), so the write only cost a syscall on each side. The owner publishes `sleeping`
 //!   before it blocks; the waker pushes its message, then reads `sleeping`. No wake is lost:
-//!   the owner runs `store(sleeping, true); fence(SeqCst); queue.is_empty()` and the waker
-//!   `queue.push(m); fence(SeqCst); sleeping.load()`. The two SeqCst fences are totally ordered;
+//!   the owner runs `store(sleeping, true); fence(SeqCst); queued.load()` and the waker
+//!   `queue.push(m), queued = true; fence(SeqCst); sleeping.load()`. The two SeqCst fences are totally ordered;
 //!   if the owner's comes first, the waker's load sees `true` and it writes the eventfd, which
 //!   makes the owner's wait return (or not block); if the waker's comes first, the owner sees
 //!   the queue non-empty and polls without blocking. Either way the message is drained by the
@@ -97,16 +118,14 @@
 //! (Moving the single registration instead, the first design, made two threads blocked on one
 //! socket steal it from each other in a loop: 120 ms of CPU per 300 ms idle.)
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-use crossbeam_queue::SegQueue;
 
 use crate::poller::{Event, Events, PollMode, Poller};
 use crate::registrations::FdUser;
@@ -133,7 +152,11 @@ pub(crate) enum Begin {
 /// The part of a reactor other threads may hold: the poller and the queue of remote wake-ups.
 pub(crate) struct Shared {
     poller: Poller,
-    remote: SegQueue<Remote>,
+    /// Messages from other threads, in arrival order (see "The remote queue" above).
+    remote: Mutex<Vec<Remote>>,
+    /// Whether `remote` holds any message: set under its lock by each push, cleared under it
+    /// by the owner's drain, read without it (the owner's check before each poll).
+    queued: AtomicBool,
     /// Whether the owner is (about to be) blocked in the poller: only then does a message on
     /// `remote` need the eventfd write (see "Notify only a sleeper" above).
     sleeping: AtomicBool,
@@ -149,7 +172,11 @@ impl Shared {
 
     /// Queues `message` for the owner and wakes it only if it sleeps in the poller.
     fn send(&self, message: Remote) {
-        self.remote.push(message);
+        {
+            let mut remote = self.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            remote.push(message);
+            self.queued.store(true, Ordering::Relaxed);
+        }
         // Pairs with the fence in `Reactor::poll` (the proof is in the module comment).
         fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::SeqCst) {
@@ -159,6 +186,7 @@ impl Shared {
 }
 
 /// A message from another thread.
+#[derive(Clone, Copy)]
 enum Remote {
     /// Wake the tasklet waiting with this token.
     Wake(usize),
@@ -308,6 +336,13 @@ impl FdTable {
     }
 }
 
+/// The tasklets waiting for other threads: a slot each, and the free slots (one `RefCell`
+/// for both: a wait's start and end each borrow once).
+struct RemoteSlots {
+    slots: Vec<RemoteSlot>,
+    free: Vec<usize>,
+}
+
 /// A tasklet waiting for another thread.
 struct RemoteSlot {
     generation: u32,
@@ -317,12 +352,17 @@ struct RemoteSlot {
 
 /// The thread-local half of a reactor, owned by the scheduler.
 pub(crate) struct Reactor {
-    shared: RefCell<Option<Arc<Shared>>>,
+    shared: OnceCell<Arc<Shared>>,
     fds: RefCell<FdTable>,
-    remotes: RefCell<Vec<RemoteSlot>>,
-    free_remotes: RefCell<Vec<usize>>,
+    remotes: RefCell<RemoteSlots>,
+    /// The spare buffer the remote queue's messages are drained into (swapped with the queue's
+    /// own under its lock, so that neither side allocates once both have grown).
+    drained: Cell<Vec<Remote>>,
     /// Tasklets parked on fds or on other threads: while any is, the thread is not idle for good.
     parked: Cell<usize>,
+    /// Of those, the tasklets parked on other threads (in a remote slot): the rest wait on fds,
+    /// and only they need the poller's events (see "Polls without a system call").
+    remote_parked: Cell<usize>,
     events: RefCell<Events>,
     /// When the last poll returned: the scheduler pass's clock (see [`Reactor::polled_at`]).
     last_poll: Cell<Option<Instant>>,
@@ -393,11 +433,12 @@ impl Reactor {
             _ => PollMode::Edge,
         };
         Reactor {
-            shared: RefCell::new(None),
+            shared: OnceCell::new(),
             fds: RefCell::new(FdTable::default()),
-            remotes: RefCell::new(Vec::new()),
-            free_remotes: RefCell::new(Vec::new()),
+            remotes: RefCell::new(RemoteSlots { slots: Vec::new(), free: Vec::new() }),
+            drained: Cell::new(Vec::new()),
             parked: Cell::new(0),
+            remote_parked: Cell::new(0),
             events: RefCell::new(Events::new()),
             last_poll: Cell::new(None),
             mode,
@@ -412,23 +453,37 @@ impl Reactor {
 
     /// The shared half, creating the poller on first use.
     pub(crate) fn shared(&self) -> io::Result<Arc<Shared>> {
-        if let Some(shared) = &*self.shared.borrow() {
-            return Ok(shared.clone());
+        self.shared_ref().cloned()
+    }
+
+    /// [`Reactor::shared`] without cloning the `Arc` (no atomic add and subtract per poll).
+    #[inline]
+    fn shared_ref(&self) -> io::Result<&Arc<Shared>> {
+        match self.shared.get() {
+            Some(shared) => Ok(shared),
+            None => self.make_shared(),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn make_shared(&self) -> io::Result<&Arc<Shared>> {
         let shared = Arc::new(Shared {
             poller: Poller::new()?,
-            remote: SegQueue::new(),
+            remote: Mutex::new(Vec::new()),
+            queued: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
         });
-        *self.shared.borrow_mut() = Some(shared.clone());
-        POLLER.with(|poller| poller.set(Arc::as_ptr(&shared)));
+        let shared = self.shared.get_or_init(|| shared);
+        POLLER.with(|poller| poller.set(Arc::as_ptr(shared)));
         scheduler().monitor().set_notifier(shared.clone());
         Ok(shared)
     }
 
     /// Whether `shared` is this reactor's (without cloning the `Arc`).
+    #[inline]
     pub(crate) fn owns(&self, shared: &Arc<Shared>) -> bool {
-        self.shared.borrow().as_ref().is_some_and(|own| Arc::ptr_eq(own, shared))
+        self.shared.get().is_some_and(|own| Arc::ptr_eq(own, shared))
     }
 
     /// Calls to the poller so far.
@@ -590,16 +645,18 @@ impl Reactor {
 
     /// Makes a remote token for the current tasklet, which will park until another thread
     /// calls [`RemoteWaker::wake`] with it.
+    #[inline]
     pub(crate) fn remote_waker(&self) -> io::Result<RemoteWaker> {
         let shared = self.shared()?;
         let mut remotes = self.remotes.borrow_mut();
-        let index = self.free_remotes.borrow_mut().pop().unwrap_or_else(|| {
-            remotes.push(RemoteSlot { generation: 0, task: None, done: false });
-            remotes.len() - 1
+        let RemoteSlots { slots, free } = &mut *remotes;
+        let index = free.pop().unwrap_or_else(|| {
+            slots.push(RemoteSlot { generation: 0, task: None, done: false });
+            slots.len() - 1
         });
-        let slot = &mut remotes[index];
-        slot.done = false;
-        slot.task = None;
+        // A free slot is not done and holds no task (see `RemoteWait`'s drop).
+        let slot = &slots[index];
+        debug_assert!(!slot.done && slot.task.is_none());
         Ok(RemoteWaker { shared, token: key(index, slot.generation) })
     }
 
@@ -620,6 +677,7 @@ impl Reactor {
     /// operation, which a timer or a kill may also end): the current tasklet parks with
     /// [`RemoteWait::park`] until the returned waker is woken, and the guard frees the slot
     /// when dropped (a wake still in flight is then dropped when it arrives).
+    #[inline]
     pub(crate) fn remote_wait(&self) -> io::Result<(RemoteWait<'_>, RemoteWaker)> {
         let waker = self.remote_waker()?;
         let (index, _) = split(waker.token);
@@ -634,7 +692,8 @@ impl Reactor {
 
     /// The scheduler pass's clock: when the last poll returned (see [`Reactor::poll`]), or now
     /// if there was none. The scheduler fires due timers against it instead of reading the
-    /// clock again.
+    /// clock again. After a poll that made no system call while no timer was armed, it is the
+    /// reading of an earlier poll (see "Polls without a system call"): only use it for timers.
     pub(crate) fn polled_at(&self) -> Instant {
         self.last_poll.get().unwrap_or_else(Instant::now)
     }
@@ -642,38 +701,87 @@ impl Reactor {
     /// [`Reactor::poll`]; a non-blocking poll takes `before` (read by the caller just before)
     /// as the time it returned, instead of reading the clock again.
     fn poll_with(&self, timeout: Option<Duration>, before: Option<Instant>) -> bool {
-        let shared = match self.shared() {
+        let shared = match self.shared_ref() {
             Ok(shared) => shared,
             Err(err) => {
                 log::warn!("tasklet: cannot create a poller: {err}");
                 return false;
             }
         };
+        // Only fd waiters need the poller's events; with none, a poll that would not sleep
+        // (a zero timeout, or a message already queued) makes no system call (see "Polls
+        // without a system call").
+        let needs_events = self.parked.get() > self.remote_parked.get();
+        let skip =
+            !needs_events && (timeout == Some(Duration::ZERO) || shared.queued.load(Ordering::Acquire));
+        if skip {
+            // The pass's clock, as below; but a poll that did not wait took no time, and only
+            // timers need "now" (the scheduler fires them against `polled_at`): with none
+            // armed, the last poll's reading stands (no clock read, ~35 ns on the VM of
+            // docs/benchmarks.md).
+            match before {
+                Some(before) => self.last_poll.set(Some(before)),
+                None if scheduler().timers().len() > 0 => self.last_poll.set(Some(Instant::now())),
+                None => {}
+            }
+            // Nothing to answer: the scheduler answered requests just before (`answer_requests`,
+            // in the switch that went idle or in `poll_while_busy`, or a poll of the same idle
+            // loop), and this poll did not wait.
+        } else if !self.wait_and_wake(shared, timeout, before) {
+            return false;
+        }
+        if shared.queued.load(Ordering::Acquire) {
+            self.drain_remote(shared);
+        }
+        true
+    }
+
+    /// Starts watching the dump-request eventfd, once it exists.
+    #[cold]
+    #[inline(never)]
+    fn watch_dumps(&self, shared: &Shared) {
+        if let Some(fd) = crate::debug::dump_eventfd() {
+            // SAFETY: the dump eventfd is never closed.
+            match unsafe { shared.poller.add_with_mode(fd, Event::readable(DUMP_KEY), PollMode::Edge) } {
+                Ok(()) => self.watches_dumps.set(true),
+                Err(err) => log::warn!("tasklet: cannot watch for dump requests: {err}"),
+            }
+        }
+    }
+
+    /// What a poll that called the poller answers before it wakes anyone: a dump request (the
+    /// dump shows what the tasklets waited on when it was asked for, or while it slept),
+    /// interrupts, a snapshot request (publishing the poll count first).
+    #[inline]
+    fn answer_after_poll(&self) {
+        crate::debug::dump_if_requested(&self.dumps_seen);
+        self.wake_interrupted();
+        scheduler().monitor().polled(self.polls.get());
+    }
+
+    /// The poll's system call: waits in the poller (at most `timeout`), then wakes the fd
+    /// waiters of the events it returned. Returns whether the poller could wait.
+    fn wait_and_wake(&self, shared: &Shared, timeout: Option<Duration>, before: Option<Instant>) -> bool {
         self.polls.set(self.polls.get() + 1);
         if !self.watches_dumps.get() {
-            if let Some(fd) = crate::debug::dump_eventfd() {
-                // SAFETY: the dump eventfd is never closed.
-                match unsafe { shared.poller.add_with_mode(fd, Event::readable(DUMP_KEY), PollMode::Edge) } {
-                    Ok(()) => self.watches_dumps.set(true),
-                    Err(err) => log::warn!("tasklet: cannot watch for dump requests: {err}"),
-                }
-            }
+            self.watch_dumps(shared); // only a poll that may sleep needs to be woken for a dump
         }
         let mut events = self.events.borrow_mut();
         events.clear();
         let mut timeout = timeout;
         let blocks = timeout != Some(Duration::ZERO);
         if blocks {
-            shared.sleeping.store(true, Ordering::SeqCst);
+            // The fence orders this store before the check below (no SeqCst store needed).
+            shared.sleeping.store(true, Ordering::Relaxed);
             // Pairs with the fence in `Shared::send` (the proof is in the module comment).
             fence(Ordering::SeqCst);
-            if !shared.remote.is_empty() {
+            if shared.queued.load(Ordering::Relaxed) {
                 timeout = Some(Duration::ZERO);
             }
         }
         let waited = shared.poller.wait(&mut events, timeout);
         if blocks {
-            shared.sleeping.store(false, Ordering::SeqCst);
+            shared.sleeping.store(false, Ordering::Relaxed);
         }
         // The pass's one clock read (after the wait: what it returns to is "now" for the timers
         // fired next; a non-blocking wait takes its caller's reading from just before).
@@ -687,11 +795,8 @@ impl Reactor {
                 return false;
             }
         }
-        // Before waking anyone: the dump shows what the tasklets waited on when it was asked for.
-        crate::debug::dump_if_requested(&self.dumps_seen);
-        self.wake_interrupted();
+        self.answer_after_poll();
         let sched = scheduler();
-        sched.monitor().polled(self.polls.get());
         let mut fds = self.fds.borrow_mut();
         for event in events.iter() {
             if event.key == DUMP_KEY {
@@ -724,9 +829,18 @@ impl Reactor {
                 }
             }
         }
-        drop(fds);
-        drop(events);
-        while let Some(message) = shared.remote.pop() {
+        true
+    }
+
+    /// Takes every message queued by other threads and acts on it, in arrival order.
+    fn drain_remote(&self, shared: &Shared) {
+        let mut batch = self.drained.take();
+        {
+            let mut remote = shared.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            std::mem::swap(&mut *remote, &mut batch);
+            shared.queued.store(false, Ordering::Relaxed);
+        }
+        for &message in &batch {
             match message {
                 Remote::Wake(token) => self.wake_remote(token),
                 Remote::Forget(key) => {
@@ -735,19 +849,29 @@ impl Reactor {
                 }
             }
         }
-        true
+        batch.clear();
+        self.drained.set(batch);
+    }
+
+    /// A tasklet left its remote slot (woken, or its wait ended another way).
+    #[inline]
+    fn unpark_remote(&self) {
+        self.parked.set(self.parked.get() - 1);
+        self.remote_parked.set(self.remote_parked.get() - 1);
     }
 
     fn wake_remote(&self, token: usize) {
         let (index, generation) = split(token);
         let task = {
             let mut remotes = self.remotes.borrow_mut();
-            let Some(slot) = remotes.get_mut(index).filter(|s| s.generation == generation) else { return };
+            let Some(slot) = remotes.slots.get_mut(index).filter(|s| s.generation == generation) else {
+                return;
+            };
             slot.done = true;
             slot.task.take()
         };
         if let Some(task) = task {
-            self.parked.set(self.parked.get() - 1);
+            self.unpark_remote();
             scheduler().wake(task);
         }
     }
@@ -838,7 +962,7 @@ pub(crate) struct RemoteWait<'a> {
 impl RemoteWait<'_> {
     /// Whether the waker was woken.
     pub(crate) fn woken(&self) -> bool {
-        self.reactor.remotes.borrow()[self.index].done
+        self.reactor.remotes.borrow().slots[self.index].done
     }
 
     /// Parks the current tasklet as `blocked_on` until the waker is woken or something else
@@ -849,13 +973,14 @@ impl RemoteWait<'_> {
         let sched = scheduler();
         {
             let mut remotes = self.reactor.remotes.borrow_mut();
-            let slot = &mut remotes[self.index];
+            let slot = &mut remotes.slots[self.index];
             if slot.done {
                 return Wake::Woken;
             }
             if slot.task.is_none() {
                 slot.task = Some(sched.current_rc());
                 self.reactor.parked.set(self.reactor.parked.get() + 1);
+                self.reactor.remote_parked.set(self.reactor.remote_parked.get() + 1);
             }
         }
         sched.current().set_state(State::Blocked(blocked_on));
@@ -867,15 +992,16 @@ impl Drop for RemoteWait<'_> {
     fn drop(&mut self) {
         let task = {
             let mut remotes = self.reactor.remotes.borrow_mut();
-            let slot = &mut remotes[self.index];
+            let slot = &mut remotes.slots[self.index];
             slot.generation = slot.generation.wrapping_add(1);
             slot.done = false;
-            slot.task.take()
+            let task = slot.task.take();
+            remotes.free.push(self.index);
+            task
         };
         if task.is_some() {
-            self.reactor.parked.set(self.reactor.parked.get() - 1);
+            self.reactor.unpark_remote();
         }
-        self.reactor.free_remotes.borrow_mut().push(self.index);
     }
 }
 
@@ -901,6 +1027,11 @@ impl RemoteWaker {
                 return;
             }
         }
+        self.shared.send(Remote::Wake(self.token));
+    }
+
+    /// [`RemoteWaker::wake`] for a waker known to be another thread's (a late wake of `sync`).
+    pub(crate) fn wake_other_thread(self) {
         self.shared.send(Remote::Wake(self.token));
     }
 }

@@ -15,8 +15,8 @@
 //! a sender's node holds the value it offers, a receiver's node is where a value is put. The
 //! queue entry points at the node and carries the waiter's *waker*: for a tasklet, a
 //! `RemoteWaker` of its scheduler's reactor (a slot in the reactor's remote table, woken by a
-//! token pushed on the reactor's lock-free queue and `Poller::notify()`, as the `unblock` pool
-//! does); for a plain thread, its `std::thread::Thread` (futex `park`/`unpark`). Nothing is
+//! token pushed on the reactor's remote queue and `Poller::notify()` if that thread sleeps in
+//! its poller, as the `unblock` pool does); for a plain thread, its `std::thread::Thread` (futex `park`/`unpark`). Nothing is
 //! allocated per wait once the queues and the reactor's slot table have grown: a parked
 //! cross-thread receiver costs its stack, a 24-byte queue entry and a 16-byte slot in its
 //! reactor's table (`docs/benchmarks.md` measures it against a parked local receiver).
@@ -74,7 +74,12 @@
 //! sending thread (`LATE`) and sent when the sending tasklet stops running (parks on anything,
 //! yields, finishes: the scheduler calls `send_late_wakes` on every switch) or completes its
 //! next `sync` operation, whichever comes first. The value itself is handed over at once (the
-//! sender never waits for the receiver's thread: no second hop).
+//! sender never waits for the receiver's thread: no second hop). The first wake kept sits in a
+//! slot of its own (`Late::first`; a queue behind a `RefCell` cost ~50 instructions a push),
+//! and since it is for another thread by construction it goes straight to that thread's
+//! queue when sent. The flag every switch checks (`LATE_PENDING`) is a thread-local of its own
+//! without a destructor: the scheduler's teardown still switches while the thread's other
+//! thread-locals are being destroyed.
 //!
 //! Why: a rendezvous sender usually waits next (for the answer), and waking the receiver's
 //! thread before that wait is worse than useless. On a busy machine the kernel often runs the
@@ -292,11 +297,19 @@ impl Waker {
     }
 }
 
+/// Wakes of tasklets on other threads that the tasklet running on this thread made late
+/// (see "Waking late at capacity 0"), in the order it made them: the first in a slot of its
+/// own (almost always the only one: a send then a wait), the others in a queue.
+struct Late {
+    first: Cell<Option<RemoteWaker>>,
+    more: RefCell<VecDeque<RemoteWaker>>,
+}
+
 thread_local! {
-    /// Wakes of tasklets on other threads that the tasklet running on this thread made late
-    /// (see "Waking late at capacity 0"), in the order it made them.
-    static LATE: RefCell<VecDeque<RemoteWaker>> = const { RefCell::new(VecDeque::new()) };
-    /// Whether `LATE` holds any: the check every switch makes.
+    static LATE: Late = const { Late { first: Cell::new(None), more: RefCell::new(VecDeque::new()) } };
+    /// Whether `LATE` holds any: the check every switch makes. Apart from `LATE` because it
+    /// needs no destructor, so that it can be read while the thread's destructors run (the
+    /// scheduler's teardown switches).
     static LATE_PENDING: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -313,10 +326,27 @@ pub(crate) fn send_late_wakes() {
 #[inline(never)]
 fn send_late_wakes_now() {
     LATE_PENDING.with(|pending| pending.set(false));
-    // One at a time: a wake never makes another late, but keep no borrow across it anyway.
-    while let Some(waker) = LATE.with(|late| late.borrow_mut().pop_front()) {
-        waker.wake();
+    // Made late only for another thread's tasklet: straight to that thread's queue. (Once
+    // `LATE` is destroyed, at thread exit, its wakers were dropped with it.)
+    if let Some(waker) = LATE.try_with(|late| late.first.take()).ok().flatten() {
+        waker.wake_other_thread();
     }
+    // One at a time: a wake never makes another late, but keep no borrow across it anyway.
+    while let Some(waker) = LATE.try_with(|late| late.more.borrow_mut().pop_front()).ok().flatten() {
+        waker.wake_other_thread();
+    }
+}
+
+/// Keeps `waker` (of a tasklet on another thread) until the running tasklet stops running.
+fn keep_late(waker: RemoteWaker) {
+    let more = LATE_PENDING.with(|pending| pending.replace(true));
+    LATE.with(|late| {
+        if more {
+            late.more.borrow_mut().push_back(waker);
+        } else {
+            late.first.set(Some(waker));
+        }
+    });
 }
 
 /// Wakes the receiver a send handed its value to: at capacity 0, when the receiver is a
@@ -329,8 +359,7 @@ fn wake_receiver(waker: Option<Waker>, capacity: usize) {
                 && existing_scheduler()
                     .is_some_and(|sched| !sched.current().is_main() && !waker.is_for(sched.reactor())) =>
         {
-            LATE.with(|late| late.borrow_mut().push_back(waker));
-            LATE_PENDING.with(|pending| pending.set(true));
+            keep_late(waker)
         }
         waker => wake_all(waker),
     }
@@ -621,14 +650,15 @@ impl<T> Chan<T> {
         side: Side,
         deadline: Option<Instant>,
     ) -> Outcome {
-        let me = sched.current_rc();
         let blocked_on = match side {
             Side::Send => BlockedOn::Send(self.id),
             Side::Receive => BlockedOn::Receive(self.id),
         };
-        let alarm = deadline.map(|deadline| Alarm::arm(&me, deadline));
+        // A new reference to the tasklet only for its timer (the common wait has none).
+        let me = deadline.map(|deadline| (sched.current_rc(), deadline));
+        let alarm = me.as_ref().map(|(me, deadline)| Alarm::arm(me, *deadline));
         let outcome = loop {
-            let wake = me.deferring_kills(|| wait.park(blocked_on));
+            let wake = sched.current().deferring_kills(|| wait.park(blocked_on));
             match node.ended() {
                 Some(Status::Done) => break Outcome::Done,
                 Some(_) => break Outcome::Closed,

@@ -913,3 +913,94 @@ fn the_main_tasklet_wakes_a_remote_receiver_at_once() {
     assert_eq!(main.join().unwrap(), Ok(Ok(9)), "the main tasklet's wake was kept");
     remote.join().unwrap();
 }
+
+/// A poll that finds a cross-thread wake already queued does not sleep, and skips its
+/// `epoll_wait` altogether when no tasklet of the thread waits on an fd; with a tasklet parked
+/// on a socket it must still make it, or that reader misses the data. Here the thread is
+/// blocked (a std sleep in a tasklet) while the reader's data arrives and then a plain thread's
+/// send queues the wake of a second tasklet; the poll after the sleep must wake both, the
+/// reader first (events before the remote queue), so the second tasklet sees the data read.
+/// (A machine so loaded that the plain thread is slower than the sleep only makes the reader
+/// wake alone first: the test then passes without proving anything, it never fails.)
+#[test]
+fn a_poll_that_finds_a_cross_thread_wake_queued_still_wakes_socket_readers() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = sync::channel::<u32>(0);
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let plain = thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        go_rx.recv_timeout(Duration::from_secs(20)).expect("the scheduler thread blocked");
+        peer.write_all(b"x").unwrap(); // the reader's edge, while its thread cannot poll
+        thread::sleep(ms(20));
+        tx.send(1).unwrap(); // queues the receiver's wake: the thread is not in its poller
+        peer
+    });
+    let worker = thread::spawn(move || {
+        let read = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let read = read.clone();
+            tasklets::spawn(move || {
+                let mut stream = tasklets::net::TcpStream::connect(addr).unwrap();
+                let mut buf = [0u8; 8];
+                let n = stream.read(&mut buf).unwrap(); // parks on the socket
+                read.store(true, Ordering::Relaxed);
+                buf[..n].to_vec()
+            })
+        };
+        let receiver = tasklets::spawn(move || (rx.receive(), read.load(Ordering::Relaxed)));
+        tasklets::spawn(move || {
+            go_tx.send(()).unwrap();
+            thread::sleep(ms(300)); // blocks the thread: no poll, no switch
+        });
+        tasklets::run();
+        (reader.join().unwrap(), receiver.join().unwrap())
+    });
+    let (got, (received, read_first)) = worker.join().unwrap();
+    assert_eq!(got, b"x");
+    assert_eq!(received, Ok(1));
+    assert!(read_first, "the poll that woke the receiver left the socket reader parked");
+    drop(plain.join().unwrap());
+}
+
+/// A poll that skips its system call (no fd waiter, a cross-thread wake queued) reads the
+/// clock only when a timer is armed: a sleeper on a thread that ping-pongs with another
+/// thread without pause must still wake on time, not only once the ping-pong stops.
+#[test]
+fn a_timer_fires_on_a_thread_whose_polls_skip_the_poller_for_cross_thread_wakes() {
+    const GIVE_UP: Duration = Duration::from_secs(10);
+    let (ping_tx, ping_rx) = sync::channel::<u64>(0);
+    let (pong_tx, pong_rx) = sync::channel::<u64>(0);
+    let echo = thread::spawn(move || {
+        tasklets::spawn(move || {
+            for v in &ping_rx {
+                pong_tx.send(v).unwrap();
+            }
+        });
+        tasklets::run();
+    });
+    let worker = thread::spawn(move || {
+        let slept = Arc::new(AtomicBool::new(false));
+        let woke = slept.clone();
+        tasklets::spawn(move || {
+            tasklets::time::sleep(ms(30));
+            woke.store(true, Ordering::Relaxed);
+        });
+        let pinger = tasklets::spawn(move || {
+            let start = Instant::now();
+            let mut round = 0u64;
+            // Ping-pongs until the sleeper woke (or, if its timer never fires, gives up).
+            while !slept.load(Ordering::Relaxed) && start.elapsed() < GIVE_UP {
+                ping_tx.send(round).unwrap();
+                assert_eq!(pong_rx.receive(), Ok(round));
+                round += 1;
+            }
+            slept.load(Ordering::Relaxed)
+        });
+        tasklets::run();
+        pinger.join().unwrap()
+    });
+    assert!(worker.join().unwrap(), "the sleeper's timer never fired while the thread ping-ponged");
+    echo.join().unwrap();
+}
