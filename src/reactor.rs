@@ -27,7 +27,10 @@
 //!   nothing) emptied the receive queue, so the next read would fail with `EAGAIN`: the
 //!   reactor marks the fd's read side `Drained` and the next read parks *before* trying
 //!   (`Source::io_raw`), saving a `recv` per message of a request/response protocol (mio and
-//!   tokio do the same: a short read clears read readiness). Every read event the poller
+//!   tokio do the same: a short read clears read readiness). The check is the wait's own
+//!   lookup of the entry (`begin_wait` with `drained_only`: park if `Drained`, else try the
+//!   `recv`), and a read timeout's clock read happens only once the entry said "park"
+//!   (`registrations::OpDeadline`). Every read event the poller
 //!   delivers clears the mark (before the waiters run). Why no wake-up is lost, edge-triggered:
 //!   every byte that was not returned by the short `recv` was queued after that `recv` looked at
 //!   the queue, and queueing it makes a new edge in this thread's epoll instance, which only

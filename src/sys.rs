@@ -22,6 +22,7 @@
 //! | no SIGPIPE on a closed peer ([`MSG_NOSIGNAL`], [`no_sigpipe`]) | `MSG_NOSIGNAL` | `SO_NOSIGPIPE` | `MSG_NOSIGNAL` |
 //! | the thread's OS id ([`thread_id`]) | `gettid` | `pthread_threadid_np` | `pthread_getthreadid_np` |
 //! | the process's mappings ([`mappings`], [`max_map_count`]) | `/proc` | none | none |
+//! | socket reads and writes without a cancellation point ([`recv`], [`send`]) | `syscall(SYS_recvfrom/SYS_sendto)` | libc's `recv`/`send` | libc's `recv`/`send` |
 //!
 //! The poller (kqueue through `polling` off Linux) is `poller`'s business, the stack switch
 //! `context`'s.
