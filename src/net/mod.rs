@@ -199,6 +199,11 @@ impl NetSocket {
         Ok(NetSocket { source: Source::new(socket)?, options: Arc::default() })
     }
 
+    /// Wraps a socket accepted with `sys::accept`, which makes it non-blocking already.
+    pub(crate) fn accepted(socket: socket2::Socket) -> NetSocket {
+        NetSocket { source: Source::nonblocking(socket), options: Arc::default() }
+    }
+
     /// Wraps a socket made elsewhere (a std socket, a raw fd), taking over its blocking mode
     /// and its timeouts.
     pub(crate) fn import(socket: socket2::Socket) -> NetSocket {
