@@ -18,22 +18,8 @@ RUNS=${1:-3}
 LOW=${2:-200}
 HIGH=${3:-2000}
 CONNS=${4:-100}
-cd "$(dirname "$0")/.."
-T=${CARGO_TARGET_DIR:-target}
-[ -n "${ECHO_SERVER:-}" ] || cargo build -q --release --example echo_server
-cargo bench -q -p tasklets-bench --bench compare --no-run 2>/dev/null
-B=$(find "$T"/release/deps -maxdepth 1 -type f -executable -name 'compare-*' -printf '%T@ %p\n' | sort -rn | head -1 | cut -d" " -f2)
-SERVER=${ECHO_SERVER:-$T/release/examples/echo_server}
-OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
-
-port_free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# load PORT TRIPS -> round trips done
-load() {
-    "$B" --child echo-ir tasklet cpus=1 role=client port="$1" conns="$CONNS" size=64 \
-        warm_ms=0 window_ms=0 trips="$2" | tr ' ' '\n' | sed -n 's/^round_trips=//p'
-}
+# shellcheck source=bench/echo-lib.sh
+source "$(dirname "$0")/echo-lib.sh"
 
 # one NAME TRIPS -> "messages instructions"
 one() {

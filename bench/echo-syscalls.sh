@@ -20,23 +20,10 @@ RUNS=${1:-1}
 CONNS=${2:-100}
 LOW=${3:-200}
 HIGH=${4:-2000}
-cd "$(dirname "$0")/.."
-T=${CARGO_TARGET_DIR:-target}
-[ -n "${ECHO_SERVER:-}" ] || cargo build -q --release --example echo_server
-cargo bench -q -p tasklets-bench --bench compare --no-run 2>/dev/null
-B=$(find "$T"/release/deps -maxdepth 1 -type f -executable -name 'compare-*' -printf '%T@ %p\n' | sort -rn | head -1 | cut -d" " -f2)
-SERVER=${ECHO_SERVER:-$T/release/examples/echo_server}
+# shellcheck source=bench/echo-lib.sh
+source "$(dirname "$0")/echo-lib.sh"
 read -r -a SERVERS <<<"${SERVERS:-shipped notimeout tasklet tokio floor-epoll}"
-OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
 CALLS=(recvfrom sendto epoll_wait epoll_pwait epoll_ctl read write futex sched_yield)
-
-port_free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-load() {
-    "$B" --child echo-ir tasklet cpus=1 role=client port="$1" conns="$CONNS" size=64 \
-        warm_ms=0 window_ms=0 trips="$2" | tr ' ' '\n' | sed -n 's/^round_trips=//p'
-}
 
 # measure PID PORT TRIPS TAG -> writes $OUT/TAG.stat, $OUT/TAG.events, echoes messages
 measure() {
