@@ -483,7 +483,18 @@ pub(crate) fn no_sigpipe(socket: &socket2::Socket) -> io::Result<()> {
 pub(crate) unsafe fn recv(fd: RawFd, buf: *mut u8, len: usize, flags: libc::c_int) -> isize {
     #[cfg(target_os = "linux")]
     // SAFETY: per this function's contract; `recvfrom` with null address arguments is `recv`.
-    return unsafe { libc::syscall(libc::SYS_recvfrom, fd, buf, len, flags, 0usize, 0usize) } as isize;
+    // Every argument is passed as a full word (`syscall` is variadic).
+    return unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd as libc::c_long,
+            buf as libc::c_long,
+            len as libc::c_long,
+            flags as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    } as isize;
     #[cfg(not(target_os = "linux"))]
     // SAFETY: per this function's contract.
     return unsafe { libc::recv(fd, buf.cast(), len, flags) };
@@ -498,8 +509,19 @@ pub(crate) unsafe fn recv(fd: RawFd, buf: *mut u8, len: usize, flags: libc::c_in
 #[inline]
 pub(crate) unsafe fn send(fd: RawFd, buf: *const u8, len: usize, flags: libc::c_int) -> isize {
     #[cfg(target_os = "linux")]
-    // SAFETY: per this function's contract; `sendto` with no address is `send`.
-    return unsafe { libc::syscall(libc::SYS_sendto, fd, buf, len, flags, 0usize, 0usize) } as isize;
+    // SAFETY: per this function's contract; `sendto` with no address is `send`. Every argument
+    // is passed as a full word (`syscall` is variadic).
+    return unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd as libc::c_long,
+            buf as libc::c_long,
+            len as libc::c_long,
+            flags as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    } as isize;
     #[cfg(not(target_os = "linux"))]
     // SAFETY: per this function's contract.
     return unsafe { libc::send(fd, buf.cast(), len, flags) };
