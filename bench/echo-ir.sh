@@ -5,6 +5,7 @@
 #
 #   bench/echo-ir.sh [RUNS] [TRIPS_LOW] [TRIPS_HIGH] [CONNS]      # defaults: 3 200 2000 100
 #   ECHO_SERVER=/path/to/echo_server bench/echo-ir.sh             # another build (e.g. before)
+#   SERVERS="shipped notimeout" bench/echo-ir.sh                  # some servers only
 #
 # Each server runs under `valgrind --tool=callgrind` twice, pinned to CPU 0, while the compare
 # bench's load generator (not under valgrind, CPU 1) makes CONNS connections × TRIPS round trips
@@ -17,22 +18,8 @@ RUNS=${1:-3}
 LOW=${2:-200}
 HIGH=${3:-2000}
 CONNS=${4:-100}
-cd "$(dirname "$0")/.."
-T=${CARGO_TARGET_DIR:-target}
-[ -n "${ECHO_SERVER:-}" ] || cargo build -q --release --example echo_server
-cargo bench -q -p tasklets-bench --bench compare --no-run 2>/dev/null
-B=$(find "$T"/release/deps -maxdepth 1 -type f -executable -name 'compare-*' -printf '%T@ %p\n' | sort -rn | head -1 | cut -d" " -f2)
-SERVER=${ECHO_SERVER:-$T/release/examples/echo_server}
-OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
-
-port_free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# load PORT TRIPS -> round trips done
-load() {
-    "$B" --child echo-ir tasklet cpus=1 role=client port="$1" conns="$CONNS" size=64 \
-        warm_ms=0 window_ms=0 trips="$2" | tr ' ' '\n' | sed -n 's/^round_trips=//p'
-}
+# shellcheck source=bench/echo-lib.sh
+source "$(dirname "$0")/echo-lib.sh"
 
 # one NAME TRIPS -> "messages instructions"
 one() {
@@ -70,7 +57,7 @@ one() {
     echo "$msgs $ir"
 }
 
-SERVERS=(shipped notimeout tokio floor-epoll floor)
+read -r -a SERVERS <<<"${SERVERS:-shipped notimeout tokio floor-epoll floor}"
 declare -A ALL RUNS_ALL
 for run in $(seq 1 "$RUNS"); do
     for s in "${SERVERS[@]}"; do
@@ -81,7 +68,9 @@ for run in $(seq 1 "$RUNS"); do
         ALL[$s]="${ALL[$s]:-} $per"
         RUNS_ALL[$run,$s]=$per
     done
-    echo "run $run  shipped / no timeout: $(python3 -c "print(f'{${RUNS_ALL[$run,shipped]}/${RUNS_ALL[$run,notimeout]}:.3f}')")"
+    if [ -n "${RUNS_ALL[$run,shipped]:-}" ] && [ -n "${RUNS_ALL[$run,notimeout]:-}" ]; then
+        echo "run $run  shipped / no timeout: $(python3 -c "print(f'{${RUNS_ALL[$run,shipped]}/${RUNS_ALL[$run,notimeout]}:.3f}')")"
+    fi
 done
 echo
 declare -A MIN MAX
@@ -93,6 +82,7 @@ for s in "${SERVERS[@]}"; do
     echo "$s: min $lo  max $hi  (all:${ALL[$s]})"
 done
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+[ -n "${MIN[tokio]:-}" ] && [ -n "${MIN[floor-epoll]:-}" ] && [ -n "${MIN[shipped]:-}" ] && [ -n "${MIN[notimeout]:-}" ] || exit 0
 echo
 echo "shipped / tokio:        $(ratio "${MIN[shipped]}" "${MAX[tokio]}") .. $(ratio "${MAX[shipped]}" "${MIN[tokio]}")   (goal <= 0.6)"
 echo "shipped / floor (epoll): $(ratio "${MIN[shipped]}" "${MAX[floor-epoll]}") .. $(ratio "${MAX[shipped]}" "${MIN[floor-epoll]}")   (goal <= 1.5)"

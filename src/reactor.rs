@@ -27,7 +27,10 @@
 //!   nothing) emptied the receive queue, so the next read would fail with `EAGAIN`: the
 //!   reactor marks the fd's read side `Drained` and the next read parks *before* trying
 //!   (`Source::io_raw`), saving a `recv` per message of a request/response protocol (mio and
-//!   tokio do the same: a short read clears read readiness). Every read event the poller
+//!   tokio do the same: a short read clears read readiness). The check is the wait's own
+//!   lookup of the entry (`begin_wait` with `drained_only`: park if `Drained`, else try the
+//!   `recv`), and a read timeout's clock read happens only once the entry said "park"
+//!   (`registrations::OpDeadline`). Every read event the poller
 //!   delivers clears the mark (before the waiters run). Why no wake-up is lost, edge-triggered:
 //!   every byte that was not returned by the short `recv` was queued after that `recv` looked at
 //!   the queue, and queueing it makes a new edge in this thread's epoll instance, which only
@@ -128,9 +131,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::poller::{Event, Events, PollMode, Poller};
-use crate::registrations::FdUser;
+use crate::registrations::{FdUser, OpDeadline};
 use crate::scheduler::{scheduler, BlockedOn, State, Task, Wake};
-use crate::timer::Nanos;
 
 /// Which readiness a tasklet waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +149,8 @@ pub(crate) enum Begin {
     Ready,
     /// The fd is not registered with this thread's poller under the user's epoch.
     Unregistered,
+    /// A wait only if the read side is drained, and it is not: try the `recv`.
+    NotDrained,
 }
 
 /// The part of a reactor other threads may hold: the poller and the queue of remote wake-ups.
@@ -541,16 +545,6 @@ impl Reactor {
         }
     }
 
-    /// Whether a stream read of `fd` (registered here under `epoch`) would fail with `EAGAIN`
-    /// for sure: its last read was short and no read event came since (see "Short reads").
-    #[inline]
-    pub(crate) fn read_drained(&self, fd: RawFd, epoch: u32) -> bool {
-        self.fds
-            .borrow()
-            .get(fd)
-            .is_some_and(|e| e.read == ReadState::Drained && e.registered && e.epoch == epoch)
-    }
-
     /// Records that a stream read of `fd` just returned less than it asked for (and more than
     /// nothing): unless the read side was reported closed, the next read parks without trying.
     /// An edge that came before this read is consumed with it (its data was read).
@@ -573,20 +567,26 @@ impl Reactor {
     /// then begin again), [`Begin::Ready`] if an edge arrived while nobody waited (consumed:
     /// retry the operation instead), the error of `may_park` if it refuses (an expired deadline,
     /// an interrupt; it must not touch the reactor), else [`Begin::Parked`]: the tasklet is
-    /// among the fd's waiters.
+    /// among the fd's waiters. With `drained_only` (a stream read about to try its `recv`), a
+    /// read side that is not `Drained` (or an fd not registered here) gives
+    /// [`Begin::NotDrained`]: the `recv` may find data, try it (see "Short reads").
     #[inline]
     pub(crate) fn begin_wait(
         &self,
         fd: RawFd,
         epoch: u32,
         dir: Direction,
+        drained_only: bool,
         task: impl FnOnce() -> Rc<Task>,
         may_park: impl FnOnce() -> io::Result<()>,
     ) -> io::Result<Begin> {
         let mut fds = self.fds.borrow_mut();
         let Some(entry) = fds.get_mut(fd).filter(|e| e.registered && e.epoch == epoch) else {
-            return Ok(Begin::Unregistered);
+            return Ok(if drained_only { Begin::NotDrained } else { Begin::Unregistered });
         };
+        if drained_only && entry.read != ReadState::Drained {
+            return Ok(Begin::NotDrained);
+        }
         if std::mem::take(&mut entry.ready[dir as usize]) {
             return Ok(Begin::Ready);
         }
@@ -1083,8 +1083,15 @@ impl Source {
     /// Wraps a socket, making it non-blocking at the OS level.
     pub(crate) fn new(socket: socket2::Socket) -> io::Result<Source> {
         socket.set_nonblocking(true)?;
+        Ok(Source::nonblocking(socket))
+    }
+
+    /// Wraps a socket that is non-blocking at the OS level already (one from `sys::accept`),
+    /// without the `fcntl` of [`Source::new`]: one system call fewer per accepted connection.
+    /// A blocking socket here would block the thread in its first read.
+    pub(crate) fn nonblocking(socket: socket2::Socket) -> Source {
         let user = FdUser::join(socket.as_raw_fd());
-        Ok(Source { socket, user })
+        Source { socket, user }
     }
 
     pub(crate) fn socket(&self) -> &socket2::Socket {
@@ -1115,7 +1122,7 @@ impl Source {
         timeout: u64,
         mut op: impl FnMut(&socket2::Socket) -> io::Result<R>,
     ) -> io::Result<R> {
-        let mut deadline = OpDeadline::new(timeout);
+        let mut deadline = OpDeadline::after(timeout);
         loop {
             match op(&self.socket) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock && !nonblocking => {}
@@ -1145,10 +1152,11 @@ impl Source {
         mut op: impl FnMut(RawFd) -> isize,
     ) -> io::Result<usize> {
         let fd = self.socket.as_raw_fd();
-        let mut deadline = OpDeadline::new(timeout);
+        let mut deadline = OpDeadline::after(timeout);
         let short_reads = stream_read.is_some_and(|len| len > 0) && !nonblocking;
-        if short_reads && self.user.read_drained() {
-            self.wait_for(dir, &mut deadline)?;
+        if short_reads {
+            // Parks before trying if the last read was short and nothing came since.
+            self.user.wait_for(dir, true, &mut deadline, None)?;
         }
         loop {
             let res = op(fd);
@@ -1168,41 +1176,15 @@ impl Source {
         }
     }
 
-    /// One wait of an operation: its deadline is computed at its first wait, with the clock
-    /// read that also proves it has not passed (a timeout is never zero), and checked against
-    /// the clock again only at later waits: one clock read per timed park, not two.
+    /// One wait of an operation (see [`OpDeadline`] for its deadline).
     #[inline]
     fn wait_for(&self, dir: Direction, deadline: &mut OpDeadline) -> io::Result<()> {
-        let (at, check) = match deadline.at {
-            Some(at) => (at, true),
-            None => {
-                let at = crate::timer::deadline_after(deadline.timeout);
-                deadline.at = Some(at);
-                (at, false)
-            }
-        };
-        self.user.wait_checked(dir, at, check, None)
+        self.user.wait_for(dir, false, deadline, None)
     }
 
     /// Parks until the socket is ready in `dir` (see [`FdUser::wait`]).
     pub(crate) fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
         self.user.wait(dir, deadline, None)
-    }
-}
-
-/// The timeout of one socket operation and, once it had to wait, its deadline.
-struct OpDeadline {
-    /// In nanoseconds; 0: none.
-    timeout: u64,
-    /// `None` until the first wait; then the deadline (`None` inside: no timeout, or one too far
-    /// to represent).
-    at: Option<Option<Nanos>>,
-}
-
-impl OpDeadline {
-    #[inline]
-    fn new(timeout: u64) -> OpDeadline {
-        OpDeadline { timeout, at: None }
     }
 }
 

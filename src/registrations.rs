@@ -78,7 +78,7 @@ use crate::reactor::{
     interrupted, interrupts, key, timed_out, Begin, Direction, Interruptible, Reactor, Shared,
 };
 use crate::scheduler::{existing_scheduler, scheduler, BlockedOn, State, Task, Wake};
-use crate::timer::{now_nanos, Alarm, Nanos};
+use crate::timer::{deadline_after, now_nanos, Alarm, Nanos};
 
 /// What is known of one fd number's users and registrations.
 #[derive(Default)]
@@ -239,27 +239,40 @@ impl FdUser {
         deadline: Option<Instant>,
         interruptible: Option<u64>,
     ) -> io::Result<()> {
-        self.wait_checked(dir, deadline.map(crate::timer::to_nanos), true, interruptible)
+        let mut deadline = OpDeadline::at(deadline.map(crate::timer::to_nanos));
+        self.wait_for(dir, false, &mut deadline, interruptible)
     }
 
-    /// [`FdUser::wait`]; with `check_deadline` false the caller vouches that `deadline` has not
-    /// passed (it just computed it from the clock and a non-zero timeout), which saves a clock
-    /// read.
+    /// [`FdUser::wait`] for one wait of an operation whose deadline is `deadline` (computed at
+    /// its first park, with the clock read that arms the alarm: see [`OpDeadline`]).
+    ///
+    /// With `drained_only` (a stream read about to try its `recv`) it parks only if the fd's
+    /// read side is `Drained` (see `Reactor::begin_wait`), and otherwise returns `Ok` at once,
+    /// without registering the fd or making a scheduler: the check and the wait are one lookup
+    /// of the fd's entry (issue 14: they were two).
     #[inline]
-    pub(crate) fn wait_checked(
+    pub(crate) fn wait_for(
         &self,
         dir: Direction,
-        deadline: Option<Nanos>,
-        check_deadline: bool,
+        drained_only: bool,
+        deadline: &mut OpDeadline,
         interruptible: Option<u64>,
     ) -> io::Result<()> {
-        let sched = scheduler();
+        let sched = if drained_only {
+            match existing_scheduler() {
+                Some(sched) => sched,
+                None => return Ok(()),
+            }
+        } else {
+            scheduler()
+        };
         let reactor = sched.reactor();
         if self.left.load(Ordering::Relaxed) {
-            return Err(closed());
+            return if drained_only { Ok(()) } else { Err(closed()) };
         }
+        let known = deadline.known();
         let may_park = || {
-            if check_deadline && deadline.is_some_and(|d| d <= now_nanos()) {
+            if known.is_some_and(|d| d <= now_nanos()) {
                 return Err(timed_out());
             }
             if interruptible.is_some_and(|since| since != interrupts()) {
@@ -268,9 +281,18 @@ impl FdUser {
             Ok(())
         };
         loop {
-            match reactor.begin_wait(self.fd, self.epoch, dir, || sched.current_rc(), may_park)? {
+            let begun = reactor.begin_wait(
+                self.fd,
+                self.epoch,
+                dir,
+                drained_only,
+                || sched.current_rc(),
+                may_park,
+            )?;
+            match begun {
                 Begin::Parked => break,
-                Begin::Ready => return Ok(()), // an edge came while nobody waited: retry
+                // An edge came while nobody waited, or the read side is not drained: try.
+                Begin::Ready | Begin::NotDrained => return Ok(()),
                 Begin::Unregistered => self.register(reactor)?, // the first wait on this thread
             }
         }
@@ -278,7 +300,7 @@ impl FdUser {
         let waiting = IoWait { reactor, fd: self.fd, epoch: self.epoch, dir, task: me };
         reactor.rearm(self.fd, self.epoch)?;
         me.set_state(State::Blocked(BlockedOn::Io(self.fd, dir)));
-        let alarm = deadline.map(|d| Alarm::arm_current(sched, d));
+        let alarm = deadline.fix().map(|d| Alarm::arm_current(sched, d));
         let interrupts_slot = interruptible.map(|_| Interruptible::begin(reactor, &sched.current_rc()));
         let wake = sched.park();
         drop(interrupts_slot);
@@ -298,13 +320,6 @@ impl FdUser {
             return Err(interrupted());
         }
         Ok(())
-    }
-
-    /// Whether a stream read through this user would fail with `EAGAIN` for sure (see
-    /// `Reactor::read_drained`). False on a thread without a scheduler.
-    #[inline]
-    pub(crate) fn read_drained(&self) -> bool {
-        existing_scheduler().is_some_and(|sched| sched.reactor().read_drained(self.fd, self.epoch))
     }
 
     /// A stream read through this user returned less than it asked for (see
@@ -381,6 +396,49 @@ impl IoWait<'_> {
 impl Drop for IoWait<'_> {
     fn drop(&mut self) {
         self.reactor.end_wait(self.fd, self.epoch, self.dir, self.task);
+    }
+}
+
+/// The deadline of one operation's waits (a socket call with a timeout, a
+/// `Registration::wait` with a deadline).
+///
+/// A timeout becomes a deadline at the operation's first park, with one clock read, taken
+/// after the fd's entry said "park" (a read that finds data, or the `recv` a `Drained` check
+/// lets through, reads no clock), which also proves that it has not passed: a timeout is
+/// never zero. Later waits of the operation check it against the clock before parking. A
+/// deadline given as such (`at`) is checked before every park.
+pub(crate) struct OpDeadline {
+    /// In nanoseconds; 0: none.
+    timeout: u64,
+    /// `None` until known; then the deadline (`None` inside: no timeout, or one too far to
+    /// represent).
+    at: Option<Option<Nanos>>,
+}
+
+impl OpDeadline {
+    /// The deadline `timeout` nanoseconds (0: none) after the operation's first park.
+    #[inline]
+    pub(crate) fn after(timeout: u64) -> OpDeadline {
+        OpDeadline { timeout, at: None }
+    }
+
+    /// A deadline known already (`None`: none).
+    #[inline]
+    pub(crate) fn at(deadline: Option<Nanos>) -> OpDeadline {
+        OpDeadline { timeout: 0, at: Some(deadline) }
+    }
+
+    /// The deadline to check against the clock before parking: one known before this park.
+    #[inline]
+    fn known(&self) -> Option<Nanos> {
+        self.at.flatten()
+    }
+
+    /// The deadline, computed now (one clock read) if this is the first park.
+    #[inline]
+    fn fix(&mut self) -> Option<Nanos> {
+        let timeout = self.timeout;
+        *self.at.get_or_insert_with(|| deadline_after(timeout))
     }
 }
 

@@ -22,6 +22,7 @@
 //! | no SIGPIPE on a closed peer ([`MSG_NOSIGNAL`], [`no_sigpipe`]) | `MSG_NOSIGNAL` | `SO_NOSIGPIPE` | `MSG_NOSIGNAL` |
 //! | the thread's OS id ([`thread_id`]) | `gettid` | `pthread_threadid_np` | `pthread_getthreadid_np` |
 //! | the process's mappings ([`mappings`], [`max_map_count`]) | `/proc` | none | none |
+//! | socket reads and writes without a cancellation point ([`recv`], [`send`]) | `syscall(SYS_recvfrom/SYS_sendto)` | libc's `recv`/`send` | libc's `recv`/`send` |
 //!
 //! The poller (kqueue through `polling` off Linux) is `poller`'s business, the stack switch
 //! `context`'s.
@@ -461,6 +462,69 @@ pub(crate) fn no_sigpipe(socket: &socket2::Socket) -> io::Result<()> {
     }
     let _ = socket;
     Ok(())
+}
+
+/// `recv(fd, buf, len, flags)` as a bare system call: -1 with `errno` set on failure.
+///
+/// On Linux this is `syscall(SYS_recvfrom, ...)` rather than glibc's `recv`, which is a
+/// pthread cancellation point: in a process with more than one thread (any process with a
+/// scheduler: the sysmon thread) every call switches asynchronous cancellation on and off
+/// around the system call, ~60 instructions per call on top of the call itself (issue 14,
+/// callgrind of `examples/echo_server`: `__pthread_enable_asynccancel` 35 and
+/// `__pthread_disable_asynccancel` 28 per echoed message for a `recv` and a `send`). The
+/// sockets of `net` are non-blocking, so the call never blocks and there is nothing for a
+/// cancellation to interrupt. (`tasklets-shims` forwards its own calls the same way.)
+/// Elsewhere it is libc's `recv`.
+///
+/// # Safety
+///
+/// `buf` must be valid for writes of `len` bytes.
+#[inline]
+pub(crate) unsafe fn recv(fd: RawFd, buf: *mut u8, len: usize, flags: libc::c_int) -> isize {
+    #[cfg(target_os = "linux")]
+    // SAFETY: per this function's contract; `recvfrom` with null address arguments is `recv`.
+    // Every argument is passed as a full word (`syscall` is variadic).
+    return unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd as libc::c_long,
+            buf as libc::c_long,
+            len as libc::c_long,
+            flags as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    } as isize;
+    #[cfg(not(target_os = "linux"))]
+    // SAFETY: per this function's contract.
+    return unsafe { libc::recv(fd, buf.cast(), len, flags) };
+}
+
+/// `send(fd, buf, len, flags)` as a bare system call (see [`recv`] for why): -1 with `errno`
+/// set on failure.
+///
+/// # Safety
+///
+/// `buf` must be valid for reads of `len` bytes.
+#[inline]
+pub(crate) unsafe fn send(fd: RawFd, buf: *const u8, len: usize, flags: libc::c_int) -> isize {
+    #[cfg(target_os = "linux")]
+    // SAFETY: per this function's contract; `sendto` with no address is `send`. Every argument
+    // is passed as a full word (`syscall` is variadic).
+    return unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd as libc::c_long,
+            buf as libc::c_long,
+            len as libc::c_long,
+            flags as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    } as isize;
+    #[cfg(not(target_os = "linux"))]
+    // SAFETY: per this function's contract.
+    return unsafe { libc::send(fd, buf.cast(), len, flags) };
 }
 
 #[cfg(test)]

@@ -1137,3 +1137,28 @@ fn string_ip_literals_do_not_go_to_the_resolver_pool_child() {
 fn string_ip_literals_do_not_go_to_the_resolver_pool() {
     common::run_in_child("string_ip_literals_do_not_go_to_the_resolver_pool_child");
 }
+
+/// An accepted stream is non-blocking at the OS level (`accept4` made it so; issue 14 dropped
+/// the `fcntl` that set it again), so a read with nothing to read parks the tasklet and the
+/// thread's other tasklets run, instead of the thread blocking in `recv`.
+#[test]
+fn a_read_of_an_accepted_stream_parks_the_tasklet_not_the_thread() {
+    let listener = local();
+    let addr = listener.local_addr().unwrap();
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    assert!(is_os_nonblocking(&server));
+    let reader = tasklets::spawn(move || {
+        let mut buf = [0u8; 8];
+        (&server).read(&mut buf).unwrap()
+    });
+    // Runs only if the reader parked rather than blocking the thread in `recv`.
+    let writer = tasklets::spawn(move || {
+        let mut client = client;
+        client.write_all(b"hi").unwrap();
+        client
+    });
+    tasklets::run();
+    assert_eq!(reader.join().unwrap(), 2);
+    drop(writer.join().unwrap());
+}

@@ -1058,3 +1058,32 @@ fn read_timeout_then_data_before_the_reader_runs() {
     }
     assert_child_ok(&run_child(NAME, &[]));
 }
+
+/// An accepted Unix stream is non-blocking at the OS level (`accept4` made it so; issue 14
+/// dropped the `fcntl` that set it again), so a read with nothing to read parks the tasklet
+/// and the thread's other tasklets run, instead of the thread blocking in `recv`.
+#[test]
+fn a_read_of_an_accepted_unix_stream_parks_the_tasklet_not_the_thread() {
+    let dir = std::env::temp_dir().join(format!("tasklets-accepted-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).unwrap();
+    let client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    assert!(is_os_nonblocking(&server));
+    let reader = tasklets::spawn(move || {
+        let mut buf = [0u8; 8];
+        (&server).read(&mut buf).unwrap()
+    });
+    // Runs only if the reader parked rather than blocking the thread in `recv`.
+    let writer = tasklets::spawn(move || {
+        let mut client = client;
+        client.write_all(b"hi").unwrap();
+        client
+    });
+    tasklets::run();
+    assert_eq!(reader.join().unwrap(), 2);
+    drop(writer.join().unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+}

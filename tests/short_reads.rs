@@ -281,3 +281,58 @@ fn nonblocking_reads_after_a_short_read() {
     peer.join().unwrap();
     reader.join().unwrap();
 }
+
+/// A read that parks because the last one was short (without trying its `recv`) still arms its
+/// read timeout: the deadline is computed at that park (issue 14 made the drained check and the
+/// wait one lookup, and moved the deadline's clock read to the park), so a silent peer ends the
+/// read with `WouldBlock` after the timeout instead of leaving it parked for good.
+#[test]
+fn a_read_parked_after_a_short_read_still_times_out() {
+    let (server, mut client) = pair();
+    let reader = tasklets::spawn(move || {
+        let mut buf = [0u8; 16];
+        assert_eq!((&server).read(&mut buf).unwrap(), 2); // a short read: Drained
+        server.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let err = (&server).read(&mut buf).unwrap_err(); // parks at once, then times out
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        // The socket still works after the timeout: new data wakes the next read.
+        server.set_read_timeout(Some(LOST)).unwrap();
+        (&server).read(&mut buf)
+    });
+    let writer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50)); // the reader parks first: its fd gets registered
+        client.write_all(b"ab").unwrap();
+        thread::sleep(Duration::from_millis(300)); // past the reader's 50 ms timeout
+        client.write_all(b"c").unwrap();
+        client
+    });
+    tasklets::run();
+    assert_eq!(reader.join().unwrap().unwrap(), 1);
+    drop(writer.join().unwrap());
+}
+
+/// The drained check of a read on a thread that has no scheduler makes none, and a socket
+/// whose last short read was on another thread does not let a read on this one skip its
+/// `recv` (each thread's reactor has its own entry for the fd).
+#[test]
+fn a_short_read_on_one_thread_does_not_skip_a_read_on_another() {
+    let (server, mut client) = pair();
+    let reader = tasklets::spawn(move || {
+        let mut buf = [0u8; 16];
+        assert_eq!((&server).read(&mut buf).unwrap(), 2); // parks, then short: Drained here
+        server
+    });
+    tasklets::schedule(); // the reader parks: its fd gets registered with this thread's poller
+    client.write_all(b"ab").unwrap();
+    let server = reader.join().unwrap();
+    client.write_all(b"cd").unwrap();
+    thread::sleep(Duration::from_millis(50)); // the bytes are queued before the other read
+    let other = thread::spawn(move || {
+        assert!(!tasklets::io::is_cooperative());
+        let mut buf = [0u8; 16];
+        // No scheduler here: the read tries its recv (which finds the bytes) and makes none.
+        let n = (&server).read(&mut buf).unwrap();
+        (n, tasklets::io::is_cooperative())
+    });
+    assert_eq!(other.join().unwrap(), (2, false));
+}

@@ -199,6 +199,11 @@ impl NetSocket {
         Ok(NetSocket { source: Source::new(socket)?, options: Arc::default() })
     }
 
+    /// Wraps a socket accepted with `sys::accept`, which makes it non-blocking already.
+    pub(crate) fn accepted(socket: socket2::Socket) -> NetSocket {
+        NetSocket { source: Source::nonblocking(socket), options: Arc::default() }
+    }
+
     /// Wraps a socket made elsewhere (a std socket, a raw fd), taking over its blocking mode
     /// and its timeouts.
     pub(crate) fn import(socket: socket2::Socket) -> NetSocket {
@@ -316,7 +321,7 @@ impl NetSocket {
         self.source.io_raw(Direction::Read, nonblocking, timeout, stream_read, |fd| {
             // SAFETY: `ptr` is valid for writes of `len` bytes (it is `buf`, borrowed for the
             // whole call); `recv` writes at most `len` bytes there.
-            unsafe { libc::recv(fd, ptr.cast(), len, flags | RECV_FLAGS) }
+            unsafe { crate::sys::recv(fd, ptr, len, flags | RECV_FLAGS) }
         })
     }
 
@@ -348,7 +353,7 @@ impl NetSocket {
         let timeout = self.timeout_nanos(Direction::Write);
         self.source.io_raw(Direction::Write, nonblocking, timeout, None, |fd| {
             // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
-            unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), SEND_FLAGS) }
+            unsafe { crate::sys::send(fd, buf.as_ptr(), buf.len(), SEND_FLAGS) }
         })
     }
 

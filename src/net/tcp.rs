@@ -166,7 +166,7 @@ impl TcpListener {
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (socket, addr) = self.inner.read(crate::sys::accept)?;
         let addr = inet(&addr)?;
-        Ok((TcpStream { inner: NetSocket::new(socket)? }, addr))
+        Ok((TcpStream { inner: NetSocket::accepted(socket) }, addr))
     }
 
     /// An iterator over incoming connections: each item is an [`accept`](TcpListener::accept)

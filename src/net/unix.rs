@@ -443,7 +443,7 @@ impl UnixListener {
     /// as with std.
     pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
         let (socket, addr) = self.inner.read(crate::sys::accept)?;
-        Ok((UnixStream { inner: NetSocket::new(socket)? }, std_addr(&addr)))
+        Ok((UnixStream { inner: NetSocket::accepted(socket) }, std_addr(&addr)))
     }
 
     /// Creates a new handle to the same socket (a `dup`). The handles share the non-blocking
