@@ -37,13 +37,14 @@
 //! sub-millisecond part (`epoll_pwait2`, `src/poller.rs`); before it did, `epoll_wait` rounded
 //! every idle wait up to whole milliseconds, so the grid was in effect 1 ms and sleepers woke
 //! up to 1 ms late (p99 lateness 1.9–6.6 ms for 10,000 sleepers of 1–100 ms, issue 14 goal 3:
-//! p99 ≤ 1 ms). The grid is a trade: each wake-up of an idle thread costs some 5–20 µs of CPU
+//! p99 ≤ 1 ms). The grid is a trade: each wake-up of an idle thread costs some 9–20 µs of CPU
 //! on the 2-vCPU VM (more when other processes run in between and evict its caches), and
 //! dense deadlines cost one wake-up per cell. Measured for 10,000 sleepers, second round, three
 //! interleaved runs each (docs/benchmarks.md *Timers*): 250 µs: ~360 wake-ups per round,
 //! 2.84–2.97 µs CPU per sleeper; 500 µs: ~180, 2.44–2.60 µs; 1 ms: ~95, 2.32–2.43 µs; with
 //! p50 lateness ~150, ~300 and ~600 µs. 500 µs keeps p99 under 1 ms with room for the time to
-//! run a cell's tasklets.
+//! run a cell's tasklets: 0.52–0.86 ms at 10,000 sleepers and 0.95–0.98 ms at 100,000 (first
+//! round; tokio 2.0 and 25 ms) when the process has its CPU (`chrt -f`, docs/benchmarks.md).
 //!
 //! Rejected alternatives:
 //! - An ordered map keyed by `(deadline, seq)` (the design before this one): an insert and a
