@@ -66,14 +66,15 @@
 //!
 //! **Prefetching.** Ten thousand stacks 260 KiB apart are far more pages than the TLB holds,
 //! so the first touch of a stack after a while costs a page walk and a cache miss (in the
-//! sleepers' profile, `exit_raw`'s first `pop` from the resumed stack was 10% of all samples
-//! and the first frame's write in `give_stack` 4%). Taking a slot prefetches the top lines of
-//! the slot the next take will pop (in a burst of first runs, the next tasklet's), and the
-//! scheduler's `fire_expired` prefetches the saved registers of every tasklet it wakes (`timer`
-//! prefetches the next due task's timer state), so those misses overlap instead of stalling
-//! one by one: 10,000 sleepers went from 3.60–4.04 to 3.40–3.56 µs CPU per sleeper in the
-//! first round and 2.14–2.66 to 2.04–2.07 µs in the second (`chrt -f`, interleaved, four runs
-//! each; docs/benchmarks.md *Timers*).
+//! sleepers' profile, `exit_raw`'s first `pop` from the resumed stack was 10% of all samples).
+//! The scheduler's `fire_expired` prefetches the saved registers and the task of every
+//! tasklet it wakes, and `timer` the next due task's timer state, so those misses overlap
+//! instead of stalling one by one: 10,000 sleepers went from 3.60–4.04 to 3.40–3.56 µs CPU per
+//! sleeper in the first round and 2.14–2.66 to 2.04–2.07 µs in the second (`chrt -f`,
+//! interleaved, four runs each; docs/benchmarks.md *Timers*). Rejected: prefetching the top
+//! of the slot the next take pops (the next tasklet's, in a burst of first runs): the
+//! prefetch itself stalled on the page walk (92% of `take_reserved`'s samples) and five
+//! interleaved runs with and without it were the same (3.42–3.60 / 3.37–3.52 µs).
 //!
 //! **Giving memory back.** A pooled stack keeps the pages its tasklet touched. Trimming every
 //! released stack would cost a syscall per finish, so the pool trims by *epochs*, like Go's
@@ -309,13 +310,6 @@ impl StackPool {
         let stack = Stack::new(entry & !FRESH, size);
         if entry & FRESH != 0 {
             populate_top(&stack);
-        }
-        // The slot the next take pops: in a burst of first runs that is the next tasklet's,
-        // and the lines its first frames go to are likely cold (see "Prefetching").
-        if let Some(&next) = class.free.last() {
-            let top = Stack::new(next & !FRESH, size).top();
-            crate::timer::prefetch(top - 64);
-            crate::timer::prefetch(top - 128);
         }
         stack
     }
