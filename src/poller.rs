@@ -28,8 +28,12 @@
 //! - **One system call per wait**: `epoll_wait` with the timeout in milliseconds, rounded *up*
 //!   (a timer must never fire early: the scheduler would poll again for the remainder, which
 //!   is correct but costs a wait; rounding down would make that the rule for every sub-ms
-//!   timeout). `epoll_pwait2` (ns timeouts, Linux 5.11) is not used: the scheduler's timers
-//!   are ms-grained anyway and the fallback would need a probe per process.
+//!   timeout), or `epoll_pwait2` (ns timeouts, Linux 5.11) when the timeout has a sub-ms part.
+//!   The scheduler's idle wait ends on a 500 µs grid (`src/timer.rs`); rounded up to whole
+//!   milliseconds it woke sleepers ~0.5 ms late on average and up to 1 ms late, which made
+//!   a p99 sleep lateness under 1 ms impossible (issue 14 goal 3, docs/benchmarks.md
+//!   *Timers*). There is no probe: the first `ENOSYS` (a kernel before 5.11, or an emulator)
+//!   switches the process to the rounded `epoll_wait` for good.
 //! - **Edge-triggered** registrations (or oneshot, `TASKLET_POLL_MODE=oneshot`), with
 //!   `EPOLLIN | EPOLLPRI | EPOLLRDHUP` for read interest and `EPOLLOUT` for write interest.
 //! - **The notifier** is an eventfd registered once, edge-triggered, under the key
@@ -94,7 +98,7 @@ pub(crate) const REPORTS_READ_CLOSED: bool = cfg!(target_os = "linux");
 mod linux {
     use std::io;
     use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
     use std::time::Duration;
 
     use crate::sys::syscall;
@@ -193,6 +197,52 @@ mod linux {
         }
     }
 
+    /// `PWAIT2` once `epoll_pwait2` answered `ENOSYS`: waits round up to whole milliseconds.
+    const NO_PWAIT2: u8 = 1;
+    /// Whether `epoll_pwait2` is known to be missing (`NO_PWAIT2`), per process.
+    static PWAIT2: AtomicU8 = AtomicU8::new(0);
+
+    /// `epoll_wait(epoll, events, ms)` as the bare `epoll_pwait` system call with no signal
+    /// mask, not glibc's wrapper (a cancellation point, which switches asynchronous
+    /// cancellation on and off around the call in a multi-threaded process).
+    fn epoll_pwait(epoll: RawFd, events: &mut Events, ms: libc::c_int) -> io::Result<libc::c_int> {
+        let capacity = events.buf.len() as libc::c_long;
+        // SAFETY: the buffer holds `capacity` events and outlives the call; no signal mask
+        // (null) makes `epoll_pwait` the plain `epoll_wait`, whatever the mask's size says.
+        syscall!(syscall(
+            libc::SYS_epoll_pwait,
+            epoll as libc::c_long,
+            events.buf.as_mut_ptr(),
+            capacity,
+            ms as libc::c_long,
+            std::ptr::null::<libc::sigset_t>(),
+            SIGSET_SIZE,
+        ))
+        .map(|n| n as libc::c_int)
+    }
+
+    /// `epoll_pwait2(epoll, events, timeout)` without a signal mask: `epoll_wait` with a
+    /// nanosecond timeout (libc has no wrapper for it).
+    fn epoll_pwait2(epoll: RawFd, events: &mut Events, timeout: Duration) -> io::Result<libc::c_int> {
+        let spec = libc::timespec {
+            tv_sec: timeout.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        let capacity = events.buf.len() as libc::c_long;
+        // SAFETY: the buffer holds `capacity` events and `spec` a valid timespec, both alive
+        // for the call; a null signal mask makes it `epoll_wait` with a finer timeout.
+        syscall!(syscall(
+            libc::SYS_epoll_pwait2,
+            epoll as libc::c_long,
+            events.buf.as_mut_ptr(),
+            capacity,
+            &spec as *const libc::timespec,
+            std::ptr::null::<libc::sigset_t>(),
+            SIGSET_SIZE,
+        ))
+        .map(|n| n as libc::c_int)
+    }
+
     /// An epoll instance and its notifier.
     ///
     /// # After `fork`
@@ -280,9 +330,10 @@ mod linux {
             self.ctl(libc::EPOLL_CTL_DEL, fd.as_raw_fd(), None)
         }
 
-        /// Waits for events (at most `timeout`, rounded up to whole milliseconds; `None`: until
-        /// one comes or `notify` is called) in one `epoll_wait`; returns how many fd events and
-        /// notifications came.
+        /// Waits for events (at most `timeout`; `None`: until one comes or `notify` is called)
+        /// in one system call; returns how many fd events and notifications came. A timeout
+        /// with a sub-millisecond part is kept to the nanosecond by `epoll_pwait2` where the
+        /// kernel has it (Linux 5.11), else rounded up to whole milliseconds.
         pub(crate) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
             let ms = super::fork::timeout_ms(timeout);
             if self.inherited() {
@@ -290,18 +341,20 @@ mod linux {
                 super::fork::sleep(ms)?;
                 return Ok(0);
             }
-            let capacity = events.buf.len() as libc::c_long;
-            // SAFETY: the buffer holds `capacity` events and outlives the call; no signal mask
-            // (null) makes `epoll_pwait` the plain `epoll_wait`, whatever the mask's size says.
-            let res = syscall!(syscall(
-                libc::SYS_epoll_pwait,
-                self.epoll.as_raw_fd() as libc::c_long,
-                events.buf.as_mut_ptr(),
-                capacity,
-                ms as libc::c_long,
-                std::ptr::null::<libc::sigset_t>(),
-                SIGSET_SIZE
-            ));
+            let epoll = self.epoll.as_raw_fd();
+            let res = match timeout.filter(|d| d.subsec_nanos() % 1_000_000 != 0) {
+                Some(exact) if PWAIT2.load(Ordering::Relaxed) != NO_PWAIT2 => {
+                    match epoll_pwait2(epoll, events, exact) {
+                        Err(err) if err.raw_os_error() == Some(libc::ENOSYS) => {
+                            // An old kernel, or an emulator without it: whole ms from now on.
+                            PWAIT2.store(NO_PWAIT2, Ordering::Relaxed);
+                            epoll_pwait(epoll, events, ms)
+                        }
+                        res => res,
+                    }
+                }
+                _ => epoll_pwait(epoll, events, ms),
+            };
             // Any notify from now on must write again: the waiter is past the edge it made.
             self.notified.store(false, Ordering::SeqCst);
             events.len = res? as usize;
@@ -348,6 +401,24 @@ mod linux {
             poller.wait(&mut events, Some(Duration::from_micros(1500))).unwrap();
             assert!(start.elapsed() >= Duration::from_micros(1500));
             assert_eq!(events.iter().count(), 0);
+        }
+
+        /// Sub-millisecond timeouts go to `epoll_pwait2` (or, without it, round up): either
+        /// way a wait never ends before its timeout, for timeouts below, at and above a
+        /// millisecond, with and without a sub-millisecond part.
+        #[test]
+        fn a_sub_millisecond_wait_never_returns_before_its_timeout() {
+            let poller = Poller::new().unwrap();
+            let mut events = Events::new();
+            for micros in [1, 250, 999, 1000, 1250, 2001] {
+                let timeout = Duration::from_micros(micros);
+                let start = Instant::now();
+                assert_eq!(poller.wait(&mut events, Some(timeout)).unwrap(), 0);
+                let slept = start.elapsed();
+                assert!(slept >= timeout, "a {timeout:?} wait returned after {slept:?}");
+            }
+            poller.notify().unwrap();
+            assert_eq!(poller.wait(&mut events, Some(Duration::from_micros(300))).unwrap(), 1);
         }
 
         #[test]

@@ -183,6 +183,13 @@ impl Context {
         Context { sp: Cell::new(0) }
     }
 
+    /// The saved stack pointer (`0` if none was saved): where a resume reads its registers
+    /// first, for a prefetch (see `Scheduler::fire_expired`).
+    #[inline]
+    pub(crate) fn saved_sp(&self) -> usize {
+        self.sp.get()
+    }
+
     /// Prepares a fresh context on the stack whose top is `top`: the first [`switch`] to it
     /// enters the trampoline, which calls `entry(arg)` with the stack pointer 16-byte aligned
     /// below `top`.
