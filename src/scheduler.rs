@@ -1031,8 +1031,10 @@ impl Scheduler {
             if deadline.is_none() && !self.reactor.has_waiters() {
                 return None; // nothing could ever make a tasklet runnable
             }
-            let now = Instant::now();
-            if now.duration_since(self.epoch_start.get()) >= EPOCH {
+            // Without a timer the clock matters only for the epoch: the last poll's reading
+            // will do (a poll that skips its system call reads none; see `Reactor::poll`).
+            let now = if deadline.is_some() { Instant::now() } else { self.reactor.polled_at() };
+            if now.saturating_duration_since(self.epoch_start.get()) >= EPOCH {
                 self.epoch_start.set(now);
                 self.end_epoch();
             }
@@ -1051,8 +1053,14 @@ impl Scheduler {
                 }
             }
             self.monitor.set_idle(false);
-            // The reactor's clock read after its wait, not another one.
-            self.fire_expired(if polled { self.reactor.polled_at() } else { Instant::now() });
+            if deadline.is_some() {
+                // The reactor's clock read after its wait, not another one.
+                self.fire_expired(if polled { self.reactor.polled_at() } else { Instant::now() });
+            } else {
+                // No timer was armed and a poll arms none: nothing to fire.
+                self.busy_fired.set(0);
+                self.since_busy_check.set(0);
+            }
             if let Some(task) = self.pop_front() {
                 return Some(task);
             }
