@@ -186,7 +186,10 @@
 //! touches them: in the child, the inherited schedulers keep running tasklets, channels and
 //! sleeps, their teardown leaves the parent's registrations alone, and a socket wait on them
 //! fails with an error that names `fork`. A thread started in the child gets a poller of its
-//! own, with working I/O. (`tests/fork.rs`; the design is in `src/poller.rs`.)
+//! own, with working I/O. The runtime's own thread (the sysmon) never holds a lock across a
+//! fork, and the child's [`monitor::schedulers`] lists only the forking thread's scheduler and
+//! the ones made after the fork. (`tests/fork.rs`; the design is in `src/poller.rs` and
+//! `src/monitor.rs`.)
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
 

@@ -37,7 +37,9 @@
 //!
 //! The stall report of [`set_stall_threshold`](crate::set_stall_threshold) comes from one
 //! process-wide thread, `tasklet-sysmon`, started with the first scheduler (and again in a
-//! forked child, which inherits no threads). It samples every scheduler's counters as above,
+//! forked child, which inherits no threads: `pthread_atfork` handlers hold the registry across
+//! the fork, so the child never inherits it locked, and drop the other threads' schedulers
+//! from the child's registry). It samples every scheduler's counters as above,
 //! against each scheduler's own threshold (an atomic in `Shared`, `u64::MAX` for "never"),
 //! every fifth of the smallest threshold, between [`SYSMON_MIN_PERIOD`] and
 //! [`SYSMON_MAX_PERIOD`] (20 ms for the default 100 ms: 50 wake-ups a second, a few
@@ -574,6 +576,14 @@ mod sysmon {
 
     /// Starts the sysmon thread unless this process has one.
     pub(super) fn ensure_started() {
+        static FORK_HANDLERS: std::sync::Once = std::sync::Once::new();
+        FORK_HANDLERS.call_once(|| {
+            // SAFETY: registers three handlers that only lock and unlock this module's two
+            // statics in the forking thread (see `hold_for_fork`); they never run user code.
+            unsafe {
+                libc::pthread_atfork(Some(hold_for_fork), Some(release_in_parent), Some(release_in_child))
+            };
+        });
         let pid = std::process::id();
         let mut started = lock(&STARTED_IN);
         if *started == pid {
@@ -587,6 +597,41 @@ mod sysmon {
                 log::warn!("tasklet: cannot start the sysmon thread, stalls will not be reported: {err}")
             }
         }
+    }
+
+    /// The two locks the sysmon takes, held by the forking thread across a `fork`.
+    type Held = (MutexGuard<'static, u32>, MutexGuard<'static, Vec<Arc<Shared>>>);
+
+    thread_local! {
+        static HELD: std::cell::RefCell<Option<Held>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// `pthread_atfork`'s prepare handler: takes the registry (and the started flag) so that no
+    /// other thread holds them at the fork. A child inherits only the forking thread: a lock
+    /// the sysmon held at that instant would stay held there forever, and the child's first
+    /// scheduler would wait for it in `register` (`tests/fork.rs`). The order is the one every
+    /// other path agrees with: nothing takes `STARTED_IN` while holding `REGISTRY`.
+    extern "C" fn hold_for_fork() {
+        let held = (lock(&STARTED_IN), lock(&REGISTRY));
+        HELD.with(|slot| *slot.borrow_mut() = Some(held));
+    }
+
+    /// The parent's handler: the locks go back.
+    extern "C" fn release_in_parent() {
+        HELD.with(|slot| drop(slot.borrow_mut().take()));
+    }
+
+    /// The child's handler: only the forking thread's scheduler (if any) still exists, so the
+    /// other threads' ones leave the registry before the locks go back.
+    extern "C" fn release_in_child() {
+        HELD.with(|slot| {
+            if let Some((started, mut registry)) = slot.borrow_mut().take() {
+                let me = std::thread::current().id();
+                registry.retain(|s| s.thread.id() == me);
+                drop(registry);
+                drop(started);
+            }
+        });
     }
 
     /// What the sysmon last saw of one scheduler.

@@ -100,3 +100,80 @@ fn fork_child_that_exits_normally_leaves_the_parents_readers_working_child() {
 fn fork_child_that_exits_normally_leaves_the_parents_readers_working() {
     common::run_in_child(CHILD);
 }
+
+const UNDER_SYSMON: &str = "fork_while_the_sysmon_holds_the_scheduler_registry_leaves_the_child_usable_child";
+
+/// A child forked while another thread held the registry of schedulers (the sysmon samples it
+/// every few milliseconds) inherited the lock held by a thread that does not exist there: the
+/// child's first new scheduler waited for it forever in `monitor::register`. Here a thread
+/// takes that lock in a loop (listing the schedulers, as a console does) while main forks
+/// again and again; each child starts a scheduler on a new thread, lists the schedulers it
+/// sees (its own two, none of the parent's other threads) and exits.
+#[test]
+fn fork_while_the_sysmon_holds_the_scheduler_registry_leaves_the_child_usable_child() {
+    if !common::in_child(UNDER_SYSMON) {
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const FORKS: usize = 100;
+    // The sysmon at its fastest period, on a scheduler of main's own.
+    tasklets::set_stall_threshold(Some(Duration::from_millis(1)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let lister = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            tasklets::spawn(|| ()).join().unwrap(); // this thread has a scheduler too
+            ready_tx.send(()).unwrap();
+            let mut listed = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                listed += tasklets::monitor::schedulers().len() as u64;
+            }
+            listed
+        }
+    });
+    ready_rx.recv().unwrap();
+    for round in 0..FORKS {
+        // SAFETY: the child only starts a thread, uses the runtime and std, and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let seen = std::thread::spawn(|| {
+                assert_eq!(tasklets::spawn(|| 5).join().unwrap(), 5);
+                tasklets::monitor::schedulers().len()
+            })
+            .join()
+            .unwrap_or(0);
+            // SAFETY: ends the child at once, without the parent's atexit handlers.
+            unsafe { libc::_exit(if seen == 2 { 0 } else { 10 + seen.min(100) as i32 }) };
+        }
+        let mut status = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // SAFETY: waits for our own child, without blocking.
+        while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0 {
+            if std::time::Instant::now() > deadline {
+                // SAFETY: our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                stop.store(true, Ordering::Relaxed);
+                panic!("fork {round}: the child did not exit within 10 s (a lock held at the fork)");
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        assert!(libc::WIFEXITED(status), "fork {round}: status {status:#x}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "fork {round}: the child saw {} schedulers, not its own 2",
+            libc::WEXITSTATUS(status) - 10
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(lister.join().unwrap() > 0);
+    println!("{FORKS} forks under a busy registry: every child exited");
+}
+
+#[test]
+fn fork_while_the_sysmon_holds_the_scheduler_registry_leaves_the_child_usable() {
+    common::run_in_child(UNDER_SYSMON);
+}

@@ -128,7 +128,7 @@ impl Case for Sleep {
             "\nAt these N, lateness measures the burst more than the timers: the first runs of all N tasks take \
              tens to hundreds of milliseconds on one core, and a task whose deadline passes meanwhile waits behind \
              tasks that have not started yet. While tasklets are runnable, tasklet checks its due timers every 64 \
-             switches and runs their tasklets first; idle wake-ups are rounded up to a 250 µs grid (see \
+             switches and runs their tasklets first; idle wake-ups are rounded up to a 500 µs grid (see \
              `src/timer.rs`). tokio checks its timer wheel every 61 polls and rounds deadlines up to the next \
              millisecond, so its p50 is about 1 ms even without a burst.\n\n",
         );
