@@ -822,9 +822,12 @@ impl Reactor {
                 if entry.waiters[dir].is_empty() {
                     entry.ready[dir] = true;
                 }
-                // Waking only touches the scheduler's run queue, never the fd table.
+                // Waking only touches the scheduler's run queue, never the fd table. A poll
+                // wakes a batch (~50 tasklets with 1,000 busy connections), each to resume on
+                // a stack last touched a batch ago: prefetch them all, the misses overlap.
                 while let Some(task) = entry.waiters[dir].pop() {
                     self.parked.set(self.parked.get() - 1);
+                    crate::scheduler::prefetch_resume(&task);
                     sched.wake(task);
                 }
             }

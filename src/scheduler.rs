@@ -1006,9 +1006,7 @@ impl Scheduler {
         // Their stacks and tasks are cold: start loading the registers each resume pops first
         // and the task's fields, so that the misses overlap (see "Prefetching" in `stack`).
         for task in &woken {
-            let sp = task.ctx.saved_sp();
-            crate::timer::prefetch(sp);
-            crate::timer::prefetch(sp.wrapping_add(56));
+            prefetch_resume(task);
             let at = Rc::as_ptr(task) as usize;
             for line in (0..size_of::<Task>()).step_by(64) {
                 crate::timer::prefetch(at + line);
@@ -1221,6 +1219,17 @@ impl Scheduler {
         task.state.set(State::Runnable);
         let _ = self.switch(Requeue::Front, Some(task));
     }
+}
+
+/// Starts loading what resuming `task` reads first, the registers saved on its stack: a
+/// tasklet woken after a while resumes on a cold stack page (a TLB and cache miss), and the
+/// wakers that wake many at once (due timers, a poll's events) prefetch them all so that the
+/// misses overlap (see "Prefetching" in `stack`).
+#[inline]
+pub(crate) fn prefetch_resume(task: &Task) {
+    let sp = task.ctx.saved_sp();
+    crate::timer::prefetch(sp);
+    crate::timer::prefetch(sp.wrapping_add(56));
 }
 
 /// Returned when the main tasklet would wait for something that can never happen: nothing else

@@ -71,7 +71,10 @@
 //! tasklet it wakes, and `timer` the next due task's timer state, so those misses overlap
 //! instead of stalling one by one: 10,000 sleepers went from 3.60–4.04 to 3.40–3.56 µs CPU per
 //! sleeper in the first round and 2.14–2.66 to 2.04–2.07 µs in the second (`chrt -f`,
-//! interleaved, four runs each; docs/benchmarks.md *Timers*). Rejected: prefetching the top
+//! interleaved, four runs each; docs/benchmarks.md *Timers*). A poll does the same for the
+//! tasklets its events wake (`scheduler::prefetch_resume`; ~50 per poll with 1,000 busy
+//! connections): an echo server's user time per message, median of 11 interleaved pairs,
+//! 0.62 → 0.54 µs (docs/benchmarks.md, *Where the comparison's targets stand*). Rejected: prefetching the top
 //! of the slot the next take pops (the next tasklet's, in a burst of first runs): the
 //! prefetch itself stalled on the page walk (92% of `take_reserved`'s samples) and five
 //! interleaved runs with and without it were the same (3.42–3.60 / 3.37–3.52 µs).
