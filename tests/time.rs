@@ -846,12 +846,22 @@ fn ten_thousand_scattered_deadlines_wake_in_order_and_never_early() {
         })
         .collect();
     let woke = Rc::new(std::cell::RefCell::new(Vec::with_capacity(N)));
+    // Bumped whenever a sleeper starts or wakes up.
+    let ran = Rc::new(std::cell::Cell::new(0u64));
     for (i, &deadline) in deadlines.iter().enumerate() {
-        let woke = woke.clone();
+        let (woke, ran) = (woke.clone(), ran.clone());
         tasklets::spawn(move || {
-            // Under load the spawn burst may outlast a deadline: that sleep returns at once.
-            let armed = Instant::now() < deadline;
+            // Under load the spawn burst may outlast a deadline: that sleep returns at once,
+            // without arming a timer. Whether it armed one is whether it parked, i.e. whether
+            // another sleeper ran meanwhile (the scheduler is cooperative). Not a clock check
+            // before the call: `sleep_until` reads the clock again, and a deadline that passed
+            // in between made the check say "armed" for a sleep that returned at once (seen on
+            // riscv64 under qemu, where the burst overran 46% of the deadlines).
+            ran.set(ran.get() + 1);
+            let before = ran.get();
             sleep_until(deadline);
+            let armed = ran.get() != before;
+            ran.set(ran.get() + 1);
             let not_early = Instant::now() >= deadline;
             woke.borrow_mut().push((i, armed, not_early));
         });
