@@ -74,9 +74,9 @@
 //! interleaved, four runs each; docs/benchmarks.md *Timers*). A poll does the same for the
 //! tasklets its events wake (`scheduler::prefetch_resume`; ~50 per poll with 1,000 busy
 //! connections): an echo server's user time per message, median of 11 interleaved pairs,
-//! 0.62 → 0.54 µs (docs/benchmarks.md, *Where the comparison's targets stand*). Rejected: prefetching the top
-//! of the slot the next take pops (the next tasklet's, in a burst of first runs): the
-//! prefetch itself stalled on the page walk (92% of `take_reserved`'s samples) and five
+//! 0.62 → 0.54 µs (docs/benchmarks.md, *Where the comparison's targets stand*). Rejected:
+//! prefetching the top of the slot the next take pops (the next tasklet's, in a burst of
+//! first runs): the prefetch itself stalled on the page walk (92% of `take_reserved`'s samples) and five
 //! interleaved runs with and without it were the same (3.42–3.60 / 3.37–3.52 µs).
 //!
 //! **Giving memory back.** A pooled stack keeps the pages its tasklet touched. Trimming every
