@@ -76,8 +76,9 @@
 //! connections): an echo server's user time per message, median of 11 interleaved pairs,
 //! 0.62 → 0.54 µs (docs/benchmarks.md, *Where the comparison's targets stand*). Rejected:
 //! prefetching the top of the slot the next take pops (the next tasklet's, in a burst of
-//! first runs): the prefetch itself stalled on the page walk (92% of `take_reserved`'s samples) and five
-//! interleaved runs with and without it were the same (3.42–3.60 / 3.37–3.52 µs).
+//! first runs): the prefetch itself stalled on the page walk (92% of `take_reserved`'s
+//! samples) and five interleaved runs with and without it were the same (3.42–3.60 /
+//! 3.37–3.52 µs).
 //!
 //! **Giving memory back.** A pooled stack keeps the pages its tasklet touched. Trimming every
 //! released stack would cost a syscall per finish, so the pool trims by *epochs*, like Go's
