@@ -1221,15 +1221,16 @@ impl Scheduler {
     }
 }
 
-/// Starts loading what resuming `task` reads first, the registers saved on its stack: a
-/// tasklet woken after a while resumes on a cold stack page (a TLB and cache miss), and the
-/// wakers that wake many at once (due timers, a poll's events) prefetch them all so that the
-/// misses overlap (see "Prefetching" in `stack`).
+/// Starts loading what resuming `task` reads first: the registers saved on its stack and the
+/// line just above them, where the resumed code's own frame continues. A tasklet woken after
+/// a while resumes on a cold stack page (a TLB and cache miss), and the wakers that wake many
+/// at once (due timers, a poll's events) prefetch them all so that the misses overlap (see
+/// "Prefetching" in `stack`).
 #[inline]
 pub(crate) fn prefetch_resume(task: &Task) {
     let sp = task.ctx.saved_sp();
     crate::timer::prefetch(sp);
-    crate::timer::prefetch(sp.wrapping_add(56));
+    crate::timer::prefetch(sp.wrapping_add(crate::context::INIT_FRAME));
 }
 
 /// Returned when the main tasklet would wait for something that can never happen: nothing else
